@@ -1,0 +1,196 @@
+/**
+ * A fixed pool of read-write sessions, one operation in flight per session.
+ *
+ * Invariants:
+ * - a session is either idle (in `idle`) or leased to exactly one caller; `withSession` returns
+ *   it in `finally`, so no path leaks one;
+ * - a session whose operation failed is closed and replaced, never returned: it may be stuck
+ *   between C_*Init and its final call (CKR_OPERATION_ACTIVE);
+ * - a session/device error marks the pool down: waiters get a 503 at once, every session of the
+ *   old generation is closed when its lease ends, and a recovery loop reconnects (log in again,
+ *   reopen sessions) and tells the token to look its key handles up again;
+ * - the module is finalized only when no asynchronous call is in flight (finalizing under one
+ *   crashed the process in every trial).
+ */
+import { TokenError, toTokenError } from './errors.js';
+import type { Handle, Pkcs11Module } from './module.js';
+
+export interface SessionPoolOptions {
+  size: number;
+  acquireTimeoutMs: number;
+  /** Reads the user PIN when the pool must log in again; never kept in a field. */
+  readPin: () => string;
+  /** How often a pool that is down tries to reconnect. */
+  recoveryIntervalMs?: number;
+  onDown?: (error: TokenError) => void;
+  onRecovered?: () => void;
+  onRecoveryFailed?: (error: TokenError) => void;
+}
+
+interface Lease {
+  session: Handle;
+  generation: number;
+}
+
+interface Waiter {
+  resolve: (lease: Lease) => void;
+  reject: (error: TokenError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export type PoolState = 'up' | 'down' | 'closed';
+
+export class SessionPool {
+  private idle: Lease[] = [];
+  private waiters: Waiter[] = [];
+  private generation = 0;
+  private leased = 0;
+  private recoveryTimer: NodeJS.Timeout | undefined;
+  private recoveryAttempts = 0;
+  private drained: (() => void) | undefined;
+  state: PoolState = 'down';
+
+  constructor(
+    private readonly module: Pkcs11Module,
+    private readonly options: SessionPoolOptions,
+  ) {}
+
+  /** Opens every session. The module must be logged in. */
+  open(): void {
+    for (let i = 0; i < this.options.size; i++) this.idle.push({ session: this.module.openSession(), generation: this.generation });
+    this.state = 'up';
+  }
+
+  get stats(): { size: number; busy: number; idle: number; waiting: number; state: PoolState } {
+    return { size: this.options.size, busy: this.leased, idle: this.idle.length, waiting: this.waiters.length, state: this.state };
+  }
+
+  /**
+   * Runs `operation` on a leased session. Any failure inside it discards the session; a
+   * session/device failure also marks the pool down. Errors come out as TokenError.
+   */
+  async withSession<T>(operation: (session: Handle) => Promise<T> | T): Promise<T> {
+    const lease = await this.acquire();
+    let failure: TokenError | undefined;
+    try {
+      return await operation(lease.session);
+    } catch (error) {
+      failure = toTokenError(error, 'token operation');
+      throw failure;
+    } finally {
+      this.release(lease, failure);
+    }
+  }
+
+  private acquire(): Promise<Lease> {
+    if (this.state !== 'up') return Promise.reject(this.unavailable());
+    const lease = this.idle.pop();
+    if (lease) {
+      this.leased++;
+      return Promise.resolve(lease);
+    }
+    return new Promise<Lease>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.splice(this.waiters.indexOf(waiter), 1);
+          reject(new TokenError('busy', `Every token session stayed busy for ${this.options.acquireTimeoutMs} ms`, 'POOL_TIMEOUT', undefined));
+        }, this.options.acquireTimeoutMs),
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  private release(lease: Lease, failure: TokenError | undefined): void {
+    this.leased--;
+    if (failure?.errorClass === 'unavailable') this.markDown(failure);
+    if (lease.generation !== this.generation || this.state !== 'up') {
+      this.module.closeSession(lease.session);
+    } else if (failure) {
+      this.module.closeSession(lease.session);
+      try {
+        this.handOut({ session: this.module.openSession(), generation: this.generation });
+      } catch (error) {
+        this.markDown(toTokenError(error, 'C_OpenSession'));
+      }
+    } else {
+      this.handOut(lease);
+    }
+    if (this.leased === 0 && this.drained) this.drained();
+  }
+
+  private handOut(lease: Lease): void {
+    const waiter = this.waiters.shift();
+    if (!waiter) {
+      this.idle.push(lease);
+      return;
+    }
+    clearTimeout(waiter.timer);
+    this.leased++;
+    waiter.resolve(lease);
+  }
+
+  private unavailable(): TokenError {
+    return new TokenError('unavailable', this.state === 'closed' ? 'The token pool is closed' : 'The token is unavailable', 'POOL_DOWN', undefined);
+  }
+
+  /** Marks the pool down after a session/device error and starts reconnecting. */
+  markDown(cause: TokenError): void {
+    if (this.state !== 'up') return;
+    this.state = 'down';
+    this.generation++;
+    for (const lease of this.idle) this.module.closeSession(lease.session);
+    this.idle = [];
+    for (const waiter of this.waiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(this.unavailable());
+    }
+    this.options.onDown?.(cause);
+    this.recoveryAttempts = 0;
+    this.scheduleRecovery();
+  }
+
+  private scheduleRecovery(): void {
+    if (this.state !== 'down' || this.recoveryTimer) return;
+    this.recoveryTimer = setTimeout(() => {
+      this.recoveryTimer = undefined;
+      this.recover();
+    }, this.options.recoveryIntervalMs ?? 200);
+    this.recoveryTimer.unref();
+  }
+
+  private recover(): void {
+    if (this.state !== 'down') return;
+    this.recoveryAttempts++;
+    try {
+      // First try only new sessions and a new login; re-initialize the module only when that
+      // failed before and no asynchronous call could still be running inside it.
+      this.module.reconnect(this.options.readPin(), this.recoveryAttempts > 1 && this.leased === 0);
+      const fresh: Lease[] = [];
+      for (let i = 0; i < this.options.size; i++) fresh.push({ session: this.module.openSession(), generation: this.generation });
+      this.idle = fresh;
+      this.state = 'up';
+      this.options.onRecovered?.();
+    } catch (error) {
+      const failure = toTokenError(error, 'reconnecting to the token');
+      this.options.onRecoveryFailed?.(failure);
+      // A wrong PIN now would be retried into a locked token: stop trying.
+      if (failure.errorClass === 'fatal-login') return;
+      this.scheduleRecovery();
+    }
+  }
+
+  /** Waits for every lease to end (bounded by the caller), then closes all sessions. */
+  async close(): Promise<void> {
+    this.state = 'closed';
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    for (const waiter of this.waiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(this.unavailable());
+    }
+    if (this.leased > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    for (const lease of this.idle) this.module.closeSession(lease.session);
+    this.idle = [];
+  }
+}

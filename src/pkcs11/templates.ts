@@ -1,0 +1,98 @@
+/**
+ * Every attribute template the service hands the token, in one place. Private and secret keys
+ * are token objects, private, sensitive and never extractable: nothing ever reads a private
+ * value out. CKA_ID ties each object to its metadata row; CKA_LABEL makes them findable by a
+ * human with `pkcs11-tool --list-objects`.
+ */
+import pkcs11js from 'pkcs11js';
+import type { EcCurve } from '../algorithms.js';
+
+/** DER-encoded named-curve OIDs for CKA_EC_PARAMS. */
+export const EC_PARAMS: Record<EcCurve, Buffer> = {
+  'P-256': Buffer.from('06082a8648ce3d030107', 'hex'),
+  'P-384': Buffer.from('06052b81040022', 'hex'),
+  'P-521': Buffer.from('06052b81040023', 'hex'),
+};
+
+/** Attributes every long-lived secret object carries. */
+function protectedObject(id: Buffer, label: string): pkcs11js.Template {
+  return [
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_MODIFIABLE, value: false },
+    { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_LABEL, value: label },
+  ];
+}
+
+export function aesKeyTemplate(id: Buffer, label: string, bits: number): pkcs11js.Template {
+  return [
+    ...protectedObject(id, label),
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+    { type: pkcs11js.CKA_VALUE_LEN, value: bits / 8 },
+    /** CKA_ENCRYPT / CKA_DECRYPT: the key's whole purpose. */
+    { type: pkcs11js.CKA_ENCRYPT, value: true },
+    { type: pkcs11js.CKA_DECRYPT, value: true },
+    /** No wrapping: a key that can wrap could export another key. */
+    { type: pkcs11js.CKA_WRAP, value: false },
+    { type: pkcs11js.CKA_UNWRAP, value: false },
+    { type: pkcs11js.CKA_SIGN, value: false },
+    { type: pkcs11js.CKA_VERIFY, value: false },
+    { type: pkcs11js.CKA_DERIVE, value: false },
+  ];
+}
+
+/**
+ * The public half is a session object: the service keeps its SubjectPublicKeyInfo in the store
+ * and verifies in software, so the token needs only the private half for good.
+ */
+export function publicKeyTemplate(id: Buffer, label: string, spec: { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: EcCurve }): pkcs11js.Template {
+  const common: pkcs11js.Template = [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+    { type: pkcs11js.CKA_TOKEN, value: false },
+    { type: pkcs11js.CKA_PRIVATE, value: false },
+    { type: pkcs11js.CKA_VERIFY, value: true },
+    { type: pkcs11js.CKA_ENCRYPT, value: false },
+    { type: pkcs11js.CKA_WRAP, value: false },
+    { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_LABEL, value: label },
+  ];
+  if (spec.kind === 'rsa') {
+    return [
+      ...common,
+      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_RSA },
+      { type: pkcs11js.CKA_MODULUS_BITS, value: spec.bits },
+      { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([0x01, 0x00, 0x01]) },
+    ];
+  }
+  return [...common, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC }, { type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS[spec.curve] }];
+}
+
+export function privateKeyTemplate(id: Buffer, label: string, kind: 'rsa' | 'ec'): pkcs11js.Template {
+  return [
+    ...protectedObject(id, label),
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: kind === 'rsa' ? pkcs11js.CKK_RSA : pkcs11js.CKK_EC },
+    /** CKA_SIGN only: no decrypt, unwrap or derive from a signing key. */
+    { type: pkcs11js.CKA_SIGN, value: true },
+    { type: pkcs11js.CKA_DECRYPT, value: false },
+    { type: pkcs11js.CKA_UNWRAP, value: false },
+    { type: pkcs11js.CKA_DERIVE, value: false },
+  ];
+}
+
+/** The template that finds every object of this service's by its CKA_ID. */
+export function byIdTemplate(id: Buffer): pkcs11js.Template {
+  return [{ type: pkcs11js.CKA_ID, value: id }];
+}
+
+/** Finds the private or secret key for an id (not its public half). */
+export function signingOrSecretKeyTemplate(id: Buffer, objectClass: 'private' | 'secret'): pkcs11js.Template {
+  return [
+    { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_CLASS, value: objectClass === 'private' ? pkcs11js.CKO_PRIVATE_KEY : pkcs11js.CKO_SECRET_KEY },
+  ];
+}

@@ -1,0 +1,226 @@
+/**
+ * The narrow face of the token that services see: generate, encrypt, decrypt, sign, destroy,
+ * by CKA_ID. Every cryptographic call runs asynchronously on a pooled session (libuv's thread
+ * pool does the work, the event loop stays free); only the C_*Init calls, which have no
+ * asynchronous form, run on the calling thread.
+ *
+ * Key handles are cached by CKA_ID: a find on every request would cost more than a P-256
+ * signature. Handles go stale when the token restarts, so the cache is cleared when the pool
+ * recovers, and a call that meets a stale handle looks it up once more.
+ */
+import { createPublicKey } from 'node:crypto';
+import pkcs11js from 'pkcs11js';
+import { CURVE_ORDER_BYTES, type EcCurve, type HashName, type KeySpec, type SignatureScheme } from '../algorithms.js';
+import { TokenError, toTokenError } from './errors.js';
+import { aesGcmMechanism, GCM_TAG_BYTES, signRequest } from './mechanisms.js';
+import type { Handle, Pkcs11Module } from './module.js';
+import type { SessionPool } from './session-pool.js';
+import { EC_PARAMS, aesKeyTemplate, byIdTemplate, privateKeyTemplate, publicKeyTemplate, signingOrSecretKeyTemplate } from './templates.js';
+
+export interface TokenObjectInfo {
+  id: Buffer;
+  label: string;
+}
+
+export interface Token {
+  /** Generates a key in the token; for a key pair, returns the public key as DER SubjectPublicKeyInfo. */
+  generateKey(id: Buffer, label: string, spec: KeySpec): Promise<{ publicKeySpki?: Buffer }>;
+  /** AES-GCM with a 96-bit IV and 128-bit tag, no AAD: returns ciphertext || tag. */
+  encryptAesGcm(id: Buffer, iv: Buffer, plaintext: Buffer): Promise<Buffer>;
+  /** Inverse of encryptAesGcm. A failed tag is a TokenError of class 'operation'. */
+  decryptAesGcm(id: Buffer, iv: Buffer, ciphertextAndTag: Buffer): Promise<Buffer>;
+  /** Signs a digest (ECDSA: already cut to the curve order); ECDSA returns raw r || s. */
+  signDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer): Promise<Buffer>;
+  /** Destroys every object with this CKA_ID; no error when there is none. */
+  destroyObjects(id: Buffer): Promise<void>;
+  /** Every token object whose label starts with `labelPrefix`. */
+  listObjects(labelPrefix: string): Promise<TokenObjectInfo[]>;
+  /** A real call on a pooled session, for readiness. */
+  ping(): Promise<void>;
+  readonly poolStats: SessionPool['stats'];
+}
+
+/** Largest signature the service's keys make: RSA-4096 is 512 bytes, P-521 raw r||s is 132. */
+const SIGNATURE_BUFFER_BYTES = 512;
+const PING_INPUT = Buffer.from('hsm-signer readiness');
+
+export class Pkcs11Token implements Token {
+  private readonly handles = new Map<string, Handle>();
+
+  constructor(
+    private readonly module: Pkcs11Module,
+    private readonly pool: SessionPool,
+  ) {}
+
+  get poolStats() {
+    return this.pool.stats;
+  }
+
+  /** The pool calls this after reconnecting: every cached handle may now name nothing. */
+  forgetHandles(): void {
+    this.handles.clear();
+  }
+
+  async generateKey(id: Buffer, label: string, spec: KeySpec): Promise<{ publicKeySpki?: Buffer }> {
+    const lib = this.module.lib;
+    return this.pool.withSession(async (session) => {
+      if (spec.kind === 'aes') {
+        const key = await lib.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, aesKeyTemplate(id, label, spec.bits));
+        this.handles.set(id.toString('hex'), key);
+        return {};
+      }
+      const mechanism = { mechanism: spec.kind === 'rsa' ? pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN : pkcs11js.CKM_EC_KEY_PAIR_GEN };
+      const pair = await lib.C_GenerateKeyPairAsync(session, mechanism, publicKeyTemplate(id, label, spec), privateKeyTemplate(id, label, spec.kind));
+      try {
+        const publicKeySpki = this.readPublicKey(session, pair.publicKey, spec.kind);
+        this.handles.set(id.toString('hex'), pair.privateKey);
+        return { publicKeySpki };
+      } finally {
+        lib.C_DestroyObject(session, pair.publicKey);
+      }
+    });
+  }
+
+  private readPublicKey(session: Handle, publicKey: Handle, kind: 'rsa' | 'ec'): Buffer {
+    const lib = this.module.lib;
+    if (kind === 'rsa') {
+      const [modulus, exponent] = lib.C_GetAttributeValue(session, publicKey, [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }]);
+      return createPublicKey({
+        key: { kty: 'RSA', n: (modulus!.value as Buffer).toString('base64url'), e: (exponent!.value as Buffer).toString('base64url') },
+        format: 'jwk',
+      }).export({ type: 'spki', format: 'der' });
+    }
+    const [params, point] = lib.C_GetAttributeValue(session, publicKey, [{ type: pkcs11js.CKA_EC_PARAMS }, { type: pkcs11js.CKA_EC_POINT }]);
+    return ecSpki(params!.value as Buffer, unwrapOctetString(point!.value as Buffer));
+  }
+
+  async encryptAesGcm(id: Buffer, iv: Buffer, plaintext: Buffer): Promise<Buffer> {
+    const lib = this.module.lib;
+    return this.pool.withSession(async (session) => {
+      this.initWithFreshHandle(id, 'secret', (key) => lib.C_EncryptInit(session, aesGcmMechanism(iv), key));
+      const output = Buffer.allocUnsafe(plaintext.length + GCM_TAG_BYTES);
+      // SoftHSM2 rejects an empty C_Encrypt input (CKR_ARGUMENTS_BAD); C_EncryptFinal alone
+      // yields the tag of the empty message, which is the same ciphertext.
+      if (plaintext.length === 0) return lib.C_EncryptFinalAsync(session, output);
+      return lib.C_EncryptAsync(session, plaintext, output);
+    });
+  }
+
+  async decryptAesGcm(id: Buffer, iv: Buffer, ciphertextAndTag: Buffer): Promise<Buffer> {
+    const lib = this.module.lib;
+    return this.pool.withSession(async (session) => {
+      this.initWithFreshHandle(id, 'secret', (key) => lib.C_DecryptInit(session, aesGcmMechanism(iv), key));
+      return lib.C_DecryptAsync(session, ciphertextAndTag, Buffer.allocUnsafe(Math.max(ciphertextAndTag.length, 1)));
+    });
+  }
+
+  async signDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer): Promise<Buffer> {
+    const lib = this.module.lib;
+    const request = signRequest(scheme, hash, digest);
+    return this.pool.withSession(async (session) => {
+      this.initWithFreshHandle(id, 'private', (key) => lib.C_SignInit(session, request.mechanism, key));
+      return lib.C_SignAsync(session, request.input, Buffer.allocUnsafe(SIGNATURE_BUFFER_BYTES));
+    });
+  }
+
+  async destroyObjects(id: Buffer): Promise<void> {
+    this.handles.delete(id.toString('hex'));
+    await this.pool.withSession((session) => {
+      for (const object of this.find(session, byIdTemplate(id))) this.module.lib.C_DestroyObject(session, object);
+    });
+  }
+
+  async listObjects(labelPrefix: string): Promise<TokenObjectInfo[]> {
+    const lib = this.module.lib;
+    return this.pool.withSession((session) => {
+      const found: TokenObjectInfo[] = [];
+      for (const object of this.find(session, [{ type: pkcs11js.CKA_TOKEN, value: true }])) {
+        const [idAttr, labelAttr] = lib.C_GetAttributeValue(session, object, [{ type: pkcs11js.CKA_ID }, { type: pkcs11js.CKA_LABEL }]);
+        const label = (labelAttr?.value as Buffer | undefined)?.toString('utf8') ?? '';
+        if (label.startsWith(labelPrefix)) found.push({ id: idAttr?.value as Buffer, label });
+      }
+      return found;
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.withSession(async (session) => {
+      this.module.lib.C_GetSessionInfo(session);
+      // One asynchronous call too, so a token that stalls shows up here as well.
+      this.module.lib.C_DigestInit(session, { mechanism: pkcs11js.CKM_SHA256 });
+      await this.module.lib.C_DigestAsync(session, PING_INPUT, Buffer.allocUnsafe(32));
+    });
+  }
+
+  /**
+   * Runs a C_*Init with the cached handle for `id`; on a stale handle, finds the object again
+   * and retries once. C_*Init leaves no operation active when it fails, so retrying on the same
+   * session is safe.
+   */
+  private initWithFreshHandle(id: Buffer, objectClass: 'private' | 'secret', init: (key: Handle) => void): void {
+    const cacheKey = id.toString('hex');
+    const cached = this.handles.get(cacheKey);
+    if (cached) {
+      try {
+        init(cached);
+        return;
+      } catch (error) {
+        if (toTokenError(error, 'C_*Init').errorClass !== 'stale-handle') throw error;
+        this.handles.delete(cacheKey);
+      }
+    }
+    const key = this.findKey(id, objectClass);
+    init(key);
+    this.handles.set(cacheKey, key);
+  }
+
+  private findKey(id: Buffer, objectClass: 'private' | 'secret'): Handle {
+    const [key] = this.find(this.module.anchorSession, signingOrSecretKeyTemplate(id, objectClass));
+    if (!key) throw new TokenError('operation', `No ${objectClass} key with CKA_ID ${id.toString('hex')} in the token`, 'KEY_NOT_FOUND', undefined);
+    return key;
+  }
+
+  private find(session: Handle, template: pkcs11js.Template): Handle[] {
+    const lib = this.module.lib;
+    lib.C_FindObjectsInit(session, template);
+    try {
+      const found: Handle[] = [];
+      for (;;) {
+        const batch = lib.C_FindObjects(session, 64);
+        if (batch.length === 0) return found;
+        found.push(...batch);
+      }
+    } finally {
+      lib.C_FindObjectsFinal(session);
+    }
+  }
+}
+
+/** CKA_EC_POINT is a DER OCTET STRING around the uncompressed point (PKCS#11 v2.40 §2.3.3). */
+function unwrapOctetString(der: Buffer): Buffer {
+  if (der[0] !== 0x04) return der;
+  const first = der[1]!;
+  if (first < 0x80) return der.subarray(2, 2 + first);
+  const lengthBytes = first & 0x7f;
+  const length = der.subarray(2, 2 + lengthBytes).reduce((acc, byte) => acc * 256 + byte, 0);
+  return der.subarray(2 + lengthBytes, 2 + lengthBytes + length);
+}
+
+const CURVE_OF_PARAMS = new Map(Object.entries(EC_PARAMS).map(([curve, der]) => [der.toString('hex'), curve as EcCurve]));
+
+function ecSpki(params: Buffer, point: Buffer): Buffer {
+  const curve = CURVE_OF_PARAMS.get(params.toString('hex'));
+  const bytes = curve ? CURVE_ORDER_BYTES[curve] : 0;
+  if (!curve || point[0] !== 0x04 || point.length !== 1 + 2 * bytes) {
+    throw new TokenError('operation', 'The token returned an EC public key in an unexpected form', 'BAD_PUBLIC_KEY', undefined);
+  }
+  return createPublicKey({
+    key: {
+      kty: 'EC',
+      crv: curve,
+      x: point.subarray(1, 1 + bytes).toString('base64url'),
+      y: point.subarray(1 + bytes).toString('base64url'),
+    },
+    format: 'jwk',
+  }).export({ type: 'spki', format: 'der' });
+}

@@ -8,6 +8,7 @@ export type ErrorKind =
   | 'UnauthorizedError'
   | 'PermissionDenied'
   | 'NotFound'
+  | 'PayloadTooLarge'
   | 'ValidationFailure'
   | 'RateLimitExceeded'
   | 'ServiceUnavailable'
@@ -18,6 +19,7 @@ export const STATUS_OF: Record<ErrorKind, number> = {
   UnauthorizedError: 401,
   PermissionDenied: 403,
   NotFound: 404,
+  PayloadTooLarge: 413,
   ValidationFailure: 422,
   RateLimitExceeded: 429,
   ServiceUnavailable: 503,

@@ -46,14 +46,16 @@ export function aesKeyTemplate(id: Buffer, label: string, bits: number): pkcs11j
 }
 
 /**
- * The public half is a session object: the service keeps its SubjectPublicKeyInfo in the store
- * and verifies in software, so the token needs only the private half for good.
+ * The public half stays in the token too (public, not private): verification runs there with
+ * the same digest-in, mechanism-out path as signing, including for `isDigest` input, which
+ * software verifiers cannot take for PSS and ECDSA.
  */
 export function publicKeyTemplate(id: Buffer, label: string, spec: { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: EcCurve }): pkcs11js.Template {
   const common: pkcs11js.Template = [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-    { type: pkcs11js.CKA_TOKEN, value: false },
+    { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_PRIVATE, value: false },
+    { type: pkcs11js.CKA_MODIFIABLE, value: false },
     { type: pkcs11js.CKA_VERIFY, value: true },
     { type: pkcs11js.CKA_ENCRYPT, value: false },
     { type: pkcs11js.CKA_WRAP, value: false },
@@ -89,10 +91,18 @@ export function byIdTemplate(id: Buffer): pkcs11js.Template {
   return [{ type: pkcs11js.CKA_ID, value: id }];
 }
 
-/** Finds the private or secret key for an id (not its public half). */
-export function signingOrSecretKeyTemplate(id: Buffer, objectClass: 'private' | 'secret'): pkcs11js.Template {
+export type KeyObjectClass = 'private' | 'public' | 'secret';
+
+const CKO_OF_CLASS: Record<KeyObjectClass, number> = {
+  private: pkcs11js.CKO_PRIVATE_KEY,
+  public: pkcs11js.CKO_PUBLIC_KEY,
+  secret: pkcs11js.CKO_SECRET_KEY,
+};
+
+/** Finds one key object of an id by its class. */
+export function keyObjectTemplate(id: Buffer, objectClass: KeyObjectClass): pkcs11js.Template {
   return [
     { type: pkcs11js.CKA_ID, value: id },
-    { type: pkcs11js.CKA_CLASS, value: objectClass === 'private' ? pkcs11js.CKO_PRIVATE_KEY : pkcs11js.CKO_SECRET_KEY },
+    { type: pkcs11js.CKA_CLASS, value: CKO_OF_CLASS[objectClass] },
   ];
 }

@@ -11,11 +11,11 @@
 import { createPublicKey } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import { CURVE_ORDER_BYTES, type EcCurve, type HashName, type KeySpec, type SignatureScheme } from '../algorithms.js';
-import { TokenError, toTokenError } from './errors.js';
+import { TokenError, isCode, toTokenError } from './errors.js';
 import { aesGcmMechanism, GCM_TAG_BYTES, signRequest } from './mechanisms.js';
 import type { Handle, Pkcs11Module } from './module.js';
 import type { SessionPool } from './session-pool.js';
-import { EC_PARAMS, aesKeyTemplate, byIdTemplate, privateKeyTemplate, publicKeyTemplate, signingOrSecretKeyTemplate } from './templates.js';
+import { EC_PARAMS, aesKeyTemplate, byIdTemplate, privateKeyTemplate, publicKeyTemplate, keyObjectTemplate, type KeyObjectClass } from './templates.js';
 
 export interface TokenObjectInfo {
   id: Buffer;
@@ -31,6 +31,8 @@ export interface Token {
   decryptAesGcm(id: Buffer, iv: Buffer, ciphertextAndTag: Buffer): Promise<Buffer>;
   /** Signs a digest (ECDSA: already cut to the curve order); ECDSA returns raw r || s. */
   signDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer): Promise<Buffer>;
+  /** Verifies a signature over a digest with the key's public half in the token. */
+  verifyDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer, signature: Buffer): Promise<boolean>;
   /** Destroys every object with this CKA_ID; no error when there is none. */
   destroyObjects(id: Buffer): Promise<void>;
   /** Every token object whose label starts with `labelPrefix`. */
@@ -66,18 +68,14 @@ export class Pkcs11Token implements Token {
     return this.pool.withSession(async (session) => {
       if (spec.kind === 'aes') {
         const key = await lib.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, aesKeyTemplate(id, label, spec.bits));
-        this.handles.set(id.toString('hex'), key);
+        this.handles.set(handleKey(id, 'secret'), key);
         return {};
       }
       const mechanism = { mechanism: spec.kind === 'rsa' ? pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN : pkcs11js.CKM_EC_KEY_PAIR_GEN };
       const pair = await lib.C_GenerateKeyPairAsync(session, mechanism, publicKeyTemplate(id, label, spec), privateKeyTemplate(id, label, spec.kind));
-      try {
-        const publicKeySpki = this.readPublicKey(session, pair.publicKey, spec.kind);
-        this.handles.set(id.toString('hex'), pair.privateKey);
-        return { publicKeySpki };
-      } finally {
-        lib.C_DestroyObject(session, pair.publicKey);
-      }
+      this.handles.set(handleKey(id, 'private'), pair.privateKey);
+      this.handles.set(handleKey(id, 'public'), pair.publicKey);
+      return { publicKeySpki: this.readPublicKey(session, pair.publicKey, spec.kind) };
     });
   }
 
@@ -123,8 +121,23 @@ export class Pkcs11Token implements Token {
     });
   }
 
+  async verifyDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer, signature: Buffer): Promise<boolean> {
+    const lib = this.module.lib;
+    const request = signRequest(scheme, hash, digest);
+    return this.pool.withSession(async (session) => {
+      this.initWithFreshHandle(id, 'public', (key) => lib.C_VerifyInit(session, request.mechanism, key));
+      try {
+        return await lib.C_VerifyAsync(session, request.input, signature);
+      } catch (error) {
+        // C_Verify ends the operation whatever it answers, so the session stays usable.
+        if (isCode(error, pkcs11js.CKR_SIGNATURE_INVALID) || isCode(error, pkcs11js.CKR_SIGNATURE_LEN_RANGE)) return false;
+        throw error;
+      }
+    });
+  }
+
   async destroyObjects(id: Buffer): Promise<void> {
-    this.handles.delete(id.toString('hex'));
+    for (const objectClass of ['private', 'public', 'secret'] as const) this.handles.delete(handleKey(id, objectClass));
     await this.pool.withSession((session) => {
       for (const object of this.find(session, byIdTemplate(id))) this.module.lib.C_DestroyObject(session, object);
     });
@@ -157,8 +170,8 @@ export class Pkcs11Token implements Token {
    * and retries once. C_*Init leaves no operation active when it fails, so retrying on the same
    * session is safe.
    */
-  private initWithFreshHandle(id: Buffer, objectClass: 'private' | 'secret', init: (key: Handle) => void): void {
-    const cacheKey = id.toString('hex');
+  private initWithFreshHandle(id: Buffer, objectClass: KeyObjectClass, init: (key: Handle) => void): void {
+    const cacheKey = handleKey(id, objectClass);
     const cached = this.handles.get(cacheKey);
     if (cached) {
       try {
@@ -174,8 +187,8 @@ export class Pkcs11Token implements Token {
     this.handles.set(cacheKey, key);
   }
 
-  private findKey(id: Buffer, objectClass: 'private' | 'secret'): Handle {
-    const [key] = this.find(this.module.anchorSession, signingOrSecretKeyTemplate(id, objectClass));
+  private findKey(id: Buffer, objectClass: KeyObjectClass): Handle {
+    const [key] = this.find(this.module.anchorSession, keyObjectTemplate(id, objectClass));
     if (!key) throw new TokenError('operation', `No ${objectClass} key with CKA_ID ${id.toString('hex')} in the token`, 'KEY_NOT_FOUND', undefined);
     return key;
   }
@@ -195,6 +208,8 @@ export class Pkcs11Token implements Token {
     }
   }
 }
+
+const handleKey = (id: Buffer, objectClass: KeyObjectClass) => `${objectClass}:${id.toString('hex')}`;
 
 /** CKA_EC_POINT is a DER OCTET STRING around the uncompressed point (PKCS#11 v2.40 §2.3.3). */
 function unwrapOctetString(der: Buffer): Buffer {

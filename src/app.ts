@@ -1,0 +1,112 @@
+/**
+ * The composition root: the only file that builds concrete implementations and wires them
+ * together. `startService` brings up the token, the store and the services, reconciles keys
+ * with the token, makes the first-start admin, and listens; `close` undoes it in reverse.
+ */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
+import { pinReader } from './config/pin.js';
+import type { Config } from './config/schema.js';
+import { createHttpApp } from './http/create-app.js';
+import type { Logger } from './logger.js';
+import { TokenError } from './pkcs11/errors.js';
+import { Pkcs11Module } from './pkcs11/module.js';
+import { SessionPool } from './pkcs11/session-pool.js';
+import { Pkcs11Token } from './pkcs11/token.js';
+import { createCryptoService } from './services/crypto-service.js';
+import { createIdentityService } from './services/identity-service.js';
+import { createKeyService } from './services/key-service.js';
+import { openDatabase } from './store/database.js';
+import { createSqliteIdentityStore, getOrCreateSetting } from './store/identity-store.js';
+import { createSqliteKeyStore } from './store/key-store.js';
+
+export interface RunningService {
+  server: Server;
+  /** http://host:port with the port actually bound. */
+  url: string;
+  token: Pkcs11Token;
+  close(): Promise<void>;
+}
+
+/** Thrown when the service cannot start; `message` is meant for the operator. */
+export class StartupError extends Error {}
+
+function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; pool: SessionPool; token: Pkcs11Token } {
+  const embedded = config.hsm.embedded ? prepareEmbeddedSoftHsm(config) : undefined;
+  const readPin = pinReader(config);
+  const module = new Pkcs11Module({
+    modulePath: config.hsm.modulePath,
+    ...(config.hsm.tokenLabel ? { tokenLabel: config.hsm.tokenLabel } : {}),
+    ...(config.hsm.tokenSerial ? { tokenSerial: config.hsm.tokenSerial } : {}),
+  });
+  try {
+    module.initialize();
+    if (module.findToken(embedded && { soPin: embedded.soPin, userPin: readPin() })) logger.info({ label: config.hsm.tokenLabel }, 'created the embedded SoftHSM2 token');
+    module.login(readPin());
+  } catch (error) {
+    module.finalize();
+    if (error instanceof TokenError && error.errorClass === 'fatal-login') {
+      throw new StartupError(`The HSM refused the user PIN (${error.ckr}). Not retrying: repeated attempts can lock the token. Check HSM_PIN / hsm.pinSource.`);
+    }
+    throw new StartupError(`Cannot use the HSM: ${(error as Error).message}`);
+  }
+  let token: Pkcs11Token | undefined;
+  const pool = new SessionPool(module, {
+    size: config.hsm.sessions,
+    acquireTimeoutMs: config.hsm.acquireTimeoutMs,
+    readPin,
+    onDown: (error) => logger.error({ ckr: error.ckr }, 'the HSM failed; answering 503 while reconnecting'),
+    onRecovered: () => {
+      token?.forgetHandles();
+      logger.info('reconnected to the HSM');
+    },
+    onRecoveryFailed: (error) => logger.warn({ ckr: error.ckr }, 'reconnecting to the HSM failed; will retry'),
+  });
+  pool.open();
+  token = new Pkcs11Token(module, pool);
+  return { module, pool, token };
+}
+
+export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+  const { module, pool, token } = connectToken(config, logger);
+  const db = openDatabase(config.database.path ?? join(config.dataDir, 'hsm-signer.db'));
+  const orgId = getOrCreateSetting(db, 'orgId', randomUUID);
+  const identityStore = createSqliteIdentityStore(db);
+  const identities = createIdentityService({ identityStore, settings: config.auth });
+  const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger });
+  const crypto = createCryptoService({ keys, token });
+
+  const reconciled = await keys.reconcile();
+  if (reconciled.undone || reconciled.orphansDestroyed) logger.warn(reconciled, 'reconciled keys with the token after an interrupted run');
+  const credentialsPath = await ensureAdminIdentity(config, identities, identityStore);
+  if (credentialsPath) logger.info({ path: credentialsPath }, 'created the admin machine identity; its credentials are in this file');
+
+  const app = createHttpApp({ logger, bodyLimitBytes: config.server.bodyLimitBytes, identities, keys, crypto, token });
+  const server = app.listen(config.server.port, config.server.host);
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
+  const purge = setInterval(() => void identities.purgeExpiredTokens().catch(() => undefined), 60_000);
+  purge.unref();
+
+  let closing: Promise<void> | undefined;
+  return {
+    server,
+    url,
+    token,
+    close() {
+      closing ??= (async () => {
+        clearInterval(purge);
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await pool.close();
+        module.finalize();
+        db.close();
+      })();
+      return closing;
+    },
+  };
+}

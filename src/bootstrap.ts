@@ -1,0 +1,48 @@
+/**
+ * First start of the embedded default: a SoftHSM2 configuration and token under
+ * DATA_DIR/softhsm, and an admin machine identity whose credentials are written to
+ * DATA_DIR/admin-credentials.json (mode 0600). Every step is idempotent: a second start
+ * reuses what the first made.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { embeddedTokenDir, writeSecretFileOnce } from './config/pin.js';
+import type { Config } from './config/schema.js';
+import type { IdentityService } from './services/identity-service.js';
+import type { IdentityStore } from './store/identity-store.js';
+
+export const DEFAULT_PROJECT_ID = 'default';
+
+/** Points SoftHSM2 at DATA_DIR/softhsm; must run before the module is initialized. */
+export function prepareEmbeddedSoftHsm(config: Config): { soPin: string } {
+  const dir = embeddedTokenDir(config);
+  const tokens = join(dir, 'tokens');
+  mkdirSync(tokens, { recursive: true, mode: 0o700 });
+  const conf = join(dir, 'softhsm2.conf');
+  const wanted = `# Written by hsm-signer for its embedded token.\ndirectories.tokendir = ${tokens}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`;
+  if (!existsSync(conf) || readFileSync(conf, 'utf8') !== wanted) writeFileSync(conf, wanted, { mode: 0o600 });
+  process.env.SOFTHSM2_CONF = conf;
+  // The SO PIN is needed only to create the token; kept (0600) so an operator can reset the user PIN.
+  const soPinPath = join(dir, 'so-pin');
+  writeSecretFileOnce(soPinPath, randomBytes(16).toString('hex'));
+  return { soPin: readFileSync(soPinPath, 'utf8').trim() };
+}
+
+export const adminCredentialsPath = (config: Config) => join(config.dataDir, 'admin-credentials.json');
+
+/**
+ * Creates the admin identity when the store has none, and writes its credentials. Returns the
+ * path written, or undefined when an identity already existed.
+ */
+export async function ensureAdminIdentity(config: Config, identities: IdentityService, store: Pick<IdentityStore, 'list'>): Promise<string | undefined> {
+  if ((await store.list()).length > 0) return undefined;
+  // Every action on every project: the admin makes the project-scoped identities others use.
+  const identity = await identities.createIdentity('bootstrap', 'admin', [{ projectId: '*', actions: ['*'] }]);
+  const { clientSecret } = await identities.createClientSecret('bootstrap', identity.id, 'created at first start');
+  const path = adminCredentialsPath(config);
+  mkdirSync(config.dataDir, { recursive: true });
+  writeFileSync(path, `${JSON.stringify({ clientId: identity.clientId, clientSecret, projectId: DEFAULT_PROJECT_ID }, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+  return path;
+}

@@ -1,0 +1,109 @@
+/**
+ * Configuration: config/default.json, then config/test.json when NODE_ENV=test, then the file
+ * named by CONFIG_FILE, then environment variables, then the caller's overrides; validated
+ * against the schema once. PINs are not configuration: see `readPin`.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv } from 'ajv';
+import { configSchema, type Config } from './schema.js';
+
+export type { Config } from './schema.js';
+
+export const CONFIG_DIR = fileURLToPath(new URL('../../config/', import.meta.url));
+
+type Json = { [key: string]: unknown };
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+
+function isPlainObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function merge(base: Json, overlay: Json): Json {
+  const out: Json = { ...base };
+  for (const [key, value] of Object.entries(overlay)) {
+    if (value === undefined) continue;
+    out[key] = isPlainObject(value) && isPlainObject(out[key]) ? merge(out[key] as Json, value) : value;
+  }
+  return out;
+}
+
+function readJson(path: string): Json {
+  return JSON.parse(readFileSync(path, 'utf8')) as Json;
+}
+
+function integer(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed)) throw new Error(`Expected an integer, got "${value}"`);
+  return parsed;
+}
+
+/**
+ * An RFC 7512 PKCS#11 URI, as step-ca configures its HSM:
+ * `pkcs11:token=hsm-signer;serial=1234?module-path=/usr/lib/x.so&pin-source=file:/run/pin`.
+ */
+export function parsePkcs11Uri(uri: string): DeepPartial<Config['hsm']> {
+  if (!uri.startsWith('pkcs11:')) throw new Error('HSM_URI must start with "pkcs11:"');
+  const [path = '', query = ''] = uri.slice('pkcs11:'.length).split('?', 2);
+  const attributes = new Map<string, string>();
+  for (const part of [...path.split(';'), ...query.split('&')]) {
+    if (!part) continue;
+    const eq = part.indexOf('=');
+    if (eq < 0) throw new Error(`HSM_URI attribute without a value: ${part}`);
+    attributes.set(part.slice(0, eq), decodeURIComponent(part.slice(eq + 1)));
+  }
+  if (attributes.has('pin-value')) throw new Error('HSM_URI must not carry pin-value: use pin-source=file:... or HSM_PIN');
+  const out: DeepPartial<Config['hsm']> = {};
+  if (attributes.has('token')) out.tokenLabel = attributes.get('token');
+  if (attributes.has('serial')) out.tokenSerial = attributes.get('serial');
+  if (attributes.has('module-path')) {
+    out.modulePath = attributes.get('module-path');
+    out.embedded = false;
+  }
+  if (attributes.has('pin-source')) out.pinSource = attributes.get('pin-source')!.startsWith('env:') ? attributes.get('pin-source') : `file:${attributes.get('pin-source')!.replace(/^file:/, '')}`;
+  return out;
+}
+
+function fromEnvironment(env: NodeJS.ProcessEnv): Json {
+  const hsm: DeepPartial<Config['hsm']> = {
+    ...(env.HSM_URI ? parsePkcs11Uri(env.HSM_URI) : {}),
+    tokenLabel: env.HSM_TOKEN_LABEL || undefined,
+    tokenSerial: env.HSM_TOKEN_SERIAL || undefined,
+    pinSource: env.HSM_PIN_SOURCE || undefined,
+    sessions: integer(env.HSM_SESSIONS),
+    acquireTimeoutMs: integer(env.HSM_ACQUIRE_TIMEOUT_MS),
+  };
+  if (env.HSM_MODULE) {
+    hsm.modulePath = env.HSM_MODULE;
+    hsm.embedded = false;
+  }
+  return {
+    server: { host: env.HOST || undefined, port: integer(env.PORT), publicBaseUrl: env.PUBLIC_BASE_URL || undefined },
+    dataDir: env.DATA_DIR || undefined,
+    database: { path: env.DATABASE_PATH || undefined },
+    hsm,
+    auth: { accessTokenTTL: integer(env.ACCESS_TOKEN_TTL), accessTokenMaxTTL: integer(env.ACCESS_TOKEN_MAX_TTL) },
+    logLevel: env.LOG_LEVEL || undefined,
+  };
+}
+
+export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw = readJson(resolve(CONFIG_DIR, 'default.json'));
+  if (env.NODE_ENV === 'test') raw = merge(raw, readJson(resolve(CONFIG_DIR, 'test.json')));
+  if (env.CONFIG_FILE) raw = merge(raw, readJson(resolve(env.CONFIG_FILE)));
+  raw = merge(raw, fromEnvironment(env));
+  raw = merge(raw, overrides as Json);
+
+  const validate = new Ajv({ allErrors: true, useDefaults: true }).compile<Config>(configSchema);
+  if (!validate(raw)) {
+    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+    throw new Error(`Invalid configuration: ${problems}`);
+  }
+  const config = raw as unknown as Config;
+  config.dataDir = isAbsolute(config.dataDir) ? config.dataDir : resolve(process.cwd(), config.dataDir);
+  if (!config.hsm.tokenLabel && !config.hsm.tokenSerial) throw new Error('Invalid configuration: hsm.tokenLabel or hsm.tokenSerial is required');
+  if (config.auth.accessTokenMaxTTL < config.auth.accessTokenTTL) throw new Error('Invalid configuration: auth.accessTokenMaxTTL is shorter than auth.accessTokenTTL');
+  return config;
+}

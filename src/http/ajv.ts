@@ -1,0 +1,77 @@
+/**
+ * Request validation: every route's schemas are compiled once, when the app is built.
+ * Unknown body properties are removed, not rejected (the official SDK sends `keyId` in the
+ * body too, and Infisical strips unknown keys); query strings are coerced to the schema's
+ * types; every problem is reported, as `{path, message}`.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import type { RequestHandler } from 'express';
+import { validationFailure, type ValidationProblem } from '../errors.js';
+
+// ajv-formats is CommonJS; under NodeNext its default export arrives one level down.
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv) => Ajv;
+
+/** Standard base64 with padding; "" is valid. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function newAjv(coerceTypes: boolean): Ajv {
+  const ajv = new Ajv({ allErrors: true, removeAdditional: true, useDefaults: true, coerceTypes, strict: false });
+  addFormats(ajv);
+  ajv.addFormat('base64', { type: 'string', validate: (value: string) => BASE64.test(value) });
+  return ajv;
+}
+
+const bodyAjv = newAjv(false);
+const queryAjv = newAjv(true);
+
+export interface RouteSchemas {
+  params?: object;
+  query?: object;
+  body?: object;
+}
+
+/** What a handler reads after validation: never req.body/req.query directly. */
+export interface ValidatedInput<P = Record<string, string>, Q = Record<string, unknown>, B = Record<string, unknown>> {
+  params: P;
+  query: Q;
+  body: B;
+}
+
+function problemsOf(errors: ErrorObject[] | null | undefined, location: string): ValidationProblem[] {
+  return (errors ?? []).map((error) => {
+    const missing = error.keyword === 'required' ? `/${(error.params as { missingProperty: string }).missingProperty}` : '';
+    const path = `${location}${error.instancePath}${missing}`;
+    return { path, message: error.keyword === 'format' ? `must be a valid ${(error.params as { format: string }).format}` : (error.message ?? 'is invalid') };
+  });
+}
+
+export function validate(schemas: RouteSchemas): RequestHandler {
+  const compiled: Array<[keyof RouteSchemas, ValidateFunction]> = [];
+  if (schemas.params) compiled.push(['params', queryAjv.compile(schemas.params)]);
+  if (schemas.query) compiled.push(['query', queryAjv.compile(schemas.query)]);
+  if (schemas.body) compiled.push(['body', bodyAjv.compile(schemas.body)]);
+  return (req, res, next) => {
+    // No body at all (no Content-Type, or an empty POST) is validated as {}: a schema with
+    // required properties still refuses it, one without (rotate, new secret) accepts it.
+    if (schemas.body && (req.body === undefined || (Buffer.isBuffer(req.body) && req.body.length === 0))) req.body = {};
+    const input: ValidatedInput = { params: { ...(req.params as Record<string, string>) }, query: { ...(req.query as Record<string, unknown>) }, body: req.body ?? {} };
+    const problems: ValidationProblem[] = [];
+    for (const [location, check] of compiled) {
+      const value = location === 'body' ? req.body : input[location];
+      if (location === 'body' && (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value))) {
+        problems.push({ path: 'body', message: 'must be a JSON object' });
+        continue;
+      }
+      if (!check(value)) problems.push(...problemsOf(check.errors, location));
+    }
+    if (problems.length > 0) return next(validationFailure(problems));
+    res.locals.input = input;
+    next();
+  };
+}
+
+/** The validated input of the current request. */
+export function inputOf<P = Record<string, string>, Q = Record<string, unknown>, B = Record<string, unknown>>(res: { locals: Record<string, unknown> }): ValidatedInput<P, Q, B> {
+  return res.locals.input as ValidatedInput<P, Q, B>;
+}

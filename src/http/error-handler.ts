@@ -1,0 +1,44 @@
+/**
+ * The one place an error becomes a response: API.md's envelope {reqId, statusCode, message,
+ * error[, details]}. Token failures that mean "the HSM is not there" become a 503 with
+ * Retry-After; anything unexpected becomes a generic 500 whose cause goes to the log only.
+ */
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { AppError, notFound, serviceUnavailable } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { TokenError } from '../pkcs11/errors.js';
+import { reqIdOf } from './request-context.js';
+
+function toAppError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  if (error instanceof TokenError) {
+    if (error.errorClass === 'busy') return serviceUnavailable('Every token session is busy; retry shortly', error);
+    if (error.errorClass !== 'operation' && error.errorClass !== 'stale-handle') return serviceUnavailable('The HSM is unavailable; retry shortly', error);
+    return new AppError('InternalServerError', 'Something went wrong', { cause: error });
+  }
+  // body-parser's errors carry a `type` and a 4xx status.
+  const parserError = error as { type?: string; status?: number };
+  if (parserError?.type === 'entity.too.large') return new AppError('PayloadTooLarge', 'Request body is too large', { cause: error });
+  if (parserError?.type === 'entity.parse.failed') return new AppError('BadRequest', 'Request body is not valid JSON', { cause: error });
+  if (typeof parserError?.status === 'number' && parserError.status >= 400 && parserError.status < 500 && parserError.type) {
+    return new AppError('BadRequest', 'Request body could not be read', { cause: error });
+  }
+  return new AppError('InternalServerError', 'Something went wrong', { cause: error });
+}
+
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (error, req, res, _next) => {
+    const appError = toAppError(error);
+    const reqId = reqIdOf(res);
+    if (appError.statusCode >= 500) {
+      const cause = appError.cause ?? appError;
+      const level = appError.statusCode === 503 ? 'warn' : 'error';
+      logger[level]({ reqId, method: req.method, route: req.route?.path, err: cause }, appError.message);
+    }
+    if (res.headersSent) return;
+    if (appError.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(appError.retryAfterSeconds));
+    res.status(appError.statusCode).json({ reqId, ...appError.envelope() });
+  };
+}
+
+export const routeNotFound: RequestHandler = (req, _res, next) => next(notFound(`Route ${req.method} ${req.path.slice(0, 200)} not found`));

@@ -1,0 +1,234 @@
+/**
+ * Machine identities ("universal auth"): login with a client id and secret, access tokens that
+ * expire, renew, and the admin API for identities and client secrets.
+ *
+ * Access tokens are 256 random bits; the store keeps only their SHA-256. A verified token is
+ * cached in memory until it expires, so a request costs one hash and one map lookup, not a
+ * database read or a signature check. Client secrets are kept as scrypt hashes and compared in
+ * constant time; an unknown client id costs the same scrypt as a known one.
+ */
+import { createHash, randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { badRequest, notFound, permissionDenied, unauthorized } from '../errors.js';
+import type { ClientSecretRecord, IdentityRecord, IdentityStore, Permission } from '../store/identity-store.js';
+import { canGrant, type Principal } from './permissions.js';
+
+const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>
+  new Promise<Buffer>((resolve, reject) => scryptCallback(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key))));
+
+const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
+const SECRET_PREFIX_LENGTH = 8;
+const TOKEN_CACHE_LIMIT = 50_000;
+
+export interface AuthSettings {
+  accessTokenTTL: number;
+  accessTokenMaxTTL: number;
+}
+
+export interface LoginResult {
+  accessToken: string;
+  expiresIn: number;
+  accessTokenMaxTTL: number;
+  tokenType: 'Bearer';
+}
+
+export interface PublicIdentity {
+  id: string;
+  name: string;
+  clientId: string;
+  permissions: Permission[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface PublicClientSecret {
+  id: string;
+  identityId: string;
+  clientSecretPrefix: string;
+  description: string;
+  createdAt: string;
+}
+
+interface CachedToken {
+  principal: Principal;
+  expiresAt: number;
+}
+
+async function hashSecret(secret: string): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await scrypt(secret, salt, SCRYPT.keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p });
+  return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$');
+}
+
+async function secretMatches(secret: string, stored: string): Promise<boolean> {
+  const [scheme, n, r, p, salt, hash] = stored.split('$');
+  if (scheme !== 'scrypt' || !salt || !hash) return false;
+  const expected = Buffer.from(hash, 'base64');
+  const actual = await scrypt(secret, Buffer.from(salt, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p) });
+  return timingSafeEqual(actual, expected);
+}
+
+/** A fixed hash to spend the same scrypt on when the client id is unknown. */
+const DECOY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+const publicIdentity = (identity: IdentityRecord): PublicIdentity => ({ ...identity });
+const publicSecret = (secret: ClientSecretRecord): PublicClientSecret => ({
+  id: secret.id,
+  identityId: secret.identityId,
+  clientSecretPrefix: secret.prefix,
+  description: secret.description,
+  createdAt: secret.createdAt,
+});
+
+export function createIdentityService(deps: { identityStore: IdentityStore; settings: AuthSettings }) {
+  const { identityStore: store, settings } = deps;
+  const tokenCache = new Map<string, CachedToken>();
+
+  function cacheToken(tokenHash: string, entry: CachedToken): void {
+    if (tokenCache.size >= TOKEN_CACHE_LIMIT) {
+      // Maps iterate in insertion order: drop the oldest entry.
+      const oldest = tokenCache.keys().next().value;
+      if (oldest !== undefined) tokenCache.delete(oldest);
+    }
+    tokenCache.set(tokenHash, entry);
+  }
+
+  function forgetIdentity(identityId: string): void {
+    for (const [hash, entry] of tokenCache) if (entry.principal.identityId === identityId) tokenCache.delete(hash);
+  }
+
+  async function issueToken(identity: IdentityRecord): Promise<LoginResult> {
+    const accessToken = `hss.${randomBytes(32).toString('base64url')}`;
+    const issuedAt = nowSeconds();
+    const expiresAt = issuedAt + settings.accessTokenTTL;
+    await store.insertToken({ tokenHash: sha256(accessToken), identityId: identity.id, issuedAt, expiresAt, maxExpiresAt: issuedAt + settings.accessTokenMaxTTL });
+    return { accessToken, expiresIn: settings.accessTokenTTL, accessTokenMaxTTL: settings.accessTokenMaxTTL, tokenType: 'Bearer' };
+  }
+
+  async function newSecret(identityId: string, description: string): Promise<{ clientSecret: string; record: ClientSecretRecord }> {
+    const clientSecret = randomBytes(32).toString('hex');
+    const record: ClientSecretRecord = {
+      id: randomUUID(),
+      identityId,
+      prefix: clientSecret.slice(0, SECRET_PREFIX_LENGTH),
+      hash: await hashSecret(clientSecret),
+      description,
+      createdAt: new Date().toISOString(),
+    };
+    await store.insertSecret(record);
+    return { clientSecret, record };
+  }
+
+  /** The caller may manage `target` only if it could have granted all of its permissions. */
+  function assertManages(principal: Principal, permissions: Permission[]): void {
+    if (!canGrant(principal.permissions, permissions)) {
+      const project = permissions.find((entry) => !canGrant(principal.permissions, [entry]))?.projectId ?? '*';
+      throw permissionDenied('manage-identities', project);
+    }
+  }
+
+  async function manageable(principal: Principal, identityId: string): Promise<IdentityRecord> {
+    const identity = await store.get(identityId);
+    if (!identity) throw notFound(`Identity with ID '${identityId}' not found`);
+    assertManages(principal, identity.permissions);
+    return identity;
+  }
+
+  return {
+    async login(clientId: string, clientSecret: string): Promise<LoginResult> {
+      const identity = await store.getByClientId(clientId);
+      const candidates = identity ? await store.secretsByPrefix(identity.id, clientSecret.slice(0, SECRET_PREFIX_LENGTH)) : [];
+      let matched = false;
+      for (const candidate of candidates) if (await secretMatches(clientSecret, candidate.hash)) matched = true;
+      if (candidates.length === 0) await secretMatches(clientSecret, DECOY_HASH);
+      if (!identity || !matched) throw unauthorized('Invalid credentials');
+      return issueToken(identity);
+    },
+
+    async renew(accessToken: string): Promise<LoginResult> {
+      const tokenHash = sha256(accessToken);
+      const record = await store.getToken(tokenHash);
+      const now = nowSeconds();
+      if (!record || record.expiresAt <= now) throw unauthorized('Access token is invalid or expired');
+      if (record.maxExpiresAt <= now) throw unauthorized('Access token has reached its maximum TTL');
+      const expiresAt = Math.min(now + settings.accessTokenTTL, record.maxExpiresAt);
+      await store.extendToken(tokenHash, expiresAt);
+      const cached = tokenCache.get(tokenHash);
+      if (cached) cached.expiresAt = expiresAt;
+      return { accessToken, expiresIn: expiresAt - now, accessTokenMaxTTL: settings.accessTokenMaxTTL, tokenType: 'Bearer' };
+    },
+
+    /** The principal behind a bearer token, or a 401. Hot path: one hash, one map lookup. */
+    async authenticate(accessToken: string): Promise<Principal> {
+      const tokenHash = sha256(accessToken);
+      const now = Date.now() / 1000;
+      const cached = tokenCache.get(tokenHash);
+      if (cached) {
+        if (cached.expiresAt > now) return cached.principal;
+        tokenCache.delete(tokenHash);
+        throw unauthorized('Access token expired');
+      }
+      const record = await store.getToken(tokenHash);
+      if (!record || record.expiresAt <= now) throw unauthorized();
+      const identity = await store.get(record.identityId);
+      if (!identity) throw unauthorized();
+      const principal: Principal = { identityId: identity.id, name: identity.name, permissions: identity.permissions };
+      cacheToken(tokenHash, { principal, expiresAt: record.expiresAt });
+      return principal;
+    },
+
+    /** Creates an identity (no secret yet). Used by the API and by the first-start bootstrap. */
+    async createIdentity(principal: Principal | 'bootstrap', name: string, permissions: Permission[]): Promise<PublicIdentity> {
+      if (principal !== 'bootstrap') assertManages(principal, permissions);
+      const now = new Date().toISOString();
+      const identity: IdentityRecord = { id: randomUUID(), name, clientId: randomUUID(), permissions, createdAt: now, updatedAt: now };
+      await store.insert(identity);
+      return publicIdentity(identity);
+    },
+
+    async listIdentities(principal: Principal): Promise<PublicIdentity[]> {
+      const all = await store.list();
+      return all.filter((identity) => canGrant(principal.permissions, identity.permissions)).map(publicIdentity);
+    },
+
+    async getIdentity(principal: Principal, identityId: string): Promise<PublicIdentity> {
+      return publicIdentity(await manageable(principal, identityId));
+    },
+
+    async deleteIdentity(principal: Principal, identityId: string): Promise<PublicIdentity> {
+      const identity = await manageable(principal, identityId);
+      if (identity.id === principal.identityId) throw badRequest('An identity cannot delete itself');
+      await store.remove(identity.id);
+      forgetIdentity(identity.id);
+      return publicIdentity(identity);
+    },
+
+    async createClientSecret(principal: Principal | 'bootstrap', identityId: string, description = ''): Promise<{ clientSecret: string; clientSecretData: PublicClientSecret }> {
+      if (principal !== 'bootstrap') await manageable(principal, identityId);
+      const { clientSecret, record } = await newSecret(identityId, description);
+      return { clientSecret, clientSecretData: publicSecret(record) };
+    },
+
+    async listClientSecrets(principal: Principal, identityId: string): Promise<PublicClientSecret[]> {
+      await manageable(principal, identityId);
+      return (await store.secrets(identityId)).map(publicSecret);
+    },
+
+    async deleteClientSecret(principal: Principal, identityId: string, secretId: string): Promise<PublicClientSecret> {
+      await manageable(principal, identityId);
+      const secret = (await store.secrets(identityId)).find((s) => s.id === secretId);
+      if (!secret || !(await store.removeSecret(identityId, secretId))) throw notFound(`Client secret with ID '${secretId}' not found`);
+      return publicSecret(secret);
+    },
+
+    async purgeExpiredTokens(): Promise<void> {
+      await store.removeExpiredTokens(nowSeconds());
+      const now = Date.now() / 1000;
+      for (const [hash, entry] of tokenCache) if (entry.expiresAt <= now) tokenCache.delete(hash);
+    },
+  };
+}
+
+export type IdentityService = ReturnType<typeof createIdentityService>;

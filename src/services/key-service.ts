@@ -1,0 +1,246 @@
+/**
+ * KMS keys: their life cycle (create, read, update, rotate, delete) and the one way an
+ * operation finds a usable key. Every key is generated in the token; the store holds metadata.
+ *
+ * Crash safety: rows are written `pending` before the token makes an object and turned
+ * `active` after, and turned `deleting` before the objects are destroyed. `reconcile` (run at
+ * start, before serving) finishes or undoes whatever a crash interrupted, then destroys any
+ * object of ours whose CKA_ID no row names, so no key material is ever left unfindable.
+ */
+import { randomUUID } from 'node:crypto';
+import { KEY_SPECS, usageOf, type KeyAlgorithm, type KeyUsage } from '../algorithms.js';
+import { AppError, badRequest, notFound, validationFailure } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Token } from '../pkcs11/token.js';
+import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../store/key-store.js';
+import { authorize, type Action, type Principal } from './permissions.js';
+
+/** Every token object this service makes carries a label with this prefix. */
+export const OBJECT_LABEL_PREFIX = 'hsm-signer:';
+
+export interface PublicKmsKey {
+  id: string;
+  orgId: string;
+  name: string;
+  description: string;
+  isDisabled: boolean;
+  projectId: string;
+  keyUsage: KeyUsage;
+  version: number;
+  encryptionAlgorithm: KeyAlgorithm;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface CreateKeyInput {
+  projectId: string;
+  name: string;
+  description?: string;
+  keyUsage?: KeyUsage;
+  encryptionAlgorithm?: KeyAlgorithm;
+}
+
+/** A key ready for one operation: its row, and the version that operation uses. */
+export interface UsableKey {
+  key: KeyRecord;
+  version: KeyVersionRecord;
+}
+
+export const toPublicKey = (key: KeyRecord): PublicKmsKey => ({
+  id: key.id,
+  orgId: key.orgId,
+  name: key.name,
+  description: key.description,
+  isDisabled: key.isDisabled,
+  projectId: key.projectId,
+  keyUsage: key.keyUsage,
+  version: key.version,
+  encryptionAlgorithm: key.algorithm,
+  createdAt: key.createdAt,
+  updatedAt: key.updatedAt,
+});
+
+const objectLabel = (keyId: string, version: number) => `${OBJECT_LABEL_PREFIX}${keyId}:v${version}`;
+const newObjectId = () => Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 'generateKey' | 'destroyObjects' | 'listObjects'>; orgId: string; logger: Logger }) {
+  const { keyStore: store, token, orgId, logger } = deps;
+  // Active versions never change, so they are cached for the hot path; a delete evicts them.
+  const versionCache = new Map<string, KeyVersionRecord>();
+
+  async function existing(keyId: string): Promise<KeyRecord> {
+    const key = await store.get(keyId);
+    if (!key) throw notFound(`Key with ID '${keyId}' not found`);
+    return key;
+  }
+
+  async function version(keyId: string, number: number): Promise<KeyVersionRecord | undefined> {
+    const cacheKey = `${keyId}:${number}`;
+    const cached = versionCache.get(cacheKey);
+    if (cached) return cached;
+    const found = await store.getVersion(keyId, number);
+    if (found) versionCache.set(cacheKey, found);
+    return found;
+  }
+
+  async function generateVersion(key: KeyRecord, versionNumber: number, objectId: Buffer): Promise<Buffer | null> {
+    try {
+      const { publicKeySpki } = await token.generateKey(objectId, objectLabel(key.id, versionNumber), KEY_SPECS[key.algorithm]);
+      return publicKeySpki ?? null;
+    } catch (error) {
+      // Undo what the token may have made before failing; the pending row goes with it.
+      await token.destroyObjects(objectId).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  return {
+    async create(principal: Principal, input: CreateKeyInput): Promise<PublicKmsKey> {
+      authorize(principal, input.projectId, 'create');
+      const keyUsage = input.keyUsage ?? (input.encryptionAlgorithm ? usageOf(input.encryptionAlgorithm) : 'encrypt-decrypt');
+      const algorithm = input.encryptionAlgorithm ?? (keyUsage === 'encrypt-decrypt' ? 'aes-256-gcm' : 'RSA_4096');
+      if (usageOf(algorithm) !== keyUsage) {
+        throw validationFailure([{ path: '/encryptionAlgorithm', message: `${algorithm} cannot be used for ${keyUsage} keys` }]);
+      }
+      const now = new Date().toISOString();
+      const key: KeyRecord = {
+        id: randomUUID(),
+        orgId,
+        projectId: input.projectId,
+        name: input.name,
+        description: input.description ?? '',
+        isDisabled: false,
+        keyUsage,
+        algorithm,
+        version: 1,
+        state: 'pending',
+        createdAt: now,
+        updatedAt: now,
+      };
+      const objectId = newObjectId();
+      try {
+        await store.insertPending(key, { keyId: key.id, version: 1, objectId, publicKey: null, state: 'pending' });
+      } catch (error) {
+        if (isUniqueViolation(error)) throw badRequest(`A key named '${input.name}' already exists in project '${input.projectId}'`);
+        throw error;
+      }
+      try {
+        const publicKey = await generateVersion(key, 1, objectId);
+        await store.activate(key.id, 1, publicKey);
+      } catch (error) {
+        await store.remove(key.id);
+        throw error;
+      }
+      return toPublicKey({ ...key, state: 'active' });
+    },
+
+    async get(principal: Principal, keyId: string): Promise<PublicKmsKey> {
+      const key = await existing(keyId);
+      authorize(principal, key.projectId, 'read');
+      return toPublicKey(key);
+    },
+
+    async getByName(principal: Principal, projectId: string, name: string): Promise<PublicKmsKey> {
+      authorize(principal, projectId, 'read');
+      const key = await store.getByName(projectId, name);
+      if (!key) throw notFound(`Key with name '${name}' not found in project '${projectId}'`);
+      return toPublicKey(key);
+    },
+
+    async list(principal: Principal, query: KeyListQuery): Promise<{ keys: PublicKmsKey[]; totalCount: number }> {
+      authorize(principal, query.projectId, 'read');
+      const { keys, totalCount } = await store.list(query);
+      return { keys: keys.map(toPublicKey), totalCount };
+    },
+
+    async update(principal: Principal, keyId: string, changes: { name?: string; description?: string; isDisabled?: boolean }): Promise<PublicKmsKey> {
+      const key = await existing(keyId);
+      authorize(principal, key.projectId, 'update');
+      const updatedAt = new Date().toISOString();
+      try {
+        await store.update(keyId, changes, updatedAt);
+      } catch (error) {
+        if (isUniqueViolation(error)) throw badRequest(`A key named '${changes.name}' already exists in project '${key.projectId}'`);
+        throw error;
+      }
+      return toPublicKey((await store.get(keyId)) ?? { ...key, ...changes, updatedAt });
+    },
+
+    async remove(principal: Principal, keyId: string): Promise<PublicKmsKey> {
+      const key = await existing(keyId);
+      authorize(principal, key.projectId, 'delete');
+      const versions = await store.versions(keyId);
+      await store.markDeleting(keyId);
+      for (const v of versions) versionCache.delete(`${keyId}:${v.version}`);
+      for (const v of versions) await token.destroyObjects(v.objectId);
+      await store.remove(keyId);
+      return toPublicKey(key);
+    },
+
+    async rotate(principal: Principal, keyId: string): Promise<PublicKmsKey> {
+      const key = await existing(keyId);
+      authorize(principal, key.projectId, 'update');
+      if (key.keyUsage !== 'encrypt-decrypt') throw badRequest('Only encrypt-decrypt keys can be rotated');
+      const next = key.version + 1;
+      const objectId = newObjectId();
+      try {
+        await store.insertPendingVersion({ keyId, version: next, objectId, publicKey: null, state: 'pending' });
+      } catch (error) {
+        // Two rotations raced for the same version number: the other one won.
+        if ((error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT')) throw badRequest('The key is being rotated; try again');
+        throw error;
+      }
+      try {
+        await generateVersion(key, next, objectId);
+        await store.activate(keyId, next, null);
+      } catch (error) {
+        await store.removeVersion(keyId, next);
+        throw error;
+      }
+      return toPublicKey(await existing(keyId));
+    },
+
+    /**
+     * The key an operation may use, checked in API.md's order: unknown (404), disabled (400),
+     * not permitted (403), wrong usage (400). `versionNumber` defaults to the current version.
+     */
+    async usableKey(principal: Principal, keyId: string, action: Action, usage: KeyUsage, versionNumber?: number): Promise<UsableKey> {
+      const key = await existing(keyId);
+      if (key.isDisabled) throw badRequest('Key is disabled');
+      authorize(principal, key.projectId, action);
+      if (key.keyUsage !== usage) throw badRequest(`Unsupported key type, expected ${usage} but got ${key.keyUsage}`);
+      const found = await version(keyId, versionNumber ?? key.version);
+      if (!found) {
+        if (versionNumber !== undefined) throw badRequest(`Ciphertext names key version ${versionNumber}, which this key does not have`);
+        throw new AppError('InternalServerError', 'Key version missing', { cause: new Error(`key ${keyId} has no active version ${key.version}`) });
+      }
+      return { key, version: found };
+    },
+
+    /** Finishes or undoes what a crash interrupted; then removes token objects no row names. */
+    async reconcile(): Promise<{ undone: number; orphansDestroyed: number }> {
+      let undone = 0;
+      for (const row of await store.unfinished()) {
+        await token.destroyObjects(row.objectId);
+        await store.removeVersion(row.keyId, row.version);
+        undone++;
+      }
+      undone += await store.removeUnfinishedKeys();
+      const known = await store.knownObjectIds();
+      let orphansDestroyed = 0;
+      for (const object of await token.listObjects(OBJECT_LABEL_PREFIX)) {
+        if (known.has(object.id.toString('hex'))) continue;
+        logger.warn({ label: object.label }, 'destroying a token object that no key names (left by an interrupted create)');
+        await token.destroyObjects(object.id);
+        orphansDestroyed++;
+      }
+      return { undone, orphansDestroyed };
+    },
+  };
+}
+
+export type KeyService = ReturnType<typeof createKeyService>;

@@ -1,0 +1,16 @@
+import { defineConfig } from 'vitest/config';
+
+// Forked workers inherit this: libuv sizes its thread pool once, before any test code runs.
+process.env.UV_THREADPOOL_SIZE ??= '8';
+process.env.NODE_ENV = 'test';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // One process per test file: each loads the PKCS#11 module once, on its own token.
+    pool: 'forks',
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    reporters: ['default'],
+  },
+});

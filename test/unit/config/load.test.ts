@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parsePkcs11Uri } from '../../../src/config/load.js';
+
+describe('configuration', () => {
+  it('overlays environment variables on the defaults', () => {
+    const config = loadConfig({}, { PORT: '9000', DATA_DIR: '/tmp/x', HSM_SESSIONS: '6', ACCESS_TOKEN_TTL: '60' });
+    expect(config.server.port).toBe(9000);
+    expect(config.dataDir).toBe('/tmp/x');
+    expect(config.hsm.sessions).toBe(6);
+    expect(config.hsm.embedded).toBe(true);
+    expect(config.auth.accessTokenTTL).toBe(60);
+  });
+
+  it('treats another module as a real HSM', () => {
+    const config = loadConfig({}, { HSM_MODULE: '/opt/hsm/lib.so', HSM_TOKEN_LABEL: 'prod' });
+    expect(config.hsm.embedded).toBe(false);
+    expect(config.hsm.modulePath).toBe('/opt/hsm/lib.so');
+    expect(config.hsm.tokenLabel).toBe('prod');
+  });
+
+  it('refuses invalid settings with a message naming them', () => {
+    expect(() => loadConfig({}, { PORT: 'eighty' })).toThrow(/integer/);
+    expect(() => loadConfig({}, { HSM_SESSIONS: '0' })).toThrow(/sessions/);
+    expect(() => loadConfig({}, { LOG_LEVEL: 'loud' })).toThrow(/logLevel/);
+  });
+
+  it('reads an RFC 7512 PKCS#11 URI and refuses an inline PIN', () => {
+    expect(parsePkcs11Uri('pkcs11:token=my%20hsm;serial=42?module-path=/usr/lib/x.so&pin-source=file:/run/pin')).toEqual({
+      tokenLabel: 'my hsm',
+      tokenSerial: '42',
+      modulePath: '/usr/lib/x.so',
+      embedded: false,
+      pinSource: 'file:/run/pin',
+    });
+    expect(() => parsePkcs11Uri('pkcs11:token=x?pin-value=1234')).toThrow(/pin-value/);
+    expect(() => parsePkcs11Uri('http://x')).toThrow();
+  });
+});

@@ -21,8 +21,9 @@ import { createCryptoService } from './services/crypto-service.js';
 import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { openDatabase } from './store/database.js';
-import { createSqliteIdentityStore, getOrCreateSetting } from './store/identity-store.js';
+import { createSqliteIdentityStore } from './store/identity-store.js';
 import { createSqliteKeyStore } from './store/key-store.js';
+import { getOrCreateSetting } from './store/settings-store.js';
 
 export interface RunningService {
   server: Server;

@@ -21,7 +21,8 @@ function protectedObject(id: Buffer, label: string): pkcs11js.Template {
     { type: pkcs11js.CKA_PRIVATE, value: true },
     { type: pkcs11js.CKA_SENSITIVE, value: true },
     { type: pkcs11js.CKA_EXTRACTABLE, value: false },
-    { type: pkcs11js.CKA_MODIFIABLE, value: false },
+    // CKA_MODIFIABLE stays true: C_CopyObject into a session copy (token.ts) needs it, and
+    // the attributes that matter only move one way (SENSITIVE to true, EXTRACTABLE to false).
     { type: pkcs11js.CKA_ID, value: id },
     { type: pkcs11js.CKA_LABEL, value: label },
   ];
@@ -55,7 +56,6 @@ export function publicKeyTemplate(id: Buffer, label: string, spec: { kind: 'rsa'
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
     { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_PRIVATE, value: false },
-    { type: pkcs11js.CKA_MODIFIABLE, value: false },
     { type: pkcs11js.CKA_VERIFY, value: true },
     { type: pkcs11js.CKA_ENCRYPT, value: false },
     { type: pkcs11js.CKA_WRAP, value: false },
@@ -99,10 +99,11 @@ const CKO_OF_CLASS: Record<KeyObjectClass, number> = {
   secret: pkcs11js.CKO_SECRET_KEY,
 };
 
-/** Finds one key object of an id by its class. */
+/** Finds the token object (not a session copy) of an id and class. */
 export function keyObjectTemplate(id: Buffer, objectClass: KeyObjectClass): pkcs11js.Template {
   return [
     { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_CLASS, value: CKO_OF_CLASS[objectClass] },
   ];
 }

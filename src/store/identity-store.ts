@@ -165,12 +165,3 @@ export function createSqliteIdentityStore(db: Db): IdentityStore {
     },
   };
 }
-
-/** Organisation-wide settings (the org id keys report, made once at first start). */
-export function getOrCreateSetting(db: Db, name: string, create: () => string): string {
-  const row = db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?').get(name);
-  if (row) return row.value;
-  const value = create();
-  db.prepare('INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)').run(name, value);
-  return db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?').get(name)!.value;
-}

@@ -15,10 +15,23 @@ const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormat
 /** Standard base64 with padding; "" is valid. */
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
+function decodedLength(base64: string): number {
+  const padding = base64.endsWith('==') ? 2 : base64.endsWith('=') ? 1 : 0;
+  return Math.floor((base64.length * 3) / 4) - padding;
+}
+
 function newAjv(coerceTypes: boolean): Ajv {
   const ajv = new Ajv({ allErrors: true, removeAdditional: true, useDefaults: true, coerceTypes, strict: false });
   addFormats(ajv);
   ajv.addFormat('base64', { type: 'string', validate: (value: string) => BASE64.test(value) });
+  // A byte limit on what a base64 string decodes to (maxLength alone is off by up to 2 bytes).
+  ajv.addKeyword({
+    keyword: 'maxDecodedBytes',
+    type: 'string',
+    schemaType: 'number',
+    error: { message: (ctx) => `must decode to at most ${ctx.schemaValue as unknown as number} bytes` },
+    validate: (limit: number, value: string) => decodedLength(value) <= limit,
+  });
   return ajv;
 }
 

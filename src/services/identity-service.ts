@@ -31,14 +31,8 @@ export interface LoginResult {
   tokenType: 'Bearer';
 }
 
-export interface PublicIdentity {
-  id: string;
-  name: string;
-  clientId: string;
-  permissions: Permission[];
-  createdAt: string;
-  updatedAt: string;
-}
+/** An identity as the API shows it: every column (the secrets live in another table). */
+export type PublicIdentity = IdentityRecord;
 
 export interface PublicClientSecret {
   id: string;

@@ -130,7 +130,7 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
       }
       try {
         const publicKey = await generateVersion(key, 1, objectId);
-        await store.activate(key.id, 1, publicKey);
+        await store.activate(key.id, 1, publicKey, key.updatedAt);
       } catch (error) {
         await store.remove(key.id);
         throw error;
@@ -196,7 +196,7 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
       }
       try {
         await generateVersion(key, next, objectId);
-        await store.activate(keyId, next, null);
+        await store.activate(keyId, next, null, new Date().toISOString());
       } catch (error) {
         await store.removeVersion(keyId, next);
         throw error;

@@ -43,7 +43,7 @@ export interface KeyListQuery {
 
 export interface KeyStore {
   insertPending(key: KeyRecord, firstVersion: KeyVersionRecord): Promise<void>;
-  activate(keyId: string, version: number, publicKey: Buffer | null): Promise<void>;
+  activate(keyId: string, version: number, publicKey: Buffer | null, updatedAt: string): Promise<void>;
   insertPendingVersion(version: KeyVersionRecord): Promise<void>;
   get(id: string): Promise<KeyRecord | undefined>;
   getByName(projectId: string, name: string): Promise<KeyRecord | undefined>;
@@ -144,10 +144,10 @@ export function createSqliteKeyStore(db: Db): KeyStore {
         statements.insertVersion.run({ ...firstVersion, createdAt: key.createdAt });
       })();
     },
-    async activate(keyId, version, publicKey) {
+    async activate(keyId, version, publicKey, updatedAt) {
       db.transaction(() => {
         statements.activateVersion.run(publicKey, keyId, version);
-        statements.activateKey.run(version, new Date().toISOString(), keyId);
+        statements.activateKey.run(version, updatedAt, keyId);
       })();
     },
     async insertPendingVersion(version) {

@@ -2,9 +2,10 @@
 
 export const uuid = { type: 'string', format: 'uuid' } as const;
 
-/** Decoded payloads are capped at 1 MiB: 1 MiB of bytes is 1,398,104 base64 characters. */
-export const MAX_PAYLOAD_BASE64 = 4 * Math.ceil((1024 * 1024) / 3);
-export const base64Payload = { type: 'string', format: 'base64', maxLength: MAX_PAYLOAD_BASE64 } as const;
+/** Decoded payloads are capped at 1 MiB (API.md); maxLength bounds the work before decoding. */
+export const MAX_PAYLOAD_BYTES = 1024 * 1024;
+export const MAX_PAYLOAD_BASE64 = 4 * Math.ceil(MAX_PAYLOAD_BYTES / 3);
+export const base64Payload = { type: 'string', format: 'base64', maxLength: MAX_PAYLOAD_BASE64, maxDecodedBytes: MAX_PAYLOAD_BYTES } as const;
 
 export const slug = { type: 'string', minLength: 1, maxLength: 32, pattern: '^[a-z0-9]+(?:-[a-z0-9]+)*$' } as const;
 

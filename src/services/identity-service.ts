@@ -65,7 +65,6 @@ async function secretMatches(secret: string, stored: string): Promise<boolean> {
 const DECOY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
-const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 const publicIdentity = (identity: IdentityRecord): PublicIdentity => ({ ...identity });
 const publicSecret = (secret: ClientSecretRecord): PublicClientSecret => ({
@@ -95,9 +94,10 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
 
   async function issueToken(identity: IdentityRecord): Promise<LoginResult> {
     const accessToken = `hss.${randomBytes(32).toString('base64url')}`;
-    const issuedAt = nowSeconds();
-    const expiresAt = issuedAt + settings.accessTokenTTL;
-    await store.insertToken({ tokenHash: sha256(accessToken), identityId: identity.id, issuedAt, expiresAt, maxExpiresAt: issuedAt + settings.accessTokenMaxTTL });
+    // Milliseconds, so a token lives exactly the expiresIn it is announced with.
+    const issuedAt = Date.now();
+    const expiresAt = issuedAt + settings.accessTokenTTL * 1000;
+    await store.insertToken({ tokenHash: sha256(accessToken), identityId: identity.id, issuedAt, expiresAt, maxExpiresAt: issuedAt + settings.accessTokenMaxTTL * 1000 });
     return { accessToken, expiresIn: settings.accessTokenTTL, accessTokenMaxTTL: settings.accessTokenMaxTTL, tokenType: 'Bearer' };
   }
 
@@ -144,20 +144,21 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
     async renew(accessToken: string): Promise<LoginResult> {
       const tokenHash = sha256(accessToken);
       const record = await store.getToken(tokenHash);
-      const now = nowSeconds();
+      const now = Date.now();
       if (!record || record.expiresAt <= now) throw unauthorized('Access token is invalid or expired');
       if (record.maxExpiresAt <= now) throw unauthorized('Access token has reached its maximum TTL');
-      const expiresAt = Math.min(now + settings.accessTokenTTL, record.maxExpiresAt);
+      const expiresAt = Math.min(now + settings.accessTokenTTL * 1000, record.maxExpiresAt);
       await store.extendToken(tokenHash, expiresAt);
       const cached = tokenCache.get(tokenHash);
       if (cached) cached.expiresAt = expiresAt;
-      return { accessToken, expiresIn: expiresAt - now, accessTokenMaxTTL: settings.accessTokenMaxTTL, tokenType: 'Bearer' };
+      // Whole seconds, rounded down: the token is never announced as living longer than it does.
+      return { accessToken, expiresIn: Math.floor((expiresAt - now) / 1000), accessTokenMaxTTL: settings.accessTokenMaxTTL, tokenType: 'Bearer' };
     },
 
     /** The principal behind a bearer token, or a 401. Hot path: one hash, one map lookup. */
     async authenticate(accessToken: string): Promise<Principal> {
       const tokenHash = sha256(accessToken);
-      const now = Date.now() / 1000;
+      const now = Date.now();
       const cached = tokenCache.get(tokenHash);
       if (cached) {
         if (cached.expiresAt > now) return cached.principal;
@@ -218,8 +219,8 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
     },
 
     async purgeExpiredTokens(): Promise<void> {
-      await store.removeExpiredTokens(nowSeconds());
-      const now = Date.now() / 1000;
+      const now = Date.now();
+      await store.removeExpiredTokens(now);
       for (const [hash, entry] of tokenCache) if (entry.expiresAt <= now) tokenCache.delete(hash);
     },
   };

@@ -101,10 +101,12 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
   return {
     async create(principal: Principal, input: CreateKeyInput): Promise<PublicKmsKey> {
       authorize(principal, input.projectId, 'create');
-      const keyUsage = input.keyUsage ?? (input.encryptionAlgorithm ? usageOf(input.encryptionAlgorithm) : 'encrypt-decrypt');
-      const algorithm = input.encryptionAlgorithm ?? (keyUsage === 'encrypt-decrypt' ? 'aes-256-gcm' : 'RSA_4096');
+      // API.md's (and Infisical's) defaults, each on its own: a sign-verify key must name its
+      // algorithm, and an asymmetric algorithm must come with keyUsage sign-verify.
+      const keyUsage = input.keyUsage ?? 'encrypt-decrypt';
+      const algorithm = input.encryptionAlgorithm ?? 'aes-256-gcm';
       if (usageOf(algorithm) !== keyUsage) {
-        throw validationFailure([{ path: '/encryptionAlgorithm', message: `${algorithm} cannot be used for ${keyUsage} keys` }]);
+        throw validationFailure([{ path: 'body/encryptionAlgorithm', message: `${algorithm} cannot be used for ${keyUsage} keys` }]);
       }
       const now = new Date().toISOString();
       const key: KeyRecord = {

@@ -26,7 +26,7 @@ CREATE INDEX client_secrets_identity ON client_secrets(identity_id);
 CREATE TABLE access_tokens (
   token_hash     TEXT PRIMARY KEY,     -- SHA-256 of the bearer token; the token itself is never stored
   identity_id    TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-  issued_at      INTEGER NOT NULL,     -- epoch seconds
+  issued_at      INTEGER NOT NULL,     -- epoch milliseconds
   expires_at     INTEGER NOT NULL,
   max_expires_at INTEGER NOT NULL
 );

@@ -1,0 +1,48 @@
+/**
+ * The HTTP floor: a bare node:http server that does the least any JSON signing endpoint must
+ * do (read the body, JSON.parse it, answer a small fixed JSON), so that the service's figures
+ * for cheap operations can be read against what Node's HTTP stack alone reaches on this
+ * machine. Forked by scripts/bench.ts; listens on 127.0.0.1, port 0, and reports the port
+ * over IPC.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type FloorMessage = { type: 'listening'; port: number };
+
+const REPLY = JSON.stringify({
+  signature: 'MEUCIQDx3k8vJ1nq0mJ2m3m0d8T0qg0B9nq2b1Yw9wA4m7Z0QwIgYk1n3qK0Y8m2v0b5Jd8s1a2Q3r4T5y6U7i8O9p0A1s2=',
+  keyId: '00000000-0000-4000-8000-000000000000',
+  signingAlgorithm: 'ECDSA_SHA_256',
+});
+const REPLY_BYTES = Buffer.byteLength(REPLY);
+
+const server = createServer((req, res) => {
+  const chunks: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => chunks.push(chunk));
+  req.on('end', () => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      parsed = undefined;
+    }
+    if (typeof parsed !== 'object' || parsed === null) {
+      res.writeHead(400, { 'content-type': 'application/json; charset=utf-8' }).end('{"error":"Bad Request"}');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': REPLY_BYTES });
+    res.end(REPLY);
+  });
+});
+
+server.listen(0, '127.0.0.1', () => {
+  const message: FloorMessage = { type: 'listening', port: (server.address() as AddressInfo).port };
+  process.send?.(message);
+});
+
+const stop = () => server.close(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+// Never outlive the benchmark.
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,61 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AppError } from '../../../src/errors.js';
+import { parseCsr } from '../../../src/pki/csr.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'csr-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function opensslCsr(name: string, keyArgs: string[], extraArgs: string[] = []): string {
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  execFileSync('openssl', ['genpkey', ...keyArgs, '-out', key], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-new', '-key', key, '-out', csr, ...extraArgs], { stdio: 'ignore' });
+  return readFileSync(csr, 'utf8');
+}
+
+describe('parseCsr (CSRs made by the openssl CLI)', () => {
+  it('reads subject, key, SANs, key usages and EKUs of an RSA CSR', async () => {
+    const pem = opensslCsr('rsa', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'], [
+      '-subj', '/CN=api.svc.internal/O=Example/C=DE',
+      '-addext', 'subjectAltName=DNS:api.svc.internal,IP:10.0.0.7,email:ops@example.com,URI:spiffe://example/api',
+      '-addext', 'keyUsage=critical,digitalSignature,keyEncipherment',
+      '-addext', 'extendedKeyUsage=serverAuth,clientAuth',
+    ]);
+    const csr = await parseCsr(pem);
+    expect(csr.keyAlgorithm).toEqual({ kind: 'rsa', bits: 2048 });
+    expect(csr.subject).toEqual(expect.arrayContaining([{ type: 'CN', value: 'api.svc.internal' }, { type: 'O', value: 'Example' }, { type: 'C', value: 'DE' }]));
+    expect(csr.sans).toEqual(
+      expect.arrayContaining([
+        { type: 'dns', value: 'api.svc.internal' },
+        { type: 'ip', value: '10.0.0.7' },
+        { type: 'email', value: 'ops@example.com' },
+        { type: 'url', value: 'spiffe://example/api' },
+      ]),
+    );
+    expect(csr.keyUsages! & 1).toBe(1); // digitalSignature
+    expect(csr.keyUsages! & 4).toBe(4); // keyEncipherment
+    expect(csr.extendedKeyUsages).toEqual(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
+    expect(csr.requestsCa).toBe(false);
+  });
+
+  it('reads an EC P-384 CSR without extensions', async () => {
+    const csr = await parseCsr(opensslCsr('ec', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384'], ['-subj', '/CN=plain']));
+    expect(csr.keyAlgorithm).toEqual({ kind: 'ec', curve: 'P-384' });
+    expect(csr.sans).toEqual([]);
+    expect(csr.keyUsages).toBeUndefined();
+  });
+
+  it('refuses a CSR whose signature does not verify, and text that is no CSR', async () => {
+    const pem = opensslCsr('bad', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'], ['-subj', '/CN=tampered']);
+    const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
+    der[der.length - 10]! ^= 0x01; // inside the signature
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    await expect(parseCsr(tampered)).rejects.toBeInstanceOf(AppError);
+    await expect(parseCsr(tampered)).rejects.toThrow(/signature/);
+    await expect(parseCsr('hello')).rejects.toThrow(/not a PEM-encoded PKCS#10/);
+  });
+});

@@ -20,9 +20,11 @@ import { Pkcs11Token } from './pkcs11/token.js';
 import { createCryptoService } from './services/crypto-service.js';
 import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
+import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { openDatabase } from './store/database.js';
 import { createSqliteIdentityStore } from './store/identity-store.js';
 import { createSqliteKeyStore } from './store/key-store.js';
+import { createSqlitePkiStore } from './store/pki-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
 
 export interface RunningService {
@@ -80,9 +82,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const identities = createIdentityService({ identityStore, settings: config.auth });
   const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger });
   const crypto = createCryptoService({ keys, token });
+  const pkiStore = createSqlitePkiStore(db);
 
-  const reconciled = await keys.reconcile();
-  if (reconciled.undone || reconciled.orphansDestroyed) logger.warn(reconciled, 'reconciled keys with the token after an interrupted run');
+  const undone = await keys.reconcile();
+  const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds())], logger);
+  if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
   const credentialsPath = await ensureAdminIdentity(config, identities, identityStore);
   if (credentialsPath) logger.info({ path: credentialsPath }, 'created the admin machine identity; its credentials are in this file');
 

@@ -61,7 +61,7 @@ export function keyIdentifier(spki: Buffer): Buffer {
   return createHash('sha1').update(Buffer.from(parsed.subjectPublicKey)).digest();
 }
 
-function extension(extnID: string, critical: boolean, value: unknown): asn.Extension {
+export function extension(extnID: string, critical: boolean, value: unknown): asn.Extension {
   return new asn.Extension({ extnID, critical, extnValue: new OctetString(AsnConvert.serialize(value)) });
 }
 

@@ -4,8 +4,8 @@
  *
  * Crash safety: rows are written `pending` before the token makes an object and turned
  * `active` after, and turned `deleting` before the objects are destroyed. `reconcile` (run at
- * start, before serving) finishes or undoes whatever a crash interrupted, then destroys any
- * object of ours whose CKA_ID no row names, so no key material is ever left unfindable.
+ * start, before serving) undoes whatever a crash interrupted; orphan-objects.ts then destroys
+ * any object of ours whose CKA_ID no row names, so no key material is ever left unfindable.
  */
 import { randomUUID } from 'node:crypto';
 import { KEY_SPECS, usageOf, type KeyAlgorithm, type KeyUsage } from '../algorithms.js';
@@ -13,10 +13,9 @@ import { AppError, badRequest, notFound, validationFailure } from '../errors.js'
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../store/key-store.js';
+import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { authorize, type Action, type Principal } from './permissions.js';
 
-/** Every token object this service makes carries a label with this prefix. */
-export const OBJECT_LABEL_PREFIX = 'hsm-signer:';
 
 export interface PublicKmsKey {
   id: string;
@@ -67,7 +66,7 @@ function isUniqueViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === 'SQLITE_CONSTRAINT_UNIQUE';
 }
 
-export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 'generateKey' | 'destroyObjects' | 'listObjects'>; orgId: string; logger: Logger }) {
+export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 'generateKey' | 'destroyObjects'>; orgId: string; logger: Logger }) {
   const { keyStore: store, token, orgId, logger } = deps;
   // Active versions never change, so they are cached for the hot path; a delete evicts them.
   const versionCache = new Map<string, KeyVersionRecord>();
@@ -223,24 +222,20 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
       return { key, version: found };
     },
 
-    /** Finishes or undoes what a crash interrupted; then removes token objects no row names. */
-    async reconcile(): Promise<{ undone: number; orphansDestroyed: number }> {
+    /** Undoes what a crash interrupted (pending creates and rotations, half-done deletes). */
+    async reconcile(): Promise<number> {
       let undone = 0;
       for (const row of await store.unfinished()) {
         await token.destroyObjects(row.objectId);
         await store.removeVersion(row.keyId, row.version);
         undone++;
       }
-      undone += await store.removeUnfinishedKeys();
-      const known = await store.knownObjectIds();
-      let orphansDestroyed = 0;
-      for (const object of await token.listObjects(OBJECT_LABEL_PREFIX)) {
-        if (known.has(object.id.toString('hex'))) continue;
-        logger.warn({ label: object.label }, 'destroying a token object that no key names (left by an interrupted create)');
-        await token.destroyObjects(object.id);
-        orphansDestroyed++;
-      }
-      return { undone, orphansDestroyed };
+      return undone + (await store.removeUnfinishedKeys());
+    },
+
+    /** CKA_IDs of every key version's objects (for the orphan sweep). */
+    async objectIds(): Promise<Buffer[]> {
+      return [...(await store.knownObjectIds())].map((hex) => Buffer.from(hex, 'hex'));
     },
   };
 }

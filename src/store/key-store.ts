@@ -1,6 +1,6 @@
 /**
  * KMS key metadata. A key row and its version rows name token objects by CKA_ID; the `state`
- * columns make a crash at any point recoverable (see KeyService.reconcile):
+ * columns make a crash at any point recoverable (see KeyService.reconcile and orphan-objects.ts):
  * `pending` rows were written before their objects were made, `deleting` rows before their
  * objects were destroyed.
  */

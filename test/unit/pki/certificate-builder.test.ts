@@ -1,25 +1,18 @@
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildCertificate, SIGNATURE_ALGORITHMS, signatureAlgorithm, toPem, type CertificateSigner } from '../../../src/pki/certificate-builder.js';
+import { buildCertificate, toPem } from '../../../src/pki/certificate-builder.js';
+import { buildCrl } from '../../../src/pki/crl.js';
+import { softwareSigner } from '../../helpers/software-signer.js';
 import { newSerialNumber } from '../../../src/pki/serial.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'builder-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** A software signer standing in for the token: the builder must not care which it gets. */
-function softwareSigner(privateKey: KeyObject): CertificateSigner {
-  const isRsa = privateKey.asymmetricKeyType === 'rsa';
-  return {
-    algorithm: signatureAlgorithm(isRsa ? SIGNATURE_ALGORITHMS.sha256WithRSAEncryption : SIGNATURE_ALGORITHMS.ecdsaWithSHA256),
-    sign: async (tbs) => sign('sha256', tbs, isRsa ? privateKey : { key: privateKey, dsaEncoding: 'der' }),
-  };
-}
 
 const spki = (key: KeyObject) => key.export({ type: 'spki', format: 'der' });
 const name = (dn: string) => Buffer.from(new x509.Name(dn).toArrayBuffer());
@@ -84,5 +77,41 @@ describe('buildCertificate', () => {
     writeFileSync(join(dir, 'r.pem'), toPem(rootDer));
     writeFileSync(join(dir, 'forged.pem'), toPem(forged));
     expect(() => execFileSync('openssl', ['verify', '-x509_strict', '-CAfile', join(dir, 'r.pem'), join(dir, 'forged.pem')], { stdio: 'pipe' })).toThrow();
+  });
+
+  it('makes CRLs that openssl crl -verify accepts and that revoke what they list', async () => {
+    const root = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const now = new Date(Date.now() - 60_000);
+    const later = new Date(now.getTime() + 86_400_000);
+    const rootDer = await buildCertificate(
+      { serialNumber: newSerialNumber(), issuer: name('CN=CRL Root'), subject: name('CN=CRL Root'), notBefore: now, notAfter: later, subjectPublicKey: spki(root.publicKey), issuerPublicKey: spki(root.publicKey), ca: {}, keyUsages: KU.keyCertSign | KU.cRLSign },
+      softwareSigner(root.privateKey),
+    );
+    const leaves: string[] = [];
+    const serials: string[] = [];
+    for (const cn of ['revoked', 'kept']) {
+      const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const serial = newSerialNumber();
+      serials.push(serial.toString('hex'));
+      const der = await buildCertificate(
+        { serialNumber: serial, issuer: name('CN=CRL Root'), subject: name(`CN=${cn}`), notBefore: now, notAfter: later, subjectPublicKey: spki(key.publicKey), issuerPublicKey: spki(root.publicKey), keyUsages: KU.digitalSignature },
+        softwareSigner(root.privateKey),
+      );
+      leaves.push(join(dir, `${cn}.pem`));
+      writeFileSync(join(dir, `${cn}.pem`), toPem(der));
+    }
+    const crl = await buildCrl(
+      { issuer: name('CN=CRL Root'), issuerPublicKey: spki(root.publicKey), crlNumber: 7, thisUpdate: now, nextUpdate: new Date(now.getTime() + 7 * 86_400_000), revoked: [{ serialNumber: serials[0]!, revokedAt: now, reason: 'KEY_COMPROMISE' }] },
+      softwareSigner(root.privateKey),
+    );
+    writeFileSync(join(dir, 'crl-root.pem'), toPem(rootDer));
+    writeFileSync(join(dir, 'root.crl'), toPem(crl, 'X509 CRL'));
+    const text = execFileSync('openssl', ['crl', '-in', join(dir, 'root.crl'), '-CAfile', join(dir, 'crl-root.pem'), '-verify', '-noout', '-text'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(text).toContain(`Serial Number: ${serials[0]!.toUpperCase()}`);
+    expect(text).toContain('Key Compromise');
+    expect(text).toMatch(/X509v3 CRL Number:\s*\n\s*7/);
+    const check = (leaf: string) => execFileSync('openssl', ['verify', '-crl_check', '-CAfile', join(dir, 'crl-root.pem'), '-CRLfile', join(dir, 'root.crl'), leaf], { stdio: 'pipe' });
+    expect(() => check(leaves[0]!)).toThrow(/revoked/);
+    expect(check(leaves[1]!).toString()).toContain('OK');
   });
 });

@@ -20,6 +20,8 @@ import { Pkcs11Token } from './pkcs11/token.js';
 import { createCryptoService } from './services/crypto-service.js';
 import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
+import { createCaService } from './services/ca-service.js';
+import { createCertificateService } from './services/certificate-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { openDatabase } from './store/database.js';
 import { createSqliteIdentityStore } from './store/identity-store.js';
@@ -84,19 +86,29 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const crypto = createCryptoService({ keys, token });
   const pkiStore = createSqlitePkiStore(db);
 
-  const undone = await keys.reconcile();
+  let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
+  const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
+  const certificates = createCertificateService({ pkiStore, cas });
+
+  const undone = (await keys.reconcile()) + (await cas.reconcile());
   const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds())], logger);
   if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
-  const credentialsPath = await ensureAdminIdentity(config, identities, identityStore);
-  if (credentialsPath) logger.info({ path: credentialsPath }, 'created the admin machine identity; its credentials are in this file');
-
-  const app = createHttpApp({ logger, bodyLimitBytes: config.server.bodyLimitBytes, identities, keys, crypto, token });
+  const app = createHttpApp({ logger, bodyLimitBytes: config.server.bodyLimitBytes, identities, keys, crypto, cas, certificates, token });
   const server = app.listen(config.server.port, config.server.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
+  // Certificates name URLs on the public base; without one configured, the address bound.
+  publicBaseUrl ||= url;
+
+  // After listening, since the demo CAs name the service's own URLs in their extensions.
+  const credentialsPath = await ensureAdminIdentity(config, identities, identityStore, { cas, certificates });
+  if (credentialsPath) logger.info({ path: credentialsPath }, 'created the admin machine identity; its credentials are in this file');
+
   const purge = setInterval(() => void identities.purgeExpiredTokens().catch(() => undefined), 60_000);
   purge.unref();
+  const crlRenewal = setInterval(() => void cas.renewExpiringCrls().catch((error: unknown) => logger.warn({ err: error }, 'renewing CRLs failed; will retry')), 3_600_000);
+  crlRenewal.unref();
 
   let closing: Promise<void> | undefined;
   return {
@@ -106,6 +118,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     close() {
       closing ??= (async () => {
         clearInterval(purge);
+        clearInterval(crlRenewal);
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await pool.close();
         module.finalize();

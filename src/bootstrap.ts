@@ -9,6 +9,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { embeddedTokenDir, writeSecretFileOnce } from './config/pin.js';
 import type { Config } from './config/schema.js';
+import type { CertificatePolicy } from './pki/policy.js';
+import type { CaService } from './services/ca-service.js';
+import type { CertificateService } from './services/certificate-service.js';
 import type { IdentityService } from './services/identity-service.js';
 import type { IdentityStore } from './store/identity-store.js';
 
@@ -31,18 +34,66 @@ export function prepareEmbeddedSoftHsm(config: Config): { soPin: string } {
 
 export const adminCredentialsPath = (config: Config) => join(config.dataDir, 'admin-credentials.json');
 
+/** The demo PKI of the first start: a permissive TLS server profile under an intermediate. */
+const DEMO_TLS_POLICY: CertificatePolicy = {
+  subject: [
+    { type: 'CN', allowed: ['**'] },
+    { type: 'O', allowed: ['**'] },
+    { type: 'OU', allowed: ['**'] },
+    { type: 'C', allowed: ['**'] },
+    { type: 'ST', allowed: ['**'] },
+    { type: 'L', allowed: ['**'] },
+  ],
+  sans: { dns: ['**'], ip: ['0.0.0.0/0', '::/0'] },
+  keyUsages: { allowed: ['keyEncipherment'], always: ['digitalSignature'] },
+  extendedKeyUsages: { allowed: ['clientAuth'], always: ['serverAuth'] },
+  keyAlgorithms: ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1'],
+  maxValidity: '397d',
+  allowCa: false,
+};
+
+async function createDemoPki(cas: CaService, certificates: CertificateService): Promise<{ caId: string; profileId: string }> {
+  const root = await cas.create('bootstrap', { projectId: DEFAULT_PROJECT_ID, type: 'root', commonName: 'hsm-signer demo root CA', organization: 'hsm-signer demo', keyAlgorithm: 'EC_prime256v1', ttl: '10y', maxPathLength: 1 });
+  const intermediate = await cas.create('bootstrap', {
+    projectId: DEFAULT_PROJECT_ID,
+    type: 'intermediate',
+    commonName: 'hsm-signer demo intermediate CA',
+    organization: 'hsm-signer demo',
+    keyAlgorithm: 'EC_prime256v1',
+    ttl: '5y',
+    parentCaId: root.id,
+  });
+  const profile = await certificates.createProfile('bootstrap', {
+    projectId: DEFAULT_PROJECT_ID,
+    caId: intermediate.id,
+    slug: 'tls-server',
+    description: 'Demo TLS server profile made at first start',
+    policy: DEMO_TLS_POLICY,
+    defaults: { ttl: '90d' },
+  });
+  return { caId: intermediate.id, profileId: profile.id };
+}
+
 /**
- * Creates the admin identity when the store has none, and writes its credentials. Returns the
- * path written, or undefined when an identity already existed.
+ * First start: creates the admin identity (when the store has none) and, for the embedded
+ * default, a demo root CA, an intermediate and a `tls-server` profile; writes the admin's
+ * credentials with the profile and CA ids. Returns the path written, or undefined when an
+ * identity already existed.
  */
-export async function ensureAdminIdentity(config: Config, identities: IdentityService, store: Pick<IdentityStore, 'list'>): Promise<string | undefined> {
+export async function ensureAdminIdentity(
+  config: Config,
+  identities: IdentityService,
+  store: Pick<IdentityStore, 'list'>,
+  pki: { cas: CaService; certificates: CertificateService },
+): Promise<string | undefined> {
   if ((await store.list()).length > 0) return undefined;
   // Every action on every project: the admin makes the project-scoped identities others use.
   const identity = await identities.createIdentity('bootstrap', 'admin', [{ projectId: '*', actions: ['*'] }]);
   const { clientSecret } = await identities.createClientSecret('bootstrap', identity.id, 'created at first start');
+  const demo = config.hsm.embedded ? await createDemoPki(pki.cas, pki.certificates) : undefined;
   const path = adminCredentialsPath(config);
   mkdirSync(config.dataDir, { recursive: true });
-  writeFileSync(path, `${JSON.stringify({ clientId: identity.clientId, clientSecret, projectId: DEFAULT_PROJECT_ID }, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(path, `${JSON.stringify({ clientId: identity.clientId, clientSecret, projectId: DEFAULT_PROJECT_ID, ...demo }, null, 2)}\n`, { mode: 0o600 });
   chmodSync(path, 0o600);
   return path;
 }

@@ -9,12 +9,15 @@ import type { Token } from '../pkcs11/token.js';
 import type { CryptoService } from '../services/crypto-service.js';
 import type { IdentityService } from '../services/identity-service.js';
 import type { KeyService } from '../services/key-service.js';
+import type { CaService } from '../services/ca-service.js';
+import type { CertificateService } from '../services/certificate-service.js';
 import { errorHandler, routeNotFound } from './error-handler.js';
 import { authenticate, requestId } from './request-context.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
 import { kmsRoutes } from './routes/kms.js';
+import { certManagerRoutes, publicPkiRoutes, signCertificateRoutes } from './routes/pki.js';
 
 export interface HttpDeps {
   logger: Logger;
@@ -22,6 +25,8 @@ export interface HttpDeps {
   identities: IdentityService;
   keys: KeyService;
   crypto: CryptoService;
+  cas: CaService;
+  certificates: CertificateService;
   token: Pick<Token, 'ping'>;
 }
 
@@ -38,6 +43,9 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v1/auth', json, authRoutes(deps));
   app.use('/api/v1/kms', bearer, json, kmsRoutes(deps));
   app.use('/api/v1/identities', bearer, json, identityRoutes(deps));
+  app.use('/api/v3/pki', bearer, json, signCertificateRoutes(deps));
+  app.use('/api/v1/cert-manager', bearer, json, certManagerRoutes(deps));
+  app.use('/pki', publicPkiRoutes(deps));
   app.use(routeNotFound);
   app.use(errorHandler(deps.logger));
   return app;

@@ -8,6 +8,7 @@
 import 'reflect-metadata';
 import { createHash } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import * as csrAsn from '@peculiar/asn1-csr';
 import * as asn from '@peculiar/asn1-x509';
 
 export type GeneralNameJson = { type: 'dns' | 'ip' | 'email' | 'url'; value: string };
@@ -127,3 +128,29 @@ export function toPem(der: Buffer, label = 'CERTIFICATE'): string {
   const lines = der.toString('base64').match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
+
+/**
+ * A PKCS#10 request for a CA key held in the token (an intermediate to be signed by an
+ * outside root): the subject, the key, and an extensionRequest for CA BasicConstraints and
+ * keyCertSign/cRLSign, signed by the same key as proof of possession.
+ */
+export async function buildCaCsr(subject: Buffer, subjectPublicKey: Buffer, pathLength: number | undefined, signer: CertificateSigner): Promise<Buffer> {
+  const requested = new asn.Extensions([
+    extension(asn.id_ce_basicConstraints, true, new asn.BasicConstraints({ cA: true, ...(pathLength !== undefined ? { pathLenConstraint: pathLength } : {}) })),
+    extension(asn.id_ce_keyUsage, true, new asn.KeyUsage(asn.KeyUsageFlags.keyCertSign | asn.KeyUsageFlags.cRLSign)),
+    extension(asn.id_ce_subjectKeyIdentifier, false, new asn.SubjectKeyIdentifier(keyIdentifier(subjectPublicKey))),
+  ]);
+  const info = new csrAsn.CertificationRequestInfo({
+    version: 0,
+    subject: AsnConvert.parse(subject, asn.Name),
+    subjectPKInfo: AsnConvert.parse(subjectPublicKey, asn.SubjectPublicKeyInfo),
+    attributes: new csrAsn.Attributes([new asn.Attribute({ type: ID_EXTENSION_REQUEST, values: [AsnConvert.serialize(requested)] })]),
+  });
+  const signature = await signer.sign(Buffer.from(AsnConvert.serialize(info)));
+  return Buffer.from(
+    AsnConvert.serialize(new csrAsn.CertificationRequest({ certificationRequestInfo: info, signatureAlgorithm: signer.algorithm, signature: new Uint8Array(signature).buffer })),
+  );
+}
+
+/** PKCS#9 extensionRequest. */
+const ID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';

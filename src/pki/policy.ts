@@ -5,7 +5,8 @@
  * (within what is allowed) plus what the profile always sets.
  *
  * Patterns: `*` stands for one or more characters other than "." (one DNS label), so
- * `*.svc.internal` admits `api.svc.internal` but not `svc.internal` or `a.b.svc.internal`.
+ * `*.svc.internal` admits `api.svc.internal` but not `svc.internal` or `a.b.svc.internal`;
+ * `**` stands for one or more of any character (`**.example.com` admits any depth).
  */
 import { BlockList, isIP } from 'node:net';
 import type { CsrKeyAlgorithm, ParsedCsr } from './csr.js';
@@ -80,7 +81,11 @@ export interface PolicyVerdict {
 }
 
 function patternToRegExp(pattern: string): RegExp {
-  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^.]+');
+  const escaped = pattern
+    .replace(/[.+?^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*\*/g, '\u0000')
+    .replace(/\*/g, '[^.]+')
+    .replace(/\u0000/g, '.+');
   return new RegExp(`^${escaped}$`, 'i');
 }
 

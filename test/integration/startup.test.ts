@@ -56,7 +56,7 @@ describe('npm start path (separate process)', () => {
     expect(statSync(credentialsPath).mode & 0o777).toBe(0o600);
     expect(statSync(join(dataDir, 'softhsm', 'user-pin')).mode & 0o777).toBe(0o600);
     const credentials = JSON.parse(readFileSync(credentialsPath, 'utf8'));
-    expect(Object.keys(credentials).sort()).toEqual(['clientId', 'clientSecret', 'projectId']);
+    expect(Object.keys(credentials).sort()).toEqual(['caId', 'clientId', 'clientSecret', 'profileId', 'projectId']);
     expect(credentials.projectId).toBe('default');
 
     const token = await login(svc.url, credentials);

@@ -74,3 +74,12 @@ describe('evaluatePolicy', () => {
     expect(evaluatePolicy(tlsServer, csr({ sans: [{ type: 'ip', value: '2001:db8::1' }] })).violations).toHaveLength(1);
   });
 });
+
+describe('patterns', () => {
+  it('reads ** as any depth and * as one label', () => {
+    const open: CertificatePolicy = { ...tlsServer, subject: [{ type: 'CN', allowed: ['**'] }], sans: { dns: ['**.example.com'] } };
+    expect(evaluatePolicy(open, csr({ subject: [{ type: 'CN', value: 'a.b.c' }], sans: [{ type: 'dns', value: 'x.y.example.com' }] })).violations).toEqual([]);
+    expect(evaluatePolicy(open, csr({ sans: [{ type: 'dns', value: 'example.com' }] })).violations).toHaveLength(1);
+    expect(evaluatePolicy(tlsServer, csr({ sans: [{ type: 'dns', value: 'svc.internal' }] })).violations).toHaveLength(1);
+  });
+});

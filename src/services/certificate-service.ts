@@ -1,0 +1,278 @@
+/**
+ * Certificate profiles (a CA, a policy, defaults) and what is issued under them:
+ * sign-certificate (CSR → certificate, policy applied, signed in the token), certificate
+ * records, revocation (which makes the issuing CA's CRL again at once).
+ *
+ * Order of checks in sign-certificate, as for KMS operations: the profile must exist (404),
+ * then the caller needs issue-certificate on its project (403), then the CA must be usable,
+ * the CSR valid and within the policy, and the ttl within both the profile's maximum and the
+ * CA's own expiry (400, naming every violated rule).
+ */
+import 'reflect-metadata';
+import { createHash, randomUUID } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { badRequest, notFound } from '../errors.js';
+import { buildCertificate, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
+import { parseCsr } from '../pki/csr.js';
+import type { RevocationReason } from '../pki/crl.js';
+import { evaluatePolicy, type CertificatePolicy } from '../pki/policy.js';
+import { newSerialNumber } from '../pki/serial.js';
+import { parseTtl } from '../pki/ttl.js';
+import type { CertificateRecord, PkiStore, ProfileRecord } from '../store/pki-store.js';
+import { wholeSecond, type CaService } from './ca-service.js';
+import { authorize, type Principal } from './permissions.js';
+
+export interface ProfileInput {
+  projectId: string;
+  caId: string;
+  slug: string;
+  description?: string;
+  policy: CertificatePolicy;
+  defaults?: { ttl?: string };
+}
+
+export interface PublicProfile {
+  id: string;
+  projectId: string;
+  caId: string;
+  slug: string;
+  description: string;
+  policy: CertificatePolicy;
+  defaults: { ttl?: string };
+  createdAt: string;
+  updatedAt: string;
+}
+
+const toPublicProfile = (profile: ProfileRecord): PublicProfile => ({ ...profile, policy: profile.policy as CertificatePolicy });
+
+export interface PublicCertificate {
+  id: string;
+  projectId: string;
+  caId: string;
+  profileId: string | null;
+  serialNumber: string;
+  subject: string;
+  subjectAltNames: Array<{ type: string; value: string }>;
+  notBefore: string;
+  notAfter: string;
+  status: 'active' | 'revoked';
+  revocationReason: string | null;
+  revokedAt: string | null;
+  fingerprints: { sha256: string; sha1: string };
+  createdAt: string;
+}
+
+const fingerprint = (der: Buffer, hash: 'sha1' | 'sha256') =>
+  createHash(hash)
+    .update(der)
+    .digest('hex')
+    .toUpperCase()
+    .match(/../g)!
+    .join(':');
+
+const toPublicCertificate = (record: CertificateRecord): PublicCertificate => ({
+  id: record.id,
+  projectId: record.projectId,
+  caId: record.caId,
+  profileId: record.profileId,
+  serialNumber: record.serialNumber,
+  subject: record.subjectDn,
+  subjectAltNames: record.sans,
+  notBefore: record.notBefore,
+  notAfter: record.notAfter,
+  status: record.status,
+  revocationReason: record.revocationReason,
+  revokedAt: record.revokedAt,
+  fingerprints: { sha256: record.fingerprintSha256, sha1: fingerprint(record.der, 'sha1') },
+  createdAt: record.createdAt,
+});
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaService }) {
+  const { pkiStore: store, cas } = deps;
+
+  async function existingProfile(profileId: string): Promise<ProfileRecord> {
+    const profile = await store.getProfile(profileId);
+    if (!profile) throw notFound(`Certificate profile with ID '${profileId}' not found`);
+    return profile;
+  }
+
+  async function existingCertificate(certificateId: string): Promise<CertificateRecord> {
+    const certificate = await store.getCertificate(certificateId);
+    if (!certificate) throw notFound(`Certificate with ID '${certificateId}' not found`);
+    return certificate;
+  }
+
+  async function checkProfile(input: Pick<ProfileInput, 'projectId' | 'caId' | 'policy' | 'defaults'>): Promise<void> {
+    const ca = await cas.existing(input.caId);
+    if (ca.projectId !== input.projectId) throw badRequest('The CA belongs to another project');
+    if (parseTtl(input.policy.maxValidity) === undefined) throw badRequest(`policy.maxValidity "${input.policy.maxValidity}" is not a duration in the ms notation`);
+    if (input.defaults?.ttl !== undefined && parseTtl(input.defaults.ttl) === undefined) throw badRequest(`defaults.ttl "${input.defaults.ttl}" is not a duration in the ms notation`);
+  }
+
+  return {
+    async createProfile(principal: Principal | 'bootstrap', input: ProfileInput): Promise<PublicProfile> {
+      if (principal !== 'bootstrap') authorize(principal, input.projectId, 'manage-pki');
+      await checkProfile(input);
+      const now = new Date().toISOString();
+      const profile: ProfileRecord = {
+        id: randomUUID(),
+        projectId: input.projectId,
+        caId: input.caId,
+        slug: input.slug,
+        description: input.description ?? '',
+        policy: input.policy,
+        defaults: input.defaults ?? {},
+        createdAt: now,
+        updatedAt: now,
+      };
+      try {
+        await store.insertProfile(profile);
+      } catch (error) {
+        if (isUniqueViolation(error)) throw badRequest(`A certificate profile '${input.slug}' already exists in project '${input.projectId}'`);
+        throw error;
+      }
+      return toPublicProfile(profile);
+    },
+
+    async listProfiles(principal: Principal, projectId: string): Promise<PublicProfile[]> {
+      authorize(principal, projectId, 'read');
+      return (await store.listProfiles(projectId)).map(toPublicProfile);
+    },
+
+    async getProfile(principal: Principal, profileId: string): Promise<PublicProfile> {
+      const profile = await existingProfile(profileId);
+      authorize(principal, profile.projectId, 'read');
+      return toPublicProfile(profile);
+    },
+
+    async updateProfile(principal: Principal, profileId: string, changes: Partial<Pick<ProfileInput, 'caId' | 'description' | 'policy' | 'defaults'>>): Promise<PublicProfile> {
+      const profile = await existingProfile(profileId);
+      authorize(principal, profile.projectId, 'manage-pki');
+      await checkProfile({
+        projectId: profile.projectId,
+        caId: changes.caId ?? profile.caId,
+        policy: changes.policy ?? (profile.policy as CertificatePolicy),
+        defaults: changes.defaults ?? profile.defaults,
+      });
+      await store.updateProfile(profileId, changes);
+      return toPublicProfile(await existingProfile(profileId));
+    },
+
+    async deleteProfile(principal: Principal, profileId: string): Promise<PublicProfile> {
+      const profile = await existingProfile(profileId);
+      authorize(principal, profile.projectId, 'manage-pki');
+      await store.removeProfile(profileId);
+      return toPublicProfile(profile);
+    },
+
+    /** POST /api/v3/pki/certificates/sign-certificate */
+    async signCertificate(principal: Principal, input: { profileId: string; csr: string; ttl: string }) {
+      const profile = await existingProfile(input.profileId);
+      authorize(principal, profile.projectId, 'issue-certificate');
+      const ca = await cas.existing(profile.caId);
+      if (ca.status !== 'active') throw badRequest(`The profile's CA is ${ca.status === 'disabled' ? 'disabled' : 'not active yet'}`);
+
+      const policy = profile.policy as CertificatePolicy;
+      const csr = await parseCsr(input.csr);
+      const verdict = evaluatePolicy(policy, csr);
+      const violations = [...verdict.violations];
+
+      const ttl = parseTtl(input.ttl);
+      const now = Date.now();
+      const notBefore = wholeSecond(now);
+      let notAfter = notBefore;
+      if (ttl === undefined) violations.push(`ttl "${input.ttl}" is not a duration in the ms notation (e.g. "90d", "24h")`);
+      else {
+        notAfter = wholeSecond(notBefore.getTime() + ttl);
+        const max = parseTtl(policy.maxValidity)!;
+        if (ttl > max) violations.push(`ttl ${input.ttl} is longer than the profile's maximum validity ${policy.maxValidity}`);
+        if (notAfter.getTime() > Date.parse(ca.notAfter!)) violations.push(`ttl ${input.ttl} runs past the issuing CA's expiry (${ca.notAfter})`);
+      }
+      if (violations.length > 0) throw badRequest(`The certificate request was refused: ${violations.join('; ')}`);
+
+      const serialNumber = newSerialNumber();
+      const der = await buildCertificate(
+        {
+          serialNumber,
+          issuer: ca.subject,
+          subject: csr.subjectDer,
+          notBefore,
+          notAfter,
+          subjectPublicKey: csr.publicKeySpki,
+          issuerPublicKey: ca.publicKey,
+          ...(csr.requestsCa ? { ca: csr.requestedPathLength !== undefined ? { pathLength: csr.requestedPathLength } : {} } : {}),
+          keyUsages: verdict.keyUsages,
+          extendedKeyUsages: verdict.extendedKeyUsages,
+          subjectAltNames: csr.sans as GeneralNameJson[],
+          crlDistributionPoint: cas.crlUrl(ca.id),
+          caIssuersUrl: cas.certificateUrl(ca.id),
+        },
+        cas.signerFor(ca),
+      );
+      const record: CertificateRecord = {
+        id: randomUUID(),
+        projectId: profile.projectId,
+        caId: ca.id,
+        profileId: profile.id,
+        serialNumber: serialNumber.toString('hex'),
+        subjectDn: new x509.Name(csr.subjectDer).toString(),
+        sans: csr.sans,
+        notBefore: notBefore.toISOString(),
+        notAfter: notAfter.toISOString(),
+        der,
+        fingerprintSha256: fingerprint(der, 'sha256'),
+        status: 'active',
+        revocationReason: null,
+        revokedAt: null,
+        createdAt: new Date(now).toISOString(),
+      };
+      await store.insertCertificate(record);
+      const issuing = toPem(ca.certificate!);
+      return {
+        certificate: toPem(der),
+        issuingCaCertificate: issuing,
+        certificateChain: [issuing, ...(await cas.chainAbove(ca))].join('\n'),
+        serialNumber: record.serialNumber,
+        certificateId: record.id,
+      };
+    },
+
+    async get(principal: Principal, certificateId: string): Promise<PublicCertificate> {
+      const certificate = await existingCertificate(certificateId);
+      authorize(principal, certificate.projectId, 'read');
+      return toPublicCertificate(certificate);
+    },
+
+    async body(principal: Principal, certificateId: string): Promise<{ certificate: string; certificateChain: string; serialNumber: string }> {
+      const certificate = await existingCertificate(certificateId);
+      authorize(principal, certificate.projectId, 'read');
+      const ca = await cas.existing(certificate.caId);
+      return {
+        certificate: toPem(certificate.der),
+        certificateChain: [toPem(ca.certificate!), ...(await cas.chainAbove(ca))].join('\n'),
+        serialNumber: certificate.serialNumber,
+      };
+    },
+
+    async list(principal: Principal, projectId: string, offset: number, limit: number): Promise<{ certificates: PublicCertificate[]; totalCount: number }> {
+      authorize(principal, projectId, 'read');
+      const { certificates, totalCount } = await store.listCertificates(projectId, offset, limit);
+      return { certificates: certificates.map(toPublicCertificate), totalCount };
+    },
+
+    async revoke(principal: Principal, certificateId: string, reason: RevocationReason): Promise<{ message: string; serialNumber: string; revokedAt: string }> {
+      const certificate = await existingCertificate(certificateId);
+      authorize(principal, certificate.projectId, 'issue-certificate');
+      const revokedAt = wholeSecond(Date.now()).toISOString();
+      if (!(await store.revokeCertificate(certificateId, reason, revokedAt))) throw badRequest('The certificate is already revoked');
+      await cas.regenerateCrl(certificate.caId);
+      return { message: 'Successfully revoked certificate', serialNumber: certificate.serialNumber, revokedAt };
+    },
+  };
+}
+
+export type CertificateService = ReturnType<typeof createCertificateService>;

@@ -80,6 +80,8 @@ export function toGeneralName(name: GeneralNameJson): asn.GeneralName {
 }
 
 const ID_AD_CA_ISSUERS = '1.3.6.1.5.5.7.48.2';
+/** PKCS#9 extensionRequest. */
+const ID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';
 
 function extensionsOf(template: CertificateTemplate): asn.Extension[] {
   const subject = AsnConvert.parse(template.subject, asn.Name);
@@ -151,6 +153,3 @@ export async function buildCaCsr(subject: Buffer, subjectPublicKey: Buffer, path
     AsnConvert.serialize(new csrAsn.CertificationRequest({ certificationRequestInfo: info, signatureAlgorithm: signer.algorithm, signature: new Uint8Array(signature).buffer })),
   );
 }
-
-/** PKCS#9 extensionRequest. */
-const ID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';

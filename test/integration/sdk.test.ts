@@ -96,14 +96,12 @@ describe('@infisical/sdk against hsm-signer', () => {
   let sdk: InfisicalSDK;
   const created = new Map<string, KmsKey>();
   const publicKeys = new Map<string, KeyObject>();
-  let createMs = 0;
 
   beforeAll(async () => {
     svc = await startTestService();
     // No trailing slash here; the next test checks the trailing-slash form too.
     sdk = new InfisicalSDK({ siteUrl: svc.url });
     await sdk.auth().universalAuth.login({ clientId: svc.admin.clientId, clientSecret: svc.admin.clientSecret });
-    const started = Date.now();
     const keys = await Promise.all(
       ALL.map((c) =>
         sdk
@@ -119,7 +117,6 @@ describe('@infisical/sdk against hsm-signer', () => {
           }),
       ),
     );
-    createMs = Date.now() - started;
     ALL.forEach((c, i) => created.set(c.algorithm, keys[i]!));
   });
 
@@ -164,10 +161,10 @@ describe('@infisical/sdk against hsm-signer', () => {
   });
 
   describe('keys', () => {
-    it('created all eight keys (RSA-4096 included) within the SDK request timeout', () => {
+    it('created all eight keys (RSA-4096 included)', () => {
+      // Each SDK request aborts after 10 s and is retried (as a duplicate name): had a
+      // generation taken that long, beforeAll would have failed already.
       expect(created.size).toBe(ALL.length);
-      // Each SDK request aborts after 10 s and is then retried (as a duplicate name).
-      expect(createMs).toBeLessThan(10_000);
     });
 
     it.each(ALL)('create returns the key object for $algorithm', (c) => {

@@ -94,70 +94,77 @@ const PROFILE_JSON = ['policy', 'defaults'];
 const CERT_JSON = ['sans'];
 
 export function createSqlitePkiStore(db: Db) {
+  // Statements are prepared once per SQL text: preparing on every call showed up in profiles.
+  const statements = new Map<string, ReturnType<Db['prepare']>>();
+  const sql = (text: string) => {
+    let statement = statements.get(text);
+    if (!statement) statements.set(text, (statement = db.prepare(text)));
+    return statement;
+  };
   return {
     async insertCa(ca: CaRecord): Promise<void> {
       const row = toRow(ca);
-      db.prepare(insertSql('cas', row)).run(row);
+      sql(insertSql('cas', row)).run(row);
     },
     async updateCa(id: string, changes: Partial<CaRecord>): Promise<void> {
       const row = toRow({ ...changes, updatedAt: new Date().toISOString() });
-      db.prepare(updateSql('cas', row)).run({ ...row, id });
+      sql(updateSql('cas', row)).run({ ...row, id });
     },
     async getCa(id: string): Promise<CaRecord | undefined> {
-      return fromRow<CaRecord>(db.prepare(`SELECT * FROM cas WHERE id = ? AND state = 'active'`).get(id) as Record<string, unknown> | undefined);
+      return fromRow<CaRecord>(sql(`SELECT * FROM cas WHERE id = ? AND state = 'active'`).get(id) as Record<string, unknown> | undefined);
     },
     async listCas(projectId: string): Promise<CaRecord[]> {
-      return (db.prepare(`SELECT * FROM cas WHERE project_id = ? AND state = 'active' ORDER BY created_at, id`).all(projectId) as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+      return (sql(`SELECT * FROM cas WHERE project_id = ? AND state = 'active' ORDER BY created_at, id`).all(projectId) as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
     },
     async allActiveCas(): Promise<CaRecord[]> {
-      return (db.prepare(`SELECT * FROM cas WHERE state = 'active' AND status != 'pending-certificate'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+      return (sql(`SELECT * FROM cas WHERE state = 'active' AND status != 'pending-certificate'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
     },
     async pendingCas(): Promise<CaRecord[]> {
-      return (db.prepare(`SELECT * FROM cas WHERE state != 'active'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+      return (sql(`SELECT * FROM cas WHERE state != 'active'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
     },
     async removeCa(id: string): Promise<void> {
-      db.prepare('DELETE FROM cas WHERE id = ?').run(id);
+      sql('DELETE FROM cas WHERE id = ?').run(id);
     },
     async caObjectIds(): Promise<Buffer[]> {
-      return (db.prepare('SELECT object_id FROM cas').all() as Array<{ object_id: Buffer }>).map((row) => row.object_id);
+      return (sql('SELECT object_id FROM cas').all() as Array<{ object_id: Buffer }>).map((row) => row.object_id);
     },
 
     async insertProfile(profile: ProfileRecord): Promise<void> {
       const row = toRow(profile, PROFILE_JSON);
-      db.prepare(insertSql('certificate_profiles', row)).run(row);
+      sql(insertSql('certificate_profiles', row)).run(row);
     },
     async updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void> {
       const row = toRow({ ...changes, updatedAt: new Date().toISOString() }, PROFILE_JSON);
-      db.prepare(updateSql('certificate_profiles', row)).run({ ...row, id });
+      sql(updateSql('certificate_profiles', row)).run({ ...row, id });
     },
     async getProfile(id: string): Promise<ProfileRecord | undefined> {
-      return fromRow<ProfileRecord>(db.prepare('SELECT * FROM certificate_profiles WHERE id = ?').get(id) as Record<string, unknown> | undefined, PROFILE_JSON);
+      return fromRow<ProfileRecord>(sql('SELECT * FROM certificate_profiles WHERE id = ?').get(id) as Record<string, unknown> | undefined, PROFILE_JSON);
     },
     async listProfiles(projectId: string): Promise<ProfileRecord[]> {
-      return (db.prepare('SELECT * FROM certificate_profiles WHERE project_id = ? ORDER BY slug').all(projectId) as Record<string, unknown>[]).map((row) => fromRow<ProfileRecord>(row, PROFILE_JSON)!);
+      return (sql('SELECT * FROM certificate_profiles WHERE project_id = ? ORDER BY slug').all(projectId) as Record<string, unknown>[]).map((row) => fromRow<ProfileRecord>(row, PROFILE_JSON)!);
     },
     async removeProfile(id: string): Promise<void> {
-      db.prepare('DELETE FROM certificate_profiles WHERE id = ?').run(id);
+      sql('DELETE FROM certificate_profiles WHERE id = ?').run(id);
     },
 
     async insertCertificate(certificate: CertificateRecord): Promise<void> {
       const row = toRow(certificate, CERT_JSON);
-      db.prepare(insertSql('certificates', row)).run(row);
+      sql(insertSql('certificates', row)).run(row);
     },
     async getCertificate(id: string): Promise<CertificateRecord | undefined> {
-      return fromRow<CertificateRecord>(db.prepare('SELECT * FROM certificates WHERE id = ?').get(id) as Record<string, unknown> | undefined, CERT_JSON);
+      return fromRow<CertificateRecord>(sql('SELECT * FROM certificates WHERE id = ?').get(id) as Record<string, unknown> | undefined, CERT_JSON);
     },
     async listCertificates(projectId: string, offset: number, limit: number): Promise<{ certificates: CertificateRecord[]; totalCount: number }> {
-      const rows = db.prepare('SELECT * FROM certificates WHERE project_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?').all(projectId, limit, offset) as Record<string, unknown>[];
-      const { count } = db.prepare('SELECT COUNT(*) AS count FROM certificates WHERE project_id = ?').get(projectId) as { count: number };
+      const rows = sql('SELECT * FROM certificates WHERE project_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?').all(projectId, limit, offset) as Record<string, unknown>[];
+      const { count } = sql('SELECT COUNT(*) AS count FROM certificates WHERE project_id = ?').get(projectId) as { count: number };
       return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: count };
     },
     /** Marks a certificate revoked; false when it already was. */
     async revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean> {
-      return db.prepare(`UPDATE certificates SET status = 'revoked', revocation_reason = ?, revoked_at = ? WHERE id = ? AND status = 'active'`).run(reason, revokedAt, id).changes > 0;
+      return sql(`UPDATE certificates SET status = 'revoked', revocation_reason = ?, revoked_at = ? WHERE id = ? AND status = 'active'`).run(reason, revokedAt, id).changes > 0;
     },
     async revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>> {
-      return (db.prepare(`SELECT serial_number, revocation_reason, revoked_at FROM certificates WHERE ca_id = ? AND status = 'revoked' ORDER BY revoked_at`).all(caId) as Record<string, unknown>[]).map(
+      return (sql(`SELECT serial_number, revocation_reason, revoked_at FROM certificates WHERE ca_id = ? AND status = 'revoked' ORDER BY revoked_at`).all(caId) as Record<string, unknown>[]).map(
         (row) => fromRow(row)!,
       );
     },

@@ -3,6 +3,7 @@
  * material only (certificates, CRLs, CSRs); CA private keys are token objects named by
  * `objectId`.
  */
+import type { Statement } from 'better-sqlite3';
 import type { Db } from './database.js';
 import type { RowState } from './key-store.js';
 
@@ -95,7 +96,7 @@ const CERT_JSON = ['sans'];
 
 export function createSqlitePkiStore(db: Db) {
   // Statements are prepared once per SQL text: preparing on every call showed up in profiles.
-  const statements = new Map<string, ReturnType<Db['prepare']>>();
+  const statements = new Map<string, Statement<any[]>>(); // bindings vary per statement
   const sql = (text: string) => {
     let statement = statements.get(text);
     if (!statement) statements.set(text, (statement = db.prepare(text)));

@@ -4,7 +4,7 @@
  * with the token, makes the first-start admin, and listens; `close` undoes it in reverse.
  */
 import { once } from 'node:events';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -94,7 +94,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds())], logger);
   if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
   const app = createHttpApp({ logger, bodyLimitBytes: config.server.bodyLimitBytes, identities, keys, crypto, cas, certificates, token });
-  const server = app.listen(config.server.port, config.server.host);
+  // Requests that arrive while the first-start bootstrap below runs wait for it, so nobody
+  // sees a listening service whose admin credentials are not written yet.
+  let bootstrapped!: () => void;
+  const ready = new Promise<void>((resolve) => (bootstrapped = resolve));
+  const server = createServer((req, res) => void ready.then(() => app(req, res)));
+  server.listen(config.server.port, config.server.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
@@ -104,6 +109,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // After listening, since the demo CAs name the service's own URLs in their extensions.
   const credentialsPath = await ensureAdminIdentity(config, identities, identityStore, { cas, certificates });
   if (credentialsPath) logger.info({ path: credentialsPath }, 'created the admin machine identity; its credentials are in this file');
+  bootstrapped();
 
   const purge = setInterval(() => void identities.purgeExpiredTokens().catch(() => undefined), 60_000);
   purge.unref();

@@ -31,6 +31,9 @@ export interface ParsedCsr {
   requestedPathLength?: number;
 }
 
+/** @peculiar/x509 short names that OpenSSL (and so profile authors) spell otherwise. */
+const ATTRIBUTE_ALIASES: Record<string, string> = { E: 'emailAddress' };
+
 const CURVE_NAMES: Record<string, string> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
 
 function keyAlgorithmOf(spki: Buffer): CsrKeyAlgorithm {
@@ -64,7 +67,7 @@ export async function parseCsr(pem: string): Promise<ParsedCsr> {
   const publicKeySpki = Buffer.from(csr.publicKey.rawData);
   const subject: SubjectAttribute[] = [];
   for (const rdn of csr.subjectName.toJSON()) {
-    for (const [type, values] of Object.entries(rdn)) for (const value of values) subject.push({ type, value });
+    for (const [type, values] of Object.entries(rdn)) for (const value of values) subject.push({ type: ATTRIBUTE_ALIASES[type] ?? type, value });
   }
 
   const parsed: ParsedCsr = {

@@ -137,6 +137,7 @@ export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): Polic
   }
 
   // Subject alternative names.
+  if (csr.subject.length === 0 && csr.sans.length === 0) violations.push('the request names neither a subject nor a subject alternative name (RFC 5280 §4.1.2.6)');
   const sans = policy.sans;
   if (sans.required && csr.sans.length === 0) violations.push('at least one subject alternative name is required');
   for (const san of csr.sans) {

@@ -31,6 +31,8 @@ export interface CertificateTemplate {
   subjectPublicKey: Buffer;
   /** The issuer's SubjectPublicKeyInfo, for the AKI; the subject's own for a self-signed root. */
   issuerPublicKey: Buffer;
+  /** The issuer certificate's own SKI when it has one (an outside parent may choose any). */
+  issuerKeyId?: Buffer;
   /** Present for a CA certificate. */
   ca?: { pathLength?: number };
   /** KeyUsage bits (asn1-x509 KeyUsageFlags). */
@@ -94,7 +96,7 @@ function extensionsOf(template: CertificateTemplate): asn.Extension[] {
     extensions.push(extension(asn.id_ce_subjectAltName, subject.length === 0, new asn.SubjectAlternativeName(template.subjectAltNames.map(toGeneralName))));
   }
   extensions.push(extension(asn.id_ce_subjectKeyIdentifier, false, new asn.SubjectKeyIdentifier(keyIdentifier(template.subjectPublicKey))));
-  extensions.push(extension(asn.id_ce_authorityKeyIdentifier, false, new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(keyIdentifier(template.issuerPublicKey)) })));
+  extensions.push(extension(asn.id_ce_authorityKeyIdentifier, false, new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(template.issuerKeyId ?? keyIdentifier(template.issuerPublicKey)) })));
   if (template.crlDistributionPoint) {
     const point = new asn.DistributionPoint({
       distributionPoint: new asn.DistributionPointName({ fullName: [new asn.GeneralName({ uniformResourceIdentifier: template.crlDistributionPoint })] }),

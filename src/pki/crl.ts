@@ -25,6 +25,8 @@ export type RevocationReason = keyof typeof REVOCATION_REASONS;
 export interface CrlTemplate {
   issuer: Buffer;
   issuerPublicKey: Buffer;
+  /** The issuer certificate's SKI, when it has one. */
+  issuerKeyId?: Buffer;
   crlNumber: number;
   thisUpdate: Date;
   nextUpdate: Date;
@@ -48,7 +50,7 @@ export async function buildCrl(template: CrlTemplate, signer: CertificateSigner)
     nextUpdate: new asn.Time(template.nextUpdate),
     ...(revokedCertificates.length ? { revokedCertificates } : {}),
     crlExtensions: [
-      extension(asn.id_ce_authorityKeyIdentifier, false, new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(keyIdentifier(template.issuerPublicKey)) })),
+      extension(asn.id_ce_authorityKeyIdentifier, false, new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(template.issuerKeyId ?? keyIdentifier(template.issuerPublicKey)) })),
       extension(asn.id_ce_cRLNumber, false, new asn.CRLNumber(template.crlNumber)),
     ],
   });

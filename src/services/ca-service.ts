@@ -139,7 +139,30 @@ export function createCaService(deps: CaDeps) {
     return [toPem(parent.certificate!), ...(await chainAbove(parent))];
   }
 
-  async function regenerateCrl(ca: CaRecord): Promise<Buffer> {
+  /**
+   * The key identifier certificates and CRLs put in their AKI: the CA certificate's own SKI
+   * (an outside parent may have chosen any value), else the RFC 5280 method-1 hash.
+   */
+  function issuerKeyId(ca: CaRecord): Buffer | undefined {
+    if (!ca.certificate) return undefined;
+    const ski = new x509.X509Certificate(ca.certificate).getExtension(x509.SubjectKeyIdentifierExtension);
+    return ski ? Buffer.from(ski.keyId, 'hex') : undefined;
+  }
+
+  // One CRL generation at a time per CA: each reads the number and the revoked list fresh and
+  // writes number + 1, so concurrent revocations never publish two CRLs under one number.
+  const crlQueues = new Map<string, Promise<unknown>>();
+  function regenerateCrl(ca: CaRecord): Promise<Buffer> {
+    const previous = crlQueues.get(ca.id) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(async () => makeCrl((await store.getCa(ca.id)) ?? ca));
+    crlQueues.set(ca.id, next);
+    void next.finally(() => {
+      if (crlQueues.get(ca.id) === next) crlQueues.delete(ca.id);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  async function makeCrl(ca: CaRecord): Promise<Buffer> {
     const revoked = await store.revokedCertificates(ca.id);
     const now = Date.now();
     const crlNumber = ca.crlNumber + 1;
@@ -147,6 +170,7 @@ export function createCaService(deps: CaDeps) {
       {
         issuer: ca.subject,
         issuerPublicKey: ca.publicKey,
+        ...(issuerKeyId(ca) ? { issuerKeyId: issuerKeyId(ca)! } : {}),
         crlNumber,
         thisUpdate: wholeSecond(now),
         nextUpdate: wholeSecond(now + CRL_LIFETIME_MS),
@@ -189,6 +213,7 @@ export function createCaService(deps: CaDeps) {
 
   return {
     signerFor,
+    issuerKeyId,
     chainAbove,
     certificateUrl,
     crlUrl,
@@ -263,6 +288,7 @@ export function createCaService(deps: CaDeps) {
             notAfter,
             subjectPublicKey: ca.publicKey,
             issuerPublicKey: issuer.publicKey,
+            ...(parent && issuerKeyId(parent) ? { issuerKeyId: issuerKeyId(parent)! } : {}),
             ca: pathLength === null ? {} : { pathLength },
             keyUsages: KEY_USAGE_BITS.keyCertSign | KEY_USAGE_BITS.cRLSign,
             ...(parent ? { crlDistributionPoint: crlUrl(parent.id), caIssuersUrl: certificateUrl(parent.id) } : {}),

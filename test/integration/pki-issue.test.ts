@@ -588,6 +588,19 @@ describe('PKI issuance', () => {
     expect((Date.parse(certificate.validTo) - Date.parse(certificate.validFrom)) / 1000).toBe(90 * 86400);
   });
 
+  it('an empty subject with a SAN gets a critical SAN extension and passes -x509_strict (demo profile)', async () => {
+    const { profileId } = svc.admin as unknown as { profileId: string };
+    openssl('req', '-new', '-key', file('p256.key'), '-subj', '/', '-addext', 'subjectAltName=DNS:nameless.example.net', '-out', file('nameless.csr'));
+    const res = await request(svc.url, 'POST', '/api/v3/pki/certificates/sign-certificate', { token, body: { profileId, csr: readFileSync(file('nameless.csr'), 'utf8'), ttl: '1d' } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const leaf = pemBlocks(res.body.certificate)[0]!;
+    expect(openssl('x509', '-in', writePem('nameless.pem', [leaf]), '-noout', '-subject').trim()).toBe('subject=');
+    expect(extensionText(leaf, 'subjectAltName')).toEqual({ critical: true, values: 'DNS:nameless.example.net' });
+    const chain = pemBlocks(res.body.certificateChain);
+    const strict = opensslVerify(chain[chain.length - 1]!, chain, leaf);
+    expect(strict.status, strict.stdout + strict.stderr).toBe(0);
+  });
+
   it('accepts an emailAddress subject attribute when the profile allows emailAddress', async () => {
     // policy.ts documents subject rule types as OpenSSL names them (CN, O, ..., emailAddress).
     const policy = { ...LEAF_POLICY, subject: [...LEAF_POLICY.subject, { type: 'emailAddress', allowed: ['*@issue.test'] }] };

@@ -32,7 +32,7 @@ export interface CertificateTemplate {
   /** The issuer's SubjectPublicKeyInfo, for the AKI; the subject's own for a self-signed root. */
   issuerPublicKey: Buffer;
   /** The issuer certificate's own SKI when it has one (an outside parent may choose any). */
-  issuerKeyId?: Buffer;
+  issuerKeyId?: Buffer | undefined;
   /** Present for a CA certificate. */
   ca?: { pathLength?: number };
   /** KeyUsage bits (asn1-x509 KeyUsageFlags). */

@@ -26,7 +26,7 @@ export interface CrlTemplate {
   issuer: Buffer;
   issuerPublicKey: Buffer;
   /** The issuer certificate's SKI, when it has one. */
-  issuerKeyId?: Buffer;
+  issuerKeyId?: Buffer | undefined;
   crlNumber: number;
   thisUpdate: Date;
   nextUpdate: Date;

@@ -143,10 +143,14 @@ export function createCaService(deps: CaDeps) {
    * The key identifier certificates and CRLs put in their AKI: the CA certificate's own SKI
    * (an outside parent may have chosen any value), else the RFC 5280 method-1 hash.
    */
+  const keyIds = new Map<string, Buffer | undefined>(); // by CA certificate serial: parsed once
   function issuerKeyId(ca: CaRecord): Buffer | undefined {
-    if (!ca.certificate) return undefined;
-    const ski = new x509.X509Certificate(ca.certificate).getExtension(x509.SubjectKeyIdentifierExtension);
-    return ski ? Buffer.from(ski.keyId, 'hex') : undefined;
+    if (!ca.certificate || !ca.serialNumber) return undefined;
+    if (!keyIds.has(ca.serialNumber)) {
+      const ski = new x509.X509Certificate(ca.certificate).getExtension(x509.SubjectKeyIdentifierExtension);
+      keyIds.set(ca.serialNumber, ski ? Buffer.from(ski.keyId, 'hex') : undefined);
+    }
+    return keyIds.get(ca.serialNumber);
   }
 
   // One CRL generation at a time per CA: each reads the number and the revoked list fresh and
@@ -170,7 +174,7 @@ export function createCaService(deps: CaDeps) {
       {
         issuer: ca.subject,
         issuerPublicKey: ca.publicKey,
-        ...(issuerKeyId(ca) ? { issuerKeyId: issuerKeyId(ca)! } : {}),
+        issuerKeyId: issuerKeyId(ca),
         crlNumber,
         thisUpdate: wholeSecond(now),
         nextUpdate: wholeSecond(now + CRL_LIFETIME_MS),
@@ -288,7 +292,7 @@ export function createCaService(deps: CaDeps) {
             notAfter,
             subjectPublicKey: ca.publicKey,
             issuerPublicKey: issuer.publicKey,
-            ...(parent && issuerKeyId(parent) ? { issuerKeyId: issuerKeyId(parent)! } : {}),
+            issuerKeyId: parent && issuerKeyId(parent),
             ca: pathLength === null ? {} : { pathLength },
             keyUsages: KEY_USAGE_BITS.keyCertSign | KEY_USAGE_BITS.cRLSign,
             ...(parent ? { crlDistributionPoint: crlUrl(parent.id), caIssuersUrl: certificateUrl(parent.id) } : {}),

@@ -204,7 +204,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
           notAfter,
           subjectPublicKey: csr.publicKeySpki,
           issuerPublicKey: ca.publicKey,
-          ...(cas.issuerKeyId(ca) ? { issuerKeyId: cas.issuerKeyId(ca)! } : {}),
+          issuerKeyId: cas.issuerKeyId(ca),
           ...(csr.requestsCa ? { ca: csr.requestedPathLength !== undefined ? { pathLength: csr.requestedPathLength } : {} } : {}),
           keyUsages: verdict.keyUsages,
           extendedKeyUsages: verdict.extendedKeyUsages,

@@ -6,9 +6,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
+import { expectSpecEnvelope } from '../helpers/envelope.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 const LOGIN = '/api/v1/auth/universal-auth/login';
@@ -22,22 +22,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const b64 = (value: string | Buffer) => Buffer.from(value).toString('base64');
 
 
-type Schema = { properties: Record<string, unknown> } & Record<string, unknown>;
-const SPEC = JSON.parse(readFileSync(new URL('../fixtures/spec-error-schemas.json', import.meta.url), 'utf8')) as { kms: Record<string, Schema> };
-const ajv = new Ajv({ allErrors: true, strict: false });
-const validators = new Map<number, ValidateFunction>();
-
-/** Checks an error body against the spec's schema for its status (429/503: the 500 shape). */
-function expectSpecEnvelope(res: ApiResponse): void {
-  let validate = validators.get(res.status);
-  if (!validate) {
-    const fallback = SPEC.kms['500']!;
-    validate = ajv.compile(SPEC.kms[String(res.status)] ?? { ...fallback, properties: { ...fallback.properties, statusCode: { type: 'number', enum: [res.status] } } });
-    validators.set(res.status, validate);
-  }
-  expect(validate(res.body), `envelope of ${res.status}: ${ajv.errorsText(validate.errors)} in ${JSON.stringify(res.body)?.slice(0, 300)}`).toBe(true);
-  expect(res.body.reqId).toBe(res.headers.get('x-request-id'));
-}
 
 function expectStatus(res: ApiResponse, status: number, error?: string): any {
   expect(res.status, `expected ${status}, got ${res.status}: ${JSON.stringify(res.body)?.slice(0, 400)}`).toBe(status);

@@ -4,10 +4,9 @@
  * decrypts after rotations; anything tampered, truncated or foreign is a 400, never a 500.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { login, request, type ApiResponse } from '../helpers/http.js';
+import { expectSpecEnvelope } from '../helpers/envelope.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 const KEYS = '/api/v1/kms/keys';
@@ -19,22 +18,6 @@ const b64 = (value: Buffer) => value.toString('base64');
 
 /** A 400 in API.md's envelope (never a 500, never a bare body). */
 
-type Schema = { properties: Record<string, unknown> } & Record<string, unknown>;
-const SPEC = JSON.parse(readFileSync(new URL('../fixtures/spec-error-schemas.json', import.meta.url), 'utf8')) as { kms: Record<string, Schema> };
-const ajv = new Ajv({ allErrors: true, strict: false });
-const validators = new Map<number, ValidateFunction>();
-
-/** Checks an error body against the spec's schema for its status (429/503: the 500 shape). */
-function expectSpecEnvelope(res: ApiResponse): void {
-  let validate = validators.get(res.status);
-  if (!validate) {
-    const fallback = SPEC.kms['500']!;
-    validate = ajv.compile(SPEC.kms[String(res.status)] ?? { ...fallback, properties: { ...fallback.properties, statusCode: { type: 'number', enum: [res.status] } } });
-    validators.set(res.status, validate);
-  }
-  expect(validate(res.body), `envelope of ${res.status}: ${ajv.errorsText(validate.errors)} in ${JSON.stringify(res.body)?.slice(0, 300)}`).toBe(true);
-  expect(res.body.reqId).toBe(res.headers.get('x-request-id'));
-}
 
 function expectBadRequest(res: ApiResponse, what: string): void {
   expect(res.status, `${what}: ${res.status} ${JSON.stringify(res.body)?.slice(0, 300)}`).toBe(400);

@@ -7,7 +7,7 @@
  * start, the CA certificate endpoint, certificate records and their listing, the AIA and CRL
  * DP URLs named in issued certificates, and the CA keys' attributes in the token.
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { login, request } from '../helpers/http.js';
+import { openssl, run, type Run } from '../helpers/cli.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 import { tokenObjects } from '../helpers/token-objects.js';
 
@@ -26,24 +27,6 @@ const execFileAsync = promisify(execFile);
 const work = mkdtempSync(join(tmpdir(), 'pki-issue-'));
 const file = (name: string) => join(work, name);
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(command: string, args: string[], input?: string): Run {
-  const result = spawnSync(command, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
-  if (result.error) throw result.error;
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-/** Runs openssl and returns stdout; a non-zero exit throws with everything it printed. */
-function openssl(...args: string[]): string {
-  const result = run('openssl', args);
-  if (result.status !== 0) throw new Error(`openssl ${args.join(' ')} exited ${result.status}:\n${result.stdout}${result.stderr}`);
-  return result.stdout;
-}
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----/g;
 /** The PEM certificates in a text, each normalized to end in one newline. */

@@ -6,7 +6,7 @@
  * a certificate that does not fit (another key, not a CA, a chain that does not verify) are
  * refused.
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
+import { openssl, run, type Run } from '../helpers/cli.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 import { tokenObjects } from '../helpers/token-objects.js';
 
@@ -33,21 +34,6 @@ const execFileAsync = promisify(execFile);
 const work = mkdtempSync(join(tmpdir(), 'pki-outside-'));
 const file = (name: string) => join(work, name);
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-function run(command: string, args: string[]): Run {
-  const result = spawnSync(command, args, { encoding: 'utf8' });
-  if (result.error) throw result.error;
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-function openssl(...args: string[]): string {
-  const result = run('openssl', args);
-  if (result.status !== 0) throw new Error(`openssl ${args.join(' ')} exited ${result.status}:\n${result.stdout}${result.stderr}`);
-  return result.stdout;
-}
 const write = (name: string, content: string | Buffer) => {
   writeFileSync(file(name), content);
   return file(name);

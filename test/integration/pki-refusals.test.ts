@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
+import { openssl } from '../helpers/cli.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -54,11 +55,6 @@ const execFileAsync = promisify(execFile);
 const work = mkdtempSync(join(tmpdir(), 'pki-refusals-'));
 const file = (name: string) => join(work, name);
 
-function openssl(...args: string[]): string {
-  const result = spawnSync('openssl', args, { encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`openssl ${args.join(' ')} exited ${result.status}:\n${result.stdout}${result.stderr}`);
-  return result.stdout;
-}
 
 let csrCount = 0;
 /** A CSR from the openssl CLI with an existing key; `extensions` are -addext values. */

@@ -4,7 +4,7 @@
  * the revoked certificate under -crl_check and accepts another; the CRL number increases;
  * thisUpdate <= now < nextUpdate; each revocation reason shows.
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
+import { openssl, run, type Run } from '../helpers/cli.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 const SPEC = JSON.parse(readFileSync(new URL('../fixtures/spec-error-schemas.json', import.meta.url), 'utf8')) as { pki: Record<string, Record<string, unknown>> };
@@ -31,21 +32,6 @@ const execFileAsync = promisify(execFile);
 const work = mkdtempSync(join(tmpdir(), 'pki-revocation-'));
 const file = (name: string) => join(work, name);
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-function run(command: string, args: string[]): Run {
-  const result = spawnSync(command, args, { encoding: 'utf8' });
-  if (result.error) throw result.error;
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-function openssl(...args: string[]): string {
-  const result = run('openssl', args);
-  if (result.status !== 0) throw new Error(`openssl ${args.join(' ')} exited ${result.status}:\n${result.stdout}${result.stderr}`);
-  return result.stdout;
-}
 
 const pemBlocks = (text: string): string[] => (text.match(/-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/g) ?? []).map((pem) => `${pem.trim()}\n`);
 const write = (name: string, content: string | Buffer) => {

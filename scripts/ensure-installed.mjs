@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Installs what `npm start` and `npm test` need and a fresh machine lacks: the npm packages
 // (when node_modules is missing or older than package-lock.json) and Debian's softhsm2
-// (plus openssl, and gnutls-bin for the certificate tests) when running as root or with
+// (plus openssl; for the tests also gnutls-bin for certificates, prometheus for promtool, and
+// gcc for the fault-injecting PKCS#11 module) when running as root or with
 // passwordless sudo. Otherwise it says exactly what to install. Node built-ins only: it runs
 // before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -32,7 +33,14 @@ if (!existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSyn
 const wanted = [
   { pkg: 'softhsm2', present: () => ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].some(existsSync) },
   { pkg: 'openssl', present: () => onPath('openssl') },
-  ...(forTests ? [{ pkg: 'gnutls-bin', present: () => onPath('certtool') }] : []),
+  ...(forTests
+    ? [
+        { pkg: 'gnutls-bin', present: () => onPath('certtool') },
+        { pkg: 'prometheus', present: () => onPath('promtool') },
+        { pkg: 'gcc', present: () => onPath('gcc') },
+        { pkg: 'libc6-dev', present: () => existsSync('/usr/include/dlfcn.h') },
+      ]
+    : []),
 ];
 
 function onPath(binary) {

@@ -4,7 +4,9 @@
  * with the token, makes the first-start admin, and listens; `close` undoes it in reverse.
  */
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -13,6 +15,7 @@ import { pinReader } from './config/pin.js';
 import type { Config } from './config/schema.js';
 import { createHttpApp } from './http/create-app.js';
 import type { Logger } from './logger.js';
+import { auditRecordFailures, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
 import { SessionPool } from './pkcs11/session-pool.js';
@@ -22,6 +25,7 @@ import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
+import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { openDatabase } from './store/database.js';
 import { createSqliteIdentityStore } from './store/identity-store.js';
@@ -34,6 +38,12 @@ export interface RunningService {
   /** http://host:port with the port actually bound. */
   url: string;
   token: Pkcs11Token;
+  /**
+   * Stops accepting, lets in-flight requests finish (up to server.shutdownGraceMs), signs the
+   * audit head, closes the sessions and finalizes the module. Rejects when a token call was
+   * still running at the end of the grace period: the module is then left unfinalized, since
+   * finalizing under a running call crashes the process.
+   */
   close(): Promise<void>;
 }
 
@@ -72,7 +82,8 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
     onRecoveryFailed: (error) => logger.warn({ ckr: error.ckr }, 'reconnecting to the HSM failed; will retry'),
   });
   pool.open();
-  token = new Pkcs11Token(module, pool);
+  observePool(pool);
+  token = new Pkcs11Token(module, pool, { keyGenerationTimeoutMs: config.hsm.keyGenerationTimeoutMs });
   return { module, pool, token };
 }
 
@@ -90,19 +101,38 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
   const certificates = createCertificateService({ pkiStore, cas });
 
+  const audit = createAuditService({ db, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
+  await audit.start();
+
   const undone = (await keys.reconcile()) + (await cas.reconcile());
-  const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds())], logger);
+  const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
   if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
-  const app = createHttpApp({ logger, bodyLimitBytes: config.server.bodyLimitBytes, identities, keys, crypto, cas, certificates, token });
+  let draining = false;
+  const app = createHttpApp({
+    logger,
+    bodyLimitBytes: config.server.bodyLimitBytes,
+    identities,
+    keys,
+    crypto,
+    cas,
+    certificates,
+    audit,
+    token,
+    readyTimeoutMs: config.hsm.readyTimeoutMs,
+    rateLimit: config.rateLimit,
+    loginThrottle: config.auth.loginThrottle,
+    draining: () => draining,
+  });
   // Requests that arrive while the first-start bootstrap below runs wait for it, so nobody
   // sees a listening service whose admin credentials are not written yet.
   let bootstrapped!: () => void;
   const ready = new Promise<void>((resolve) => (bootstrapped = resolve));
-  const server = createServer((req, res) => void ready.then(() => app(req, res)));
+  const server = listener(config, (req, res) => void ready.then(() => app(req, res)));
   server.listen(config.server.port, config.server.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
-  const url = `http://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
+  const scheme = config.server.tls ? 'https' : 'http';
+  const url = `${scheme}://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
   // Certificates name URLs on the public base; without one configured, the address bound.
   publicBaseUrl ||= url;
 
@@ -123,14 +153,58 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     token,
     close() {
       closing ??= (async () => {
+        draining = true;
         clearInterval(purge);
         clearInterval(crlRenewal);
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        await pool.close();
+        const deadline = Date.now() + config.server.shutdownGraceMs;
+        // server.close stops accepting and closes idle keep-alive connections; busy ones close
+        // after their answer (each carries Connection: close while draining).
+        const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+        if (!(await within(drained, deadline))) {
+          logger.warn({ graceMs: config.server.shutdownGraceMs }, 'requests still running at the end of the grace period; cutting their connections');
+          server.closeAllConnections();
+        }
+        await audit.close();
+        const poolClosed = pool.close();
+        if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {
+          db.close();
+          throw new Error(`A token call still had not returned after the grace period (${pool.callsInFlight} in flight); exiting without C_Finalize`);
+        }
         module.finalize();
+        observePool(undefined);
         db.close();
       })();
       return closing;
     },
   };
+}
+
+/** Resolves true when `promise` settles before `deadline` (epoch ms), false otherwise. */
+async function within(promise: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(deadline - Date.now(), 0))));
+  try {
+    return await Promise.race([promise.then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Plain HTTP, or HTTPS (mutual TLS when a client CA file is configured). */
+function listener(config: Config, handler: RequestListener<typeof IncomingMessage, typeof ServerResponse>): Server {
+  const tls = config.server.tls;
+  if (!tls) return createServer(handler);
+  try {
+    return createHttpsServer(
+      {
+        cert: readFileSync(tls.certFile),
+        key: readFileSync(tls.keyFile),
+        minVersion: 'TLSv1.2',
+        ...(tls.clientCaFile ? { ca: readFileSync(tls.clientCaFile), requestCert: true, rejectUnauthorized: true } : {}),
+      },
+      handler,
+    );
+  } catch (error) {
+    throw new StartupError(`Cannot set up HTTPS: ${(error as Error).message}`);
+  }
 }

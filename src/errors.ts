@@ -73,3 +73,5 @@ export const validationFailure = (problems: ValidationProblem[]) =>
   new AppError('ValidationFailure', problems.map((p) => `${p.path} ${p.message}`).join('; '), { problems });
 export const serviceUnavailable = (message: string, cause?: unknown) =>
   new AppError('ServiceUnavailable', message, { cause, retryAfterSeconds: 1 });
+export const rateLimitExceeded = (message: string, retryAfterSeconds: number) =>
+  new AppError('RateLimitExceeded', message, { retryAfterSeconds });

@@ -80,11 +80,18 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
     hsm.embedded = false;
   }
   return {
-    server: { host: env.HOST || undefined, port: integer(env.PORT), publicBaseUrl: env.PUBLIC_BASE_URL || undefined },
+    server: {
+      host: env.HOST || undefined,
+      port: integer(env.PORT),
+      publicBaseUrl: env.PUBLIC_BASE_URL || undefined,
+      shutdownGraceMs: integer(env.SHUTDOWN_GRACE_MS),
+      tls: env.TLS_CERT_FILE || env.TLS_KEY_FILE ? { certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE, clientCaFile: env.TLS_CLIENT_CA_FILE || null } : undefined,
+    },
     dataDir: env.DATA_DIR || undefined,
     database: { path: env.DATABASE_PATH || undefined },
     hsm,
     auth: { accessTokenTTL: integer(env.ACCESS_TOKEN_TTL), accessTokenMaxTTL: integer(env.ACCESS_TOKEN_MAX_TTL) },
+    rateLimit: { perIdentityPerSecond: env.RATE_LIMIT_PER_SECOND ? Number(env.RATE_LIMIT_PER_SECOND) : undefined },
     logLevel: env.LOG_LEVEL || undefined,
   };
 }

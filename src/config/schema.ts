@@ -17,6 +17,18 @@ export const configSchema = {
         port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one (env PORT).' },
         publicBaseUrl: { type: ['string', 'null'], description: 'Base URL relying parties reach the service at, for URLs put in certificates (env PUBLIC_BASE_URL); default http://HOST:PORT.' },
         bodyLimitBytes: { type: 'integer', minimum: 1024, description: 'Largest JSON request body accepted.' },
+        shutdownGraceMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight requests may take to finish before their connections are cut (env SHUTDOWN_GRACE_MS).' },
+        tls: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          required: ['certFile', 'keyFile'],
+          description: 'Serve HTTPS instead of HTTP (env TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE).',
+          properties: {
+            certFile: { type: 'string', description: 'PEM certificate chain of the listener.' },
+            keyFile: { type: 'string', description: 'PEM private key of the listener.' },
+            clientCaFile: { type: ['string', 'null'], description: 'PEM CA certificates; when set, clients must present a certificate issued under one (mutual TLS).' },
+          },
+        },
       },
     },
     dataDir: { type: 'string', description: 'Where the embedded token, the SQLite database and the admin credentials live (env DATA_DIR).' },
@@ -45,7 +57,13 @@ export const configSchema = {
           description: 'Where the user PIN is read from: "env:NAME" or "file:/path" (env HSM_PIN_SOURCE). Default: env HSM_PIN, else (embedded) DATA_DIR/softhsm/user-pin.',
         },
         sessions: { type: 'integer', minimum: 1, maximum: 64, description: 'Read-write sessions in the pool; also sizes libuv\'s thread pool (env HSM_SESSIONS).' },
-        acquireTimeoutMs: { type: 'integer', minimum: 1, description: 'How long a request waits for a free session before a 503 (env HSM_ACQUIRE_TIMEOUT_MS).' },
+        acquireTimeoutMs: {
+          type: 'integer',
+          minimum: 1,
+          description: 'How long a request may wait for the token, for a free session and its operation together, before a 503; a session whose call outlives it is never used again (env HSM_ACQUIRE_TIMEOUT_MS).',
+        },
+        keyGenerationTimeoutMs: { type: 'integer', minimum: 1, default: 60000, description: 'The same bound for key generation, which takes seconds for RSA-4096.' },
+        readyTimeoutMs: { type: 'integer', minimum: 1, default: 1000, description: 'How long /readyz waits for its PKCS#11 call before answering 503.' },
       },
     },
     auth: {
@@ -55,6 +73,35 @@ export const configSchema = {
       properties: {
         accessTokenTTL: { type: 'integer', minimum: 1, description: 'Seconds an access token lives after login or renew (env ACCESS_TOKEN_TTL).' },
         accessTokenMaxTTL: { type: 'integer', minimum: 1, description: 'Seconds after login past which renew is refused (env ACCESS_TOKEN_MAX_TTL).' },
+        loginThrottle: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          description: 'Failed logins past these counts within the window are answered 429 until the window has passed.',
+          properties: {
+            maxFailuresPerClient: { type: 'integer', minimum: 1, default: 5, description: 'Failed logins per clientId.' },
+            maxFailuresPerAddress: { type: 'integer', minimum: 1, default: 50, description: 'Failed logins per client IP address.' },
+            windowSeconds: { type: 'integer', minimum: 1, default: 300, description: 'The window failures are counted in.' },
+          },
+        },
+      },
+    },
+    rateLimit: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Per-identity request rate limit (token bucket) on authenticated routes; 429 past it.',
+      properties: {
+        perIdentityPerSecond: { type: 'number', minimum: 0, default: 1000, description: 'Sustained requests per second per identity; 0 turns the limit off (env RATE_LIMIT_PER_SECOND).' },
+        burst: { type: 'integer', minimum: 1, default: 2000, description: 'Requests an identity may send at once after being idle.' },
+      },
+    },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        signIntervalMs: { type: 'integer', minimum: 100, default: 60000, description: 'How often the head of the audit chain is signed by the audit key in the token (and once more at shutdown).' },
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'pino log level (env LOG_LEVEL).' },
@@ -62,7 +109,14 @@ export const configSchema = {
 } as const;
 
 export interface Config {
-  server: { host: string; port: number; publicBaseUrl?: string | null; bodyLimitBytes: number };
+  server: {
+    host: string;
+    port: number;
+    publicBaseUrl?: string | null;
+    bodyLimitBytes: number;
+    shutdownGraceMs: number;
+    tls?: { certFile: string; keyFile: string; clientCaFile?: string | null } | null;
+  };
   dataDir: string;
   database: { path?: string | null };
   hsm: {
@@ -73,7 +127,15 @@ export interface Config {
     pinSource?: string | null;
     sessions: number;
     acquireTimeoutMs: number;
+    keyGenerationTimeoutMs: number;
+    readyTimeoutMs: number;
   };
-  auth: { accessTokenTTL: number; accessTokenMaxTTL: number };
+  auth: {
+    accessTokenTTL: number;
+    accessTokenMaxTTL: number;
+    loginThrottle: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
+  };
+  rateLimit: { perIdentityPerSecond: number; burst: number };
+  audit: { signIntervalMs: number };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }

@@ -65,6 +65,8 @@ export function validate(schemas: RouteSchemas): RequestHandler {
   if (schemas.query) compiled.push(['query', queryAjv.compile(schemas.query)]);
   if (schemas.body) compiled.push(['body', bodyAjv.compile(schemas.body)]);
   return (req, res, next) => {
+    // The route template (never the raw path) names the request in metrics and the audit trail.
+    res.locals.route = `${req.baseUrl}${(req.route as { path: string }).path}`;
     // No body at all (no Content-Type, or an empty POST) is validated as {}: a schema with
     // required properties still refuses it, one without (rotate, new secret) accepts it.
     if (schemas.body && (req.body === undefined || (Buffer.isBuffer(req.body) && req.body.length === 0))) req.body = {};

@@ -13,6 +13,7 @@ function toAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
   if (error instanceof TokenError) {
     if (error.errorClass === 'busy') return serviceUnavailable('Every token session is busy; retry shortly', error);
+    if (error.errorClass === 'timeout') return serviceUnavailable('The HSM did not answer in time; retry shortly', error);
     if (error.errorClass !== 'operation' && error.errorClass !== 'stale-handle') return serviceUnavailable('The HSM is unavailable; retry shortly', error);
     return new AppError('InternalServerError', 'Something went wrong', { cause: error });
   }

@@ -4,12 +4,14 @@
  * - `fatal-login`: wrong or locked PIN. Never retried: each retry counts toward locking the token.
  * - `unavailable`: the session, device or token is gone; the pool rebuilds and the request is a 503.
  * - `stale-handle`: a cached object handle no longer names an object; look it up again.
+ * - `busy`: every session stayed leased past the acquire timeout; `timeout`: the token took
+ *   longer than the request may wait. Both are 503s; neither says the token is gone.
  * - `operation`: the token refused this operation (bad data, bad tag, ...); the caller decides
  *   from context what that means (a failed GCM tag is a client error, say).
  */
 import pkcs11js from 'pkcs11js';
 
-export type TokenErrorClass = 'fatal-login' | 'unavailable' | 'stale-handle' | 'operation' | 'busy';
+export type TokenErrorClass = 'fatal-login' | 'unavailable' | 'stale-handle' | 'operation' | 'busy' | 'timeout';
 
 const CKR_NAMES = new Map<number, string>();
 for (const [name, value] of Object.entries(pkcs11js)) {

@@ -9,11 +9,23 @@
  * - a session/device error marks the pool down: waiters get a 503 at once, every session of the
  *   old generation is closed when its lease ends, and a recovery loop reconnects (log in again,
  *   reopen sessions) and tells the token to look its key handles up again;
+ * - every `withSession` ends by its deadline (acquire and operation together): a call that
+ *   outlives it leaves its session "stuck"; that session is never handed out again, is closed
+ *   when the call finally returns, and a replacement is opened meanwhile (at most `size` stuck
+ *   sessions get one, so a hung token cannot make the pool open sessions without bound);
  * - the module is finalized only when no asynchronous call is in flight (finalizing under one
  *   crashed the process in every trial).
  */
+import { performance } from 'node:perf_hooks';
+import { pkcs11OperationDuration, tokenErrors } from '../metrics.js';
 import { TokenError, toTokenError } from './errors.js';
 import type { Handle, Pkcs11Module } from './module.js';
+
+/** Names an operation for metrics: both values come from fixed sets. */
+export interface OperationLabel {
+  operation: string;
+  mechanism: string;
+}
 
 export interface SessionPoolOptions {
   size: number;
@@ -30,6 +42,8 @@ export interface SessionPoolOptions {
 interface Lease {
   session: Handle;
   generation: number;
+  /** Set when the caller gave up on the call running on this session. */
+  stuck?: boolean;
 }
 
 interface Waiter {
@@ -44,7 +58,9 @@ export class SessionPool {
   private idle: Lease[] = [];
   private waiters: Waiter[] = [];
   private generation = 0;
+  /** Leases not yet ended, stuck ones included: the module must not be finalized under them. */
   private leased = 0;
+  private stuck = 0;
   private recoveryTimer: NodeJS.Timeout | undefined;
   private recoveryAttempts = 0;
   private drained: (() => void) | undefined;
@@ -61,28 +77,55 @@ export class SessionPool {
     this.state = 'up';
   }
 
-  get stats(): { size: number; busy: number; idle: number; waiting: number; state: PoolState } {
-    return { size: this.options.size, busy: this.leased, idle: this.idle.length, waiting: this.waiters.length, state: this.state };
+  get stats(): { size: number; busy: number; idle: number; waiting: number; stuck: number; state: PoolState } {
+    return { size: this.options.size, busy: this.leased - this.stuck, idle: this.idle.length, waiting: this.waiters.length, stuck: this.stuck, state: this.state };
   }
 
   /**
-   * Runs `operation` on a leased session. Any failure inside it discards the session; a
-   * session/device failure also marks the pool down. Errors come out as TokenError.
+   * Runs `operation` on a leased session, all within `timeoutMs` (default: the acquire
+   * timeout) from the call. Any failure inside it discards the session; a session/device
+   * failure also marks the pool down. Errors come out as TokenError.
    */
-  async withSession<T>(operation: (session: Handle) => Promise<T> | T): Promise<T> {
-    const lease = await this.acquire();
-    let failure: TokenError | undefined;
+  async withSession<T>(label: OperationLabel, operation: (session: Handle) => Promise<T> | T, timeoutMs = this.options.acquireTimeoutMs): Promise<T> {
+    const deadline = performance.now() + timeoutMs;
+    const lease = await this.acquire(timeoutMs);
+    const started = performance.now();
+    let settled = false;
+    const running = (async () => operation(lease.session))().then(
+      (value) => {
+        settled = true;
+        pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
+        this.release(lease, undefined);
+        return value;
+      },
+      (error: unknown) => {
+        settled = true;
+        const failure = toTokenError(error, label.operation);
+        tokenErrors.inc({ ckr: failure.ckr });
+        this.release(lease, failure);
+        throw failure;
+      },
+    );
+    const remaining = deadline - performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (settled) return;
+        this.abandon(lease);
+        tokenErrors.inc({ ckr: 'OPERATION_TIMEOUT' });
+        reject(new TokenError('timeout', `The token did not answer ${label.operation} within ${timeoutMs} ms`, 'OPERATION_TIMEOUT', undefined));
+      }, Math.max(remaining, 0));
+    });
     try {
-      return await operation(lease.session);
-    } catch (error) {
-      failure = toTokenError(error, 'token operation');
-      throw failure;
+      return await Promise.race([running, expired]);
     } finally {
-      this.release(lease, failure);
+      clearTimeout(timer);
+      // A stuck call's late failure has nobody left to catch it.
+      running.catch(() => undefined);
     }
   }
 
-  private acquire(): Promise<Lease> {
+  private acquire(timeoutMs: number): Promise<Lease> {
     if (this.state !== 'up') return Promise.reject(this.unavailable());
     const lease = this.idle.pop();
     if (lease) {
@@ -95,25 +138,47 @@ export class SessionPool {
         reject,
         timer: setTimeout(() => {
           this.waiters.splice(this.waiters.indexOf(waiter), 1);
-          reject(new TokenError('busy', `Every token session stayed busy for ${this.options.acquireTimeoutMs} ms`, 'POOL_TIMEOUT', undefined));
-        }, this.options.acquireTimeoutMs),
+          tokenErrors.inc({ ckr: 'POOL_TIMEOUT' });
+          reject(new TokenError('busy', `Every token session stayed busy for ${timeoutMs} ms`, 'POOL_TIMEOUT', undefined));
+        }, timeoutMs),
       };
       this.waiters.push(waiter);
     });
   }
 
+  /**
+   * The caller stopped waiting for the call on this session. The session may be mid-operation
+   * or wedged: it is never handed out again, and another one takes its place while the stuck
+   * ones number no more than the pool's size.
+   */
+  private abandon(lease: Lease): void {
+    lease.stuck = true;
+    this.stuck++;
+    if (this.state !== 'up' || lease.generation !== this.generation || this.stuck > this.options.size) return;
+    this.openReplacement();
+  }
+
+  private openReplacement(): void {
+    try {
+      this.handOut({ session: this.module.openSession(), generation: this.generation });
+    } catch (error) {
+      this.markDown(toTokenError(error, 'C_OpenSession'));
+    }
+  }
+
   private release(lease: Lease, failure: TokenError | undefined): void {
     this.leased--;
     if (failure?.errorClass === 'unavailable') this.markDown(failure);
-    if (lease.generation !== this.generation || this.state !== 'up') {
+    if (lease.stuck) {
+      this.stuck--;
+      this.module.closeSession(lease.session);
+      // Its replacement was skipped when too many were stuck: open it now.
+      if (this.stuck >= this.options.size && this.state === 'up' && lease.generation === this.generation) this.openReplacement();
+    } else if (lease.generation !== this.generation || this.state !== 'up') {
       this.module.closeSession(lease.session);
     } else if (failure) {
       this.module.closeSession(lease.session);
-      try {
-        this.handOut({ session: this.module.openSession(), generation: this.generation });
-      } catch (error) {
-        this.markDown(toTokenError(error, 'C_OpenSession'));
-      }
+      this.openReplacement();
     } else {
       this.handOut(lease);
     }
@@ -174,11 +239,17 @@ export class SessionPool {
       this.options.onRecovered?.();
     } catch (error) {
       const failure = toTokenError(error, 'reconnecting to the token');
+      tokenErrors.inc({ ckr: failure.ckr });
       this.options.onRecoveryFailed?.(failure);
       // A wrong PIN now would be retried into a locked token: stop trying.
       if (failure.errorClass === 'fatal-login') return;
       this.scheduleRecovery();
     }
+  }
+
+  /** Whether an asynchronous call may still be running inside the module. */
+  get callsInFlight(): number {
+    return this.leased;
   }
 
   /** Waits for every lease to end (bounded by the caller), then closes all sessions. */

@@ -43,7 +43,7 @@ export interface Token {
   /** Every token object whose label starts with `labelPrefix`. */
   listObjects(labelPrefix: string): Promise<TokenObjectInfo[]>;
   /** A real call on a pooled session, for readiness. */
-  ping(): Promise<void>;
+  ping(timeoutMs?: number): Promise<void>;
   readonly poolStats: SessionPool['stats'];
 }
 
@@ -51,14 +51,30 @@ export interface Token {
 const SIGNATURE_BUFFER_BYTES = 512;
 const PING_INPUT = Buffer.from('hsm-signer readiness');
 
+/** Metric labels of the mechanisms a signature scheme and a key generation use. */
+const SIGN_MECHANISM: Record<SignatureScheme, string> = { pkcs1: 'CKM_RSA_PKCS', pss: 'CKM_RSA_PKCS_PSS', ecdsa: 'CKM_ECDSA' };
+const KEYGEN_MECHANISM: Record<KeySpec['kind'], string> = { aes: 'CKM_AES_KEY_GEN', rsa: 'CKM_RSA_PKCS_KEY_PAIR_GEN', ec: 'CKM_EC_KEY_PAIR_GEN' };
+const NO_MECHANISM = 'none';
+
+export interface TokenOptions {
+  /** Key generation's bound instead of the pool's acquire timeout (RSA-4096 takes seconds). */
+  keyGenerationTimeoutMs: number;
+  /** A token that refuses C_CopyObject gets its token handles cached instead. */
+  sessionCopies?: boolean;
+}
+
 export class Pkcs11Token implements Token {
   private readonly handles = new Map<string, Handle>();
+
+  private sessionCopies: boolean;
 
   constructor(
     private readonly module: Pkcs11Module,
     private readonly pool: SessionPool,
-    private sessionCopies = true,
-  ) {}
+    private readonly options: TokenOptions,
+  ) {
+    this.sessionCopies = options.sessionCopies ?? true;
+  }
 
   get poolStats() {
     return this.pool.stats;
@@ -71,7 +87,8 @@ export class Pkcs11Token implements Token {
 
   async generateKey(id: Buffer, label: string, spec: KeySpec): Promise<{ publicKeySpki?: Buffer }> {
     const lib = this.module.lib;
-    return this.pool.withSession(async (session) => {
+    const generation = { operation: 'generate', mechanism: KEYGEN_MECHANISM[spec.kind] };
+    return this.pool.withSession(generation, async (session) => {
       if (spec.kind === 'aes') {
         const key = await lib.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, aesKeyTemplate(id, label, spec.bits));
         this.handles.set(handleKey(id, 'secret'), this.hotHandle(key));
@@ -82,7 +99,7 @@ export class Pkcs11Token implements Token {
       this.handles.set(handleKey(id, 'private'), this.hotHandle(pair.privateKey));
       this.handles.set(handleKey(id, 'public'), this.hotHandle(pair.publicKey));
       return { publicKeySpki: this.readPublicKey(session, pair.publicKey, spec.kind) };
-    });
+    }, this.options.keyGenerationTimeoutMs);
   }
 
   private readPublicKey(session: Handle, publicKey: Handle, kind: 'rsa' | 'ec'): Buffer {
@@ -100,7 +117,7 @@ export class Pkcs11Token implements Token {
 
   async encryptAesGcm(id: Buffer, iv: Buffer, plaintext: Buffer): Promise<Buffer> {
     const lib = this.module.lib;
-    return this.pool.withSession(async (session) => {
+    return this.pool.withSession({ operation: 'encrypt', mechanism: 'CKM_AES_GCM' }, async (session) => {
       this.initWithFreshHandle(id, 'secret', (key) => lib.C_EncryptInit(session, aesGcmMechanism(iv), key));
       const output = Buffer.allocUnsafe(plaintext.length + GCM_TAG_BYTES);
       // SoftHSM2 rejects an empty C_Encrypt input (CKR_ARGUMENTS_BAD); C_EncryptFinal alone
@@ -112,7 +129,7 @@ export class Pkcs11Token implements Token {
 
   async decryptAesGcm(id: Buffer, iv: Buffer, ciphertextAndTag: Buffer): Promise<Buffer> {
     const lib = this.module.lib;
-    return this.pool.withSession(async (session) => {
+    return this.pool.withSession({ operation: 'decrypt', mechanism: 'CKM_AES_GCM' }, async (session) => {
       this.initWithFreshHandle(id, 'secret', (key) => lib.C_DecryptInit(session, aesGcmMechanism(iv), key));
       return lib.C_DecryptAsync(session, ciphertextAndTag, Buffer.allocUnsafe(Math.max(ciphertextAndTag.length, 1)));
     });
@@ -121,7 +138,7 @@ export class Pkcs11Token implements Token {
   async signDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer): Promise<Buffer> {
     const lib = this.module.lib;
     const request = signRequest(scheme, hash, digest);
-    return this.pool.withSession(async (session) => {
+    return this.pool.withSession({ operation: 'sign', mechanism: SIGN_MECHANISM[scheme] }, async (session) => {
       this.initWithFreshHandle(id, 'private', (key) => lib.C_SignInit(session, request.mechanism, key));
       return lib.C_SignAsync(session, request.input, Buffer.allocUnsafe(SIGNATURE_BUFFER_BYTES));
     });
@@ -130,7 +147,7 @@ export class Pkcs11Token implements Token {
   async verifyDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer, signature: Buffer): Promise<boolean> {
     const lib = this.module.lib;
     const request = signRequest(scheme, hash, digest);
-    return this.pool.withSession(async (session) => {
+    return this.pool.withSession({ operation: 'verify', mechanism: SIGN_MECHANISM[scheme] }, async (session) => {
       this.initWithFreshHandle(id, 'public', (key) => lib.C_VerifyInit(session, request.mechanism, key));
       try {
         return await lib.C_VerifyAsync(session, request.input, signature);
@@ -144,14 +161,14 @@ export class Pkcs11Token implements Token {
 
   async destroyObjects(id: Buffer): Promise<void> {
     for (const objectClass of ['private', 'public', 'secret'] as const) this.handles.delete(handleKey(id, objectClass));
-    await this.pool.withSession((session) => {
+    await this.pool.withSession({ operation: 'destroy', mechanism: NO_MECHANISM }, (session) => {
       for (const object of this.find(session, byIdTemplate(id))) this.module.lib.C_DestroyObject(session, object);
     });
   }
 
   async listObjects(labelPrefix: string): Promise<TokenObjectInfo[]> {
     const lib = this.module.lib;
-    return this.pool.withSession((session) => {
+    return this.pool.withSession({ operation: 'list', mechanism: NO_MECHANISM }, (session) => {
       const found: TokenObjectInfo[] = [];
       for (const object of this.find(session, [{ type: pkcs11js.CKA_TOKEN, value: true }])) {
         const [idAttr, labelAttr] = lib.C_GetAttributeValue(session, object, [{ type: pkcs11js.CKA_ID }, { type: pkcs11js.CKA_LABEL }]);
@@ -162,13 +179,14 @@ export class Pkcs11Token implements Token {
     });
   }
 
-  async ping(): Promise<void> {
-    await this.pool.withSession(async (session) => {
+  /** Bounded by `timeoutMs` whatever the token does, for a readiness probe. */
+  async ping(timeoutMs?: number): Promise<void> {
+    await this.pool.withSession({ operation: 'ping', mechanism: 'CKM_SHA256' }, async (session) => {
       this.module.lib.C_GetSessionInfo(session);
       // One asynchronous call too, so a token that stalls shows up here as well.
       this.module.lib.C_DigestInit(session, { mechanism: pkcs11js.CKM_SHA256 });
       await this.module.lib.C_DigestAsync(session, PING_INPUT, Buffer.allocUnsafe(32));
-    });
+    }, timeoutMs);
   }
 
   /**

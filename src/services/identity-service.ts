@@ -141,6 +141,11 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
       return issueToken(identity);
     },
 
+    /** The identity a clientId names, if any (clientIds are not secret). */
+    async identityIdOf(clientId: string): Promise<string | null> {
+      return (await store.getByClientId(clientId))?.id ?? null;
+    },
+
     async renew(accessToken: string): Promise<LoginResult> {
       const tokenHash = sha256(accessToken);
       const record = await store.getToken(tokenHash);

@@ -1,15 +1,28 @@
 /** /api/v1/auth: universal-auth login and token renew (no bearer token needed). */
 import { Router } from 'express';
+import { AppError } from '../../errors.js';
 import type { IdentityService } from '../../services/identity-service.js';
 import { inputOf, validate } from '../ajv.js';
+import type { LoginThrottle } from '../rate-limit.js';
 import { loginBody, renewBody } from '../schemas/auth.js';
 
-export function authRoutes(deps: { identities: IdentityService }): Router {
+export function authRoutes(deps: { identities: IdentityService; loginThrottle: LoginThrottle }): Router {
   const router = Router();
 
-  router.post('/universal-auth/login', validate({ body: loginBody }), async (_req, res) => {
+  router.post('/universal-auth/login', validate({ body: loginBody }), async (req, res) => {
     const { body } = inputOf<{}, {}, { clientId: string; clientSecret: string }>(res);
-    res.json(await deps.identities.login(body.clientId, body.clientSecret));
+    const address = req.socket.remoteAddress ?? 'unknown';
+    // For the audit trail: who tried, whether or not the secret was right.
+    res.locals.auditIdentityId = await deps.identities.identityIdOf(body.clientId);
+    deps.loginThrottle.check(body.clientId, address);
+    try {
+      const result = await deps.identities.login(body.clientId, body.clientSecret);
+      deps.loginThrottle.succeeded(body.clientId);
+      res.json(result);
+    } catch (error) {
+      if (error instanceof AppError && error.kind === 'UnauthorizedError') deps.loginThrottle.failed(body.clientId, address);
+      throw error;
+    }
   });
 
   router.post('/token/renew', validate({ body: renewBody }), async (_req, res) => {

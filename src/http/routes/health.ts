@@ -1,30 +1,34 @@
-/** Liveness and readiness, without authentication. */
+/** Liveness, readiness and metrics, without authentication. */
 import { Router } from 'express';
+import { registry } from '../../metrics.js';
 import type { Token } from '../../pkcs11/token.js';
 
-/** A readiness probe must answer quickly even when the token hangs. */
-const READY_TIMEOUT_MS = 1000;
-
-export function healthRoutes(deps: { token: Pick<Token, 'ping'> }): Router {
+export function healthRoutes(deps: { token: Pick<Token, 'ping'>; readyTimeoutMs: number; draining: () => boolean }): Router {
   const router = Router();
 
   router.get('/healthz', (_req, res) => {
+    res.locals.route = '/healthz';
     res.json({ status: 'ok' });
   });
 
   router.get('/readyz', async (_req, res) => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('timeout')), READY_TIMEOUT_MS);
-    });
+    res.locals.route = '/readyz';
+    const unavailable = (message: string) => res.status(503).setHeader('Retry-After', '1').json({ status: 'unavailable', message });
+    if (deps.draining()) return unavailable('Shutting down');
+    // A real call on a pooled session, bounded by the pool: a hung token is a 503 in
+    // readyTimeoutMs, and the session it hung on is never used again.
     try {
-      await Promise.race([deps.token.ping(), timeout]);
+      await deps.token.ping(deps.readyTimeoutMs);
       res.json({ status: 'ready' });
     } catch {
-      res.status(503).setHeader('Retry-After', '1').json({ status: 'unavailable', message: 'The HSM does not answer' });
-    } finally {
-      clearTimeout(timer);
+      unavailable('The HSM does not answer');
     }
+  });
+
+  router.get('/metrics', async (_req, res) => {
+    res.locals.route = '/metrics';
+    res.setHeader('Content-Type', registry.contentType);
+    res.send(await registry.metrics());
   });
 
   return router;

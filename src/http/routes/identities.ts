@@ -14,10 +14,12 @@ export function identityRoutes(deps: { identities: IdentityService }): Router {
 
   router.post('/', validate({ body: createIdentityBody }), async (_req, res) => {
     const { body } = inputOf<{}, {}, { name: string; permissions: Permission[] }>(res);
-    res.json({ identity: await identities.createIdentity(principalOf(res), body.name, body.permissions) });
+    const identity = await identities.createIdentity(principalOf(res), body.name, body.permissions);
+    res.locals.auditResourceId = identity.id;
+    res.json({ identity });
   });
 
-  router.get('/', async (_req, res) => {
+  router.get('/', validate({}), async (_req, res) => {
     res.json({ identities: await identities.listIdentities(principalOf(res)) });
   });
 

@@ -19,7 +19,9 @@ export function kmsRoutes(deps: { keys: KeyService; crypto: CryptoService }): Ro
 
   router.post('/keys', validate({ body: schemas.createKeyBody }), async (_req, res) => {
     const { body } = inputOf<{}, {}, { projectId: string; name: string; description?: string; keyUsage?: KeyUsage; encryptionAlgorithm?: KeyAlgorithm }>(res);
-    res.json({ key: await keys.create(principalOf(res), body) });
+    const key = await keys.create(principalOf(res), body);
+    res.locals.auditResourceId = key.id;
+    res.json({ key });
   });
 
   router.get('/keys', validate({ query: schemas.listKeysQuery }), async (_req, res) => {
@@ -29,7 +31,9 @@ export function kmsRoutes(deps: { keys: KeyService; crypto: CryptoService }): Ro
 
   router.get('/keys/key-name/:keyName', validate({ params: schemas.keyByNameParams, query: schemas.projectQuery }), async (_req, res) => {
     const { params, query } = inputOf<{ keyName: string }, { projectId: string }>(res);
-    res.json({ key: await keys.getByName(principalOf(res), query.projectId, params.keyName) });
+    const key = await keys.getByName(principalOf(res), query.projectId, params.keyName);
+    res.locals.auditResourceId = key.id;
+    res.json({ key });
   });
 
   router.get('/keys/:keyId', validate({ params: schemas.keyIdParams }), async (_req, res) => {

@@ -26,7 +26,9 @@ export function signCertificateRoutes({ certificates }: PkiRouteDeps): Router {
     if (body.notBefore !== undefined || body.notAfter !== undefined) {
       throw validationFailure([{ path: 'body', message: 'use either ttl or notBefore/notAfter, not both' }]);
     }
-    res.json(await certificates.signCertificate(principalOf(res), body));
+    const issued = await certificates.signCertificate(principalOf(res), body);
+    res.locals.auditResourceId = issued.certificateId;
+    res.json(issued);
   });
   return router;
 }
@@ -39,7 +41,9 @@ export function certManagerRoutes({ cas, certificates }: PkiRouteDeps): Router {
   type CertificateParams = { certificateId: string };
 
   router.post('/ca/internal', validate({ body: schemas.createCaBody }), async (_req, res) => {
-    res.json({ ca: await cas.create(principalOf(res), inputOf<{}, {}, CreateCaInput>(res).body) });
+    const ca = await cas.create(principalOf(res), inputOf<{}, {}, CreateCaInput>(res).body);
+    res.locals.auditResourceId = ca.id;
+    res.json({ ca });
   });
   router.get('/ca/internal', validate({ query: schemas.projectQuery }), async (_req, res) => {
     res.json({ cas: await cas.list(principalOf(res), inputOf<{}, { projectId: string }>(res).query.projectId) });
@@ -63,7 +67,9 @@ export function certManagerRoutes({ cas, certificates }: PkiRouteDeps): Router {
   });
 
   router.post('/certificate-profiles', validate({ body: schemas.createProfileBody }), async (_req, res) => {
-    res.json({ certificateProfile: await certificates.createProfile(principalOf(res), inputOf<{}, {}, ProfileInput>(res).body) });
+    const certificateProfile = await certificates.createProfile(principalOf(res), inputOf<{}, {}, ProfileInput>(res).body);
+    res.locals.auditResourceId = certificateProfile.id;
+    res.json({ certificateProfile });
   });
   router.get('/certificate-profiles', validate({ query: schemas.projectQuery }), async (_req, res) => {
     res.json({ certificateProfiles: await certificates.listProfiles(principalOf(res), inputOf<{}, { projectId: string }>(res).query.projectId) });

@@ -1,0 +1,108 @@
+/**
+ * Every request to an audited route leaves one audit event when its response is sent, whatever
+ * the outcome: the route template says which action it was, the path parameters (or, for a
+ * create, the id the handler put in `res.locals.auditResourceId`) which resource. Requests that
+ * never reached a route (no token, a body too large) are recorded too, as `http.rejected`:
+ * a denied attempt is exactly what an audit trail is for.
+ */
+import type { Request, RequestHandler, Response } from 'express';
+import type { AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import { reqIdOf } from './request-context.js';
+
+/** `METHOD route-template` → action name and the kind of resource it acts on. */
+const ACTIONS: Record<string, [action: string, resourceType: AuditResourceType | null]> = {
+  'POST /api/v1/auth/universal-auth/login': ['auth.login', 'identity'],
+  'POST /api/v1/auth/token/renew': ['auth.renew', 'identity'],
+
+  'POST /api/v1/kms/keys': ['kms.key.create', 'key'],
+  'GET /api/v1/kms/keys': ['kms.key.list', 'key'],
+  'GET /api/v1/kms/keys/key-name/:keyName': ['kms.key.read', 'key'],
+  'GET /api/v1/kms/keys/:keyId': ['kms.key.read', 'key'],
+  'PATCH /api/v1/kms/keys/:keyId': ['kms.key.update', 'key'],
+  'DELETE /api/v1/kms/keys/:keyId': ['kms.key.delete', 'key'],
+  'POST /api/v1/kms/keys/:keyId/rotate': ['kms.key.rotate', 'key'],
+  'POST /api/v1/kms/keys/:keyId/encrypt': ['kms.key.encrypt', 'key'],
+  'POST /api/v1/kms/keys/:keyId/decrypt': ['kms.key.decrypt', 'key'],
+  'POST /api/v1/kms/keys/:keyId/sign': ['kms.key.sign', 'key'],
+  'POST /api/v1/kms/keys/:keyId/verify': ['kms.key.verify', 'key'],
+  'GET /api/v1/kms/keys/:keyId/public-key': ['kms.key.read-public-key', 'key'],
+  'GET /api/v1/kms/keys/:keyId/signing-algorithms': ['kms.key.read-signing-algorithms', 'key'],
+
+  'POST /api/v1/identities/': ['identity.create', 'identity'],
+  'GET /api/v1/identities/': ['identity.list', 'identity'],
+  'GET /api/v1/identities/:identityId': ['identity.read', 'identity'],
+  'DELETE /api/v1/identities/:identityId': ['identity.delete', 'identity'],
+  'POST /api/v1/identities/:identityId/client-secrets': ['identity.client-secret.create', 'identity'],
+  'GET /api/v1/identities/:identityId/client-secrets': ['identity.client-secret.list', 'identity'],
+  'DELETE /api/v1/identities/:identityId/client-secrets/:clientSecretId': ['identity.client-secret.delete', 'identity'],
+
+  'POST /api/v3/pki/certificates/sign-certificate': ['pki.certificate.issue', 'certificate'],
+  'POST /api/v1/cert-manager/ca/internal': ['pki.ca.create', 'ca'],
+  'GET /api/v1/cert-manager/ca/internal': ['pki.ca.list', 'ca'],
+  'GET /api/v1/cert-manager/ca/internal/:caId': ['pki.ca.read', 'ca'],
+  'PATCH /api/v1/cert-manager/ca/internal/:caId': ['pki.ca.update', 'ca'],
+  'GET /api/v1/cert-manager/ca/internal/:caId/certificate': ['pki.ca.read-certificate', 'ca'],
+  'GET /api/v1/cert-manager/ca/internal/:caId/csr': ['pki.ca.read-csr', 'ca'],
+  'POST /api/v1/cert-manager/ca/internal/:caId/import-certificate': ['pki.ca.import-certificate', 'ca'],
+  'POST /api/v1/cert-manager/certificate-profiles': ['pki.profile.create', 'profile'],
+  'GET /api/v1/cert-manager/certificate-profiles': ['pki.profile.list', 'profile'],
+  'GET /api/v1/cert-manager/certificate-profiles/:profileId': ['pki.profile.read', 'profile'],
+  'PATCH /api/v1/cert-manager/certificate-profiles/:profileId': ['pki.profile.update', 'profile'],
+  'DELETE /api/v1/cert-manager/certificate-profiles/:profileId': ['pki.profile.delete', 'profile'],
+  'GET /api/v1/cert-manager/certificates': ['pki.certificate.list', 'certificate'],
+  'GET /api/v1/cert-manager/certificates/:certificateId': ['pki.certificate.read', 'certificate'],
+  'GET /api/v1/cert-manager/certificates/:certificateId/certificate': ['pki.certificate.read-body', 'certificate'],
+  'POST /api/v1/cert-manager/certificates/:certificateId/revoke': ['pki.certificate.revoke', 'certificate'],
+
+  'GET /api/v1/audit-logs/': ['audit.list', 'audit'],
+};
+
+/** The path parameter that names the resource, by resource type. */
+const ID_PARAM: Record<AuditResourceType, string> = {
+  key: 'keyId',
+  ca: 'caId',
+  profile: 'profileId',
+  certificate: 'certificateId',
+  identity: 'identityId',
+  audit: '',
+};
+
+/** Route families whose requests are audited even when they are refused before a route. */
+const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs'];
+
+export function outcomeOf(statusCode: number): AuditOutcome {
+  if (statusCode < 400) return 'success';
+  if (statusCode === 401 || statusCode === 403 || statusCode === 429) return 'denied';
+  return 'failure';
+}
+
+function resourceIdOf(req: Request, res: Response, resourceType: AuditResourceType | null): string | null {
+  const given = res.locals.auditResourceId as string | undefined;
+  if (given) return given;
+  if (!resourceType) return null;
+  const params = (res.locals.input as { params?: Record<string, string> } | undefined)?.params ?? (req.params as Record<string, string>);
+  return params[ID_PARAM[resourceType]] ?? null;
+}
+
+export function auditTrail(audit: Pick<AuditService, 'record'>): RequestHandler {
+  return (req, res, next) => {
+    const path = req.path;
+    if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix))) return next();
+    res.once('close', () => {
+      const route = res.locals.route as string | undefined;
+      const [action, resourceType] = (route && ACTIONS[`${req.method} ${route}`]) || ['http.rejected', null];
+      const principal = res.locals.principal as { identityId: string } | undefined;
+      audit.record({
+        reqId: reqIdOf(res),
+        identityId: principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null,
+        action,
+        resourceType,
+        resourceId: resourceIdOf(req, res, resourceType),
+        outcome: outcomeOf(res.statusCode),
+        statusCode: res.statusCode,
+        clientAddress: req.socket.remoteAddress ?? null,
+      });
+    });
+    next();
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * Request metrics, taken when each response is done: the duration histogram by method, route
+ * template and status, and the KMS and certificate counters by outcome. A request that never
+ * reached a route is labelled by its route family (`/api/v1/kms/*`) or `unmatched`, never by
+ * its raw path, so label values stay a fixed set whatever clients send.
+ */
+import type { RequestHandler } from 'express';
+import { certificatesIssued, httpRequestDuration, kmsOperations } from '../metrics.js';
+
+const KMS_OPERATION_ROUTES: Record<string, string> = {
+  '/api/v1/kms/keys/:keyId/encrypt': 'encrypt',
+  '/api/v1/kms/keys/:keyId/decrypt': 'decrypt',
+  '/api/v1/kms/keys/:keyId/sign': 'sign',
+  '/api/v1/kms/keys/:keyId/verify': 'verify',
+};
+const SIGN_CERTIFICATE_ROUTE = '/api/v3/pki/certificates/sign-certificate';
+
+const FAMILIES = ['/api/v1/auth', '/api/v1/kms', '/api/v1/identities', '/api/v3/pki', '/api/v1/cert-manager', '/api/v1/audit-logs', '/pki'];
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+function outcomeOf(statusCode: number): string {
+  if (statusCode < 400) return 'success';
+  if (statusCode === 503) return 'unavailable';
+  return statusCode < 500 ? 'rejected' : 'error';
+}
+
+function familyOf(path: string): string {
+  const family = FAMILIES.find((prefix) => path === prefix || path.startsWith(`${prefix}/`));
+  return family ? `${family}/*` : 'unmatched';
+}
+
+export const observeRequests: RequestHandler = (req, res, next) => {
+  const started = process.hrtime.bigint();
+  res.once('close', () => {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const route = (res.locals.route as string | undefined) ?? familyOf(req.path);
+    const method = KNOWN_METHODS.has(req.method) ? req.method : 'OTHER';
+    httpRequestDuration.observe({ method, route, status_code: String(res.statusCode) }, seconds);
+    const kmsOperation = KMS_OPERATION_ROUTES[route];
+    if (kmsOperation) kmsOperations.inc({ operation: kmsOperation, outcome: outcomeOf(res.statusCode) });
+    else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc({ outcome: outcomeOf(res.statusCode) });
+  });
+  next();
+};

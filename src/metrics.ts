@@ -1,0 +1,117 @@
+/**
+ * Every Prometheus metric of the service, on one private registry (never prom-client's global
+ * one, so nothing a dependency registers leaks into /metrics).
+ *
+ * Label values come from fixed sets only: route templates (never raw paths), PKCS#11 function
+ * and mechanism names, CKR names, outcomes. A key id or a path in a label would grow the series
+ * without bound.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry });
+// These three gauges break Prometheus naming (a `_total` suffix means a counter), which
+// `promtool check metrics` rejects; each is the sum of its per-type sibling that stays.
+for (const misnamed of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(misnamed);
+
+const PREFIX = 'hsm_signer_';
+
+export const httpRequestDuration = new Histogram({
+  name: `${PREFIX}http_request_duration_seconds`,
+  help: 'HTTP requests by method, route template and status code.',
+  labelNames: ['method', 'route', 'status_code'] as const,
+  buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [registry],
+});
+
+export const pkcs11OperationDuration = new Histogram({
+  name: `${PREFIX}pkcs11_operation_duration_seconds`,
+  help: 'Token operations (session lease to result) by operation and mechanism.',
+  labelNames: ['operation', 'mechanism'] as const,
+  buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+  registers: [registry],
+});
+
+export const tokenErrors = new Counter({
+  name: `${PREFIX}pkcs11_errors_total`,
+  help: 'Token calls that failed, by CKR code name (POOL_TIMEOUT, OPERATION_TIMEOUT and POOL_DOWN are the pool\'s own).',
+  labelNames: ['ckr'] as const,
+  registers: [registry],
+});
+
+export const kmsOperations = new Counter({
+  name: `${PREFIX}kms_operations_total`,
+  help: 'KMS encrypt, decrypt, sign and verify requests by outcome.',
+  labelNames: ['operation', 'outcome'] as const,
+  registers: [registry],
+});
+
+export const certificatesIssued = new Counter({
+  name: `${PREFIX}certificates_issued_total`,
+  help: 'sign-certificate requests by outcome.',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+export const rateLimited = new Counter({
+  name: `${PREFIX}rate_limited_total`,
+  help: 'Requests refused with 429, by reason.',
+  labelNames: ['reason'] as const,
+  registers: [registry],
+});
+
+export const auditRecordFailures = new Counter({
+  name: `${PREFIX}audit_record_failures_total`,
+  help: 'Audit events that could not be written to the store.',
+  registers: [registry],
+});
+
+/** What the pool gauges read when scraped; set by the composition root. */
+export interface PoolGaugeSource {
+  stats: { size: number; busy: number; idle: number; waiting: number; stuck: number; state: 'up' | 'down' | 'closed' };
+}
+let poolSource: PoolGaugeSource | undefined;
+export function observePool(source: PoolGaugeSource | undefined): void {
+  poolSource = source;
+}
+
+new Gauge({
+  name: `${PREFIX}pkcs11_sessions`,
+  help: 'Sessions the pool is configured to hold.',
+  registers: [registry],
+  collect() {
+    this.set(poolSource?.stats.size ?? 0);
+  },
+});
+new Gauge({
+  name: `${PREFIX}pkcs11_sessions_busy`,
+  help: 'Sessions leased to a request right now.',
+  registers: [registry],
+  collect() {
+    this.set(poolSource ? poolSource.stats.busy : 0);
+  },
+});
+new Gauge({
+  name: `${PREFIX}pkcs11_sessions_stuck`,
+  help: 'Sessions whose call outlived its request and are never used again; closed when the call returns.',
+  registers: [registry],
+  collect() {
+    this.set(poolSource?.stats.stuck ?? 0);
+  },
+});
+new Gauge({
+  name: `${PREFIX}pkcs11_session_waiters`,
+  help: 'Requests waiting for a free session.',
+  registers: [registry],
+  collect() {
+    this.set(poolSource?.stats.waiting ?? 0);
+  },
+});
+new Gauge({
+  name: `${PREFIX}token_up`,
+  help: '1 while the token answers, 0 while the pool is down and reconnecting.',
+  registers: [registry],
+  collect() {
+    this.set(poolSource?.stats.state === 'up' ? 1 : 0);
+  },
+});

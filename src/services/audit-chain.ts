@@ -1,0 +1,255 @@
+/**
+ * The audit trail's hash chain, shared by the service that appends to it and the verifier
+ * that checks it (scripts/verify-audit.ts); nothing here touches a database or the token.
+ *
+ * Invariant: event `seq` (1, 2, 3, ... with no gaps) carries `prevHash`, the hash of event
+ * `seq - 1` (64 zeros for event 1), and `hash`, the SHA-256 of a canonical encoding of every
+ * field including `seq` and `prevHash`. Editing any field, removing an event or moving one
+ * breaks either an event's own hash or the next event's link. An attacker who rewrites the
+ * chain from some point on and recomputes every hash after it is caught by the checkpoints:
+ * the head's (seq, hash) signed by the audit key in the token, which no one outside the
+ * token can forge. What no chain can catch: events cut from the end after the last checkpoint
+ * (or together with the checkpoints that name them), and well-formed events appended after it,
+ * since the hashes are not keyed.
+ */
+import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import type { AuditCheckpointRecord, AuditEventRecord } from '../store/audit-store.js';
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** Domain separation: an event hash can never be mistaken for the hash of anything else. */
+const EVENT_FORMAT = 'hsm-signer audit event v1';
+
+/** What the checkpoint signature is made with: ECDSA on P-256 over SHA-256, DER-encoded. */
+export const CHECKPOINT_ALGORITHM = 'ECDSA_SHA_256';
+
+export type ChainedEvent = Omit<AuditEventRecord, 'hash'>;
+
+/**
+ * SHA-256 (hex) of a JSON array in a fixed field order: JSON quotes and escapes every string
+ * and writes null as null, so no two different events encode to the same bytes.
+ */
+export function eventHash(event: ChainedEvent): string {
+  const fields = [
+    EVENT_FORMAT,
+    event.seq,
+    event.id,
+    event.time,
+    event.reqId,
+    event.identityId,
+    event.action,
+    event.resourceType,
+    event.resourceId,
+    event.outcome,
+    event.statusCode,
+    event.clientAddress,
+    event.prevHash,
+  ];
+  return createHash('sha256').update(JSON.stringify(fields), 'utf8').digest('hex');
+}
+
+/** The exact bytes a checkpoint signature covers (ASCII, no trailing newline). */
+export function checkpointMessage(seq: number, headHash: string, signedAt: string): Buffer {
+  return Buffer.from(`hsm-signer audit checkpoint\n${seq}\n${headHash}\n${signedAt}`, 'utf8');
+}
+
+export type AuditChainProblemKind =
+  /** An event's fields (or its stored hash) no longer match its hash, or its hash was recomputed. */
+  | 'edited'
+  /** Events are missing from the middle or the start of the chain. */
+  | 'removed'
+  /** An event sits at a seq other than the one it was appended at. */
+  | 'reordered'
+  /** Events a signed checkpoint names are missing from the end. */
+  | 'truncated'
+  /** The chain links, but differs from what a checkpoint signed: it was rewritten and rehashed. */
+  | 'rewritten'
+  /** A checkpoint whose signature does not verify with the audit key. */
+  | 'forged-checkpoint';
+
+export interface AuditChainProblem {
+  kind: AuditChainProblemKind;
+  /** The first seq that is wrong (for removed and truncated: the first one missing). */
+  seq: number;
+  /** The event now at `seq`, when there is one. */
+  id: string | null;
+  time: string | null;
+  detail: string;
+}
+
+export type AuditChainReport =
+  | { ok: true; events: number; checkpoints: number; lastSignedSeq: number | null; lastSignedAt: string | null; head: { seq: number; hash: string } }
+  | { ok: false; problem: AuditChainProblem };
+
+export interface AuditChainSource {
+  /** Every event in seq order; called again (once) to explain a problem. */
+  events(): Iterable<AuditEventRecord>;
+  checkpoints(): AuditCheckpointRecord[];
+  /** DER SubjectPublicKeyInfo of the audit key, as the service stored it. */
+  publicKey(): Buffer | undefined;
+}
+
+export interface VerifyOptions {
+  /**
+   * The audit public key as kept outside the database. Without it, the key stored beside the
+   * events is trusted, and someone who can rewrite the database can replace it too.
+   */
+  trustedPublicKey?: KeyObject;
+}
+
+function checkpointSignatureValid(checkpoint: AuditCheckpointRecord, key: KeyObject | undefined): boolean {
+  if (!key || checkpoint.algorithm !== CHECKPOINT_ALGORITHM) return false;
+  try {
+    return verify('sha256', checkpointMessage(checkpoint.seq, checkpoint.headHash, checkpoint.signedAt), key, checkpoint.signature);
+  } catch {
+    return false;
+  }
+}
+
+function problem(kind: AuditChainProblemKind, seq: number, event: AuditEventRecord | undefined, detail: string): AuditChainReport {
+  return { ok: false, problem: { kind, seq, id: event?.id ?? null, time: event?.time ?? null, detail } };
+}
+
+/**
+ * Walks the chain in seq order and reports the first problem: each event's hash and link, and
+ * at each checkpoint's seq its signature and the hash it signed. The classification of a broken
+ * event (edited, removed, reordered) is what the evidence points to, not proof of intent.
+ */
+export function verifyAuditChain(source: AuditChainSource, options: VerifyOptions = {}): AuditChainReport {
+  const checkpoints = [...source.checkpoints()].sort((a, b) => a.seq - b.seq);
+  let key: KeyObject | undefined = options.trustedPublicKey;
+  const stored = source.publicKey();
+  if (stored) {
+    try {
+      const storedKey = createPublicKey({ key: stored, format: 'der', type: 'spki' });
+      if (key && !storedKey.equals(key)) {
+        return problem('forged-checkpoint', checkpoints[0]?.seq ?? 1, undefined, 'the audit public key in the database is not the trusted one given: checkpoints may have been re-signed with another key');
+      }
+      key ??= storedKey;
+    } catch {
+      if (!key) return problem('forged-checkpoint', checkpoints[0]?.seq ?? 1, undefined, 'the audit public key stored in the database cannot be read');
+    }
+  }
+
+  let previous: AuditEventRecord | undefined;
+  let checkpointIndex = 0;
+  let lastMatchedCheckpointSeq = 0;
+  let count = 0;
+  for (const event of source.events()) {
+    const expectedSeq = (previous?.seq ?? 0) + 1;
+    if (event.seq !== expectedSeq) {
+      const missing = event.seq - 1 === expectedSeq ? `event ${expectedSeq} is missing` : `events ${expectedSeq}–${event.seq - 1} are missing`;
+      return problem('removed', expectedSeq, undefined, `${missing} (the next event present is seq ${event.seq}, id ${event.id}, time ${event.time})`);
+    }
+    const broken = checkEvent(source, event, previous);
+    if (broken) return broken;
+    // The hashes link: a time going backwards means the chain was rebuilt with events moved
+    // (the service never writes a time earlier than the one before).
+    if (previous && event.time < previous.time) {
+      return problem('reordered', event.seq, event, `its time goes backwards from seq ${previous.seq} (${previous.time}) although the hashes link: the chain was rehashed after events were moved`);
+    }
+    for (; checkpointIndex < checkpoints.length && checkpoints[checkpointIndex]!.seq <= event.seq; checkpointIndex++) {
+      const checkpoint = checkpoints[checkpointIndex]!;
+      if (!checkpointSignatureValid(checkpoint, key)) {
+        return problem('forged-checkpoint', checkpoint.seq, event, `the checkpoint at seq ${checkpoint.seq} signed at ${checkpoint.signedAt} does not verify with the audit key`);
+      }
+      if (checkpoint.headHash !== event.hash) {
+        const from = lastMatchedCheckpointSeq + 1;
+        const where = from === checkpoint.seq ? `event ${from} was edited` : `an event in seq ${from}–${checkpoint.seq} was edited, removed or reordered`;
+        return problem(from === checkpoint.seq ? 'edited' : 'rewritten', from, from === checkpoint.seq ? event : undefined, `${where} and the chain rehashed: seq ${checkpoint.seq}'s hash is not the one signed at ${checkpoint.signedAt}`);
+      }
+      lastMatchedCheckpointSeq = checkpoint.seq;
+    }
+    previous = event;
+    count++;
+  }
+
+  const beyond = checkpoints.slice(checkpointIndex);
+  for (const checkpoint of beyond) {
+    if (!checkpointSignatureValid(checkpoint, key)) {
+      return problem('forged-checkpoint', checkpoint.seq, undefined, `the checkpoint at seq ${checkpoint.seq} signed at ${checkpoint.signedAt} does not verify with the audit key`);
+    }
+  }
+  const furthest = beyond.at(-1);
+  if (furthest) {
+    const first = count + 1;
+    const range = first === furthest.seq ? `event ${first} is missing` : `events ${first}–${furthest.seq} are missing`;
+    return problem('truncated', first, undefined, `${range}: the checkpoint signed at ${furthest.signedAt} names seq ${furthest.seq}, the last event present is seq ${count}`);
+  }
+  const lastCheckpoint = checkpoints.at(-1);
+  return {
+    ok: true,
+    events: count,
+    checkpoints: checkpoints.length,
+    lastSignedSeq: lastCheckpoint?.seq ?? null,
+    lastSignedAt: lastCheckpoint?.signedAt ?? null,
+    head: { seq: previous?.seq ?? 0, hash: previous?.hash ?? GENESIS_HASH },
+  };
+}
+
+/** The problem with `event`, whose seq follows `previous`'s, or undefined when it links. */
+function checkEvent(source: AuditChainSource, event: AuditEventRecord, previous: AuditEventRecord | undefined): AuditChainReport | undefined {
+  const expectedPrev = previous?.hash ?? GENESIS_HASH;
+  const intact = eventHash(event) === event.hash;
+  const linked = event.prevHash === expectedPrev;
+  if (intact && linked) return undefined;
+
+  const index = indexEvents(source);
+  if (intact) {
+    // The event is self-consistent yet names another predecessor: its own hash was recomputed
+    // after it was moved, or the event before it was edited and rehashed (the usual case).
+    const linkedTo = index.seqsOfHash.get(event.prevHash)?.find((seq) => seq !== previous?.seq);
+    if (linkedTo !== undefined) {
+      return problem('reordered', event.seq, event, `its prev_hash is the hash of seq ${linkedTo}, not of seq ${event.seq - 1}`);
+    }
+    if (!previous) return problem('edited', event.seq, event, `its prev_hash is not the genesis hash and its hash was recomputed`);
+    return problem('edited', previous.seq, previous, `its hash was recomputed after an edit: event ${event.seq}'s prev_hash does not match it`);
+  }
+  if (linked) return problem('edited', event.seq, event, `its stored hash does not match its fields`);
+
+  // Neither its own hash nor its link holds: find the seq these fields were hashed at.
+  const original = originalSeq(event, index.maxSeq);
+  if (original === undefined) return problem('edited', event.seq, event, `its fields and prev_hash do not match its stored hash`);
+  if (original > event.seq && !index.seqsOfHash.has(event.prevHash)) {
+    return problem('removed', event.seq, event, `this is event ${original}, renumbered to ${event.seq}: the event(s) before it were removed`);
+  }
+  return problem('reordered', event.seq, event, `this is event ${original}, moved to seq ${event.seq}`);
+}
+
+interface EventIndex {
+  seqsOfHash: Map<string, number[]>;
+  maxSeq: number;
+}
+
+function indexEvents(source: AuditChainSource): EventIndex {
+  const seqsOfHash = new Map<string, number[]>();
+  let maxSeq = 0;
+  for (const event of source.events()) {
+    const seqs = seqsOfHash.get(event.hash);
+    if (seqs) seqs.push(event.seq);
+    else seqsOfHash.set(event.hash, [event.seq]);
+    maxSeq = Math.max(maxSeq, event.seq);
+  }
+  for (const checkpoint of source.checkpoints()) maxSeq = Math.max(maxSeq, checkpoint.seq);
+  return { seqsOfHash, maxSeq };
+}
+
+/** The seq at which these exact fields hash to the stored hash (one pass over 1..maxSeq at most). */
+function originalSeq(event: AuditEventRecord, maxSeq: number): number | undefined {
+  const hashesAt = (seq: number) => eventHash({ ...event, seq }) === event.hash;
+  for (const guess of [event.seq + 1, event.seq - 1]) if (guess >= 1 && hashesAt(guess)) return guess;
+  // Past the highest seq seen too: rows renumbered down after a removal come from above it.
+  for (let seq = 1; seq <= maxSeq + 1; seq++) if (seq !== event.seq && hashesAt(seq)) return seq;
+  return undefined;
+}
+
+/** One line for people: the summary of an intact chain or the first problem. */
+export function formatAuditReport(report: AuditChainReport): string {
+  if (report.ok) {
+    const signed = report.lastSignedSeq === null ? 'none signed yet' : `last signed at seq ${report.lastSignedSeq} (${report.lastSignedAt})`;
+    return `audit chain intact: ${report.events} events, ${report.checkpoints} signed checkpoints, ${signed}`;
+  }
+  const { kind, seq, id, time, detail } = report.problem;
+  const event = id ? ` (id ${id}, time ${time})` : '';
+  return `audit chain broken at seq ${seq}${event}: ${kind}: ${detail}`;
+}

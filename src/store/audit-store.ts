@@ -1,0 +1,215 @@
+/**
+ * The audit trail: events (a hash chain, see services/audit-chain.ts), the signed checkpoints
+ * of its head, and the audit key's settings. Appends are synchronous: the service records on
+ * a response's 'finish', where there is nobody left to await a promise, and one prepared
+ * INSERT costs microseconds. Nothing here ever updates or deletes an event.
+ */
+import type { Db } from './database.js';
+
+export interface AuditEventRecord {
+  seq: number;
+  id: string;
+  /** ISO 8601 with milliseconds, UTC; never earlier than the previous event's. */
+  time: string;
+  reqId: string;
+  identityId: string | null;
+  action: string;
+  resourceType: string | null;
+  resourceId: string | null;
+  outcome: string;
+  statusCode: number;
+  clientAddress: string | null;
+  /** Hex SHA-256 of the previous event (64 zeros for seq 1). */
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditCheckpointRecord {
+  /** The seq of the head event signed. */
+  seq: number;
+  headHash: string;
+  signedAt: string;
+  algorithm: string;
+  /** DER ECDSA signature over services/audit-chain.ts checkpointMessage. */
+  signature: Buffer;
+}
+
+export interface AuditKeySettings {
+  /** CKA_ID of the audit key pair in the token. */
+  objectId: Buffer;
+  /** DER SubjectPublicKeyInfo. */
+  publicKey: Buffer;
+}
+
+export interface AuditListQuery {
+  offset: number;
+  limit: number;
+  orderDirection: 'asc' | 'desc';
+  /** Inclusive, ISO 8601 UTC with milliseconds (the form events are stored in). */
+  startTime?: string | undefined;
+  /** Exclusive, same form. */
+  endTime?: string | undefined;
+  identityId?: string | undefined;
+  resourceType?: string | undefined;
+  resourceId?: string | undefined;
+  action?: string | undefined;
+  outcome?: string | undefined;
+}
+
+export interface AuditStore {
+  append(event: AuditEventRecord): void;
+  /** The last event, or undefined for an empty chain. */
+  head(): AuditEventRecord | undefined;
+  insertCheckpoint(checkpoint: AuditCheckpointRecord): void;
+  lastCheckpoint(): AuditCheckpointRecord | undefined;
+  list(query: AuditListQuery): Promise<{ events: AuditEventRecord[]; totalCount: number }>;
+  auditKey(): AuditKeySettings | undefined;
+  /** Written once, after the key exists in the token. */
+  saveAuditKey(key: AuditKeySettings): void;
+}
+
+interface EventRow {
+  seq: number;
+  id: string;
+  time: string;
+  req_id: string;
+  identity_id: string | null;
+  action: string;
+  resource_type: string | null;
+  resource_id: string | null;
+  outcome: string;
+  status_code: number;
+  client_address: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+interface CheckpointRow {
+  seq: number;
+  head_hash: string;
+  signed_at: string;
+  algorithm: string;
+  signature: Buffer;
+}
+
+const toEvent = (row: EventRow): AuditEventRecord => ({
+  seq: row.seq,
+  id: row.id,
+  time: row.time,
+  reqId: row.req_id,
+  identityId: row.identity_id,
+  action: row.action,
+  resourceType: row.resource_type,
+  resourceId: row.resource_id,
+  outcome: row.outcome,
+  statusCode: row.status_code,
+  clientAddress: row.client_address,
+  prevHash: row.prev_hash,
+  hash: row.hash,
+});
+
+const toCheckpoint = (row: CheckpointRow): AuditCheckpointRecord => ({
+  seq: row.seq,
+  headHash: row.head_hash,
+  signedAt: row.signed_at,
+  algorithm: row.algorithm,
+  signature: row.signature,
+});
+
+const KEY_OBJECT_ID = 'auditKeyObjectId';
+const PUBLIC_KEY = 'auditPublicKey';
+
+const FILTERS: Array<[keyof AuditListQuery, string]> = [
+  ['startTime', 'time >= @startTime'],
+  ['endTime', 'time < @endTime'],
+  ['identityId', 'identity_id = @identityId'],
+  ['resourceType', 'resource_type = @resourceType'],
+  ['resourceId', 'resource_id = @resourceId'],
+  ['action', 'action = @action'],
+  ['outcome', 'outcome = @outcome'],
+];
+
+function readSettings(db: Db): AuditKeySettings | undefined {
+  const rows = db.prepare<[string, string], { name: string; value: string }>('SELECT name, value FROM settings WHERE name IN (?, ?)').all(KEY_OBJECT_ID, PUBLIC_KEY);
+  const value = (name: string) => rows.find((row) => row.name === name)?.value;
+  const objectId = value(KEY_OBJECT_ID);
+  const publicKey = value(PUBLIC_KEY);
+  return objectId && publicKey ? { objectId: Buffer.from(objectId, 'hex'), publicKey: Buffer.from(publicKey, 'base64') } : undefined;
+}
+
+export function createSqliteAuditStore(db: Db): AuditStore {
+  const statements = {
+    append: db.prepare(
+      `INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash)
+       VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
+    ),
+    head: db.prepare<[], EventRow>(`SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1`),
+    insertCheckpoint: db.prepare(
+      `INSERT INTO audit_checkpoints (seq, head_hash, signed_at, algorithm, signature) VALUES (@seq, @headHash, @signedAt, @algorithm, @signature)`,
+    ),
+    lastCheckpoint: db.prepare<[], CheckpointRow>(`SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`),
+    saveSetting: db.prepare(`INSERT INTO settings (name, value) VALUES (?, ?)`),
+  };
+
+  return {
+    append(event) {
+      statements.append.run(event);
+    },
+    head() {
+      const row = statements.head.get();
+      return row && toEvent(row);
+    },
+    insertCheckpoint(checkpoint) {
+      statements.insertCheckpoint.run(checkpoint);
+    },
+    lastCheckpoint() {
+      const row = statements.lastCheckpoint.get();
+      return row && toCheckpoint(row);
+    },
+    async list(query) {
+      const where: string[] = [];
+      const params: Record<string, unknown> = { limit: query.limit, offset: query.offset };
+      for (const [field, clause] of FILTERS) {
+        if (query[field] === undefined) continue;
+        where.push(clause);
+        params[field] = query[field];
+      }
+      const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+      // seq order is time order (times never go backwards), and seq is the primary key.
+      const direction = query.orderDirection === 'asc' ? 'ASC' : 'DESC';
+      const rows = db.prepare<Record<string, unknown>, EventRow>(`SELECT * FROM audit_events ${clause} ORDER BY seq ${direction} LIMIT @limit OFFSET @offset`).all(params);
+      const { count } = db.prepare<Record<string, unknown>, { count: number }>(`SELECT COUNT(*) AS count FROM audit_events ${clause}`).get(params)!;
+      return { events: rows.map(toEvent), totalCount: count };
+    },
+    auditKey() {
+      return readSettings(db);
+    },
+    saveAuditKey(key) {
+      db.transaction(() => {
+        statements.saveSetting.run(KEY_OBJECT_ID, key.objectId.toString('hex'));
+        statements.saveSetting.run(PUBLIC_KEY, key.publicKey.toString('base64'));
+      })();
+    },
+  };
+}
+
+/**
+ * The chain as the verifier reads it, from a handle that may be read-only: it prepares only
+ * SELECTs and streams events rather than loading them all.
+ */
+export function readAuditChain(db: Db): {
+  events(): Iterable<AuditEventRecord>;
+  checkpoints(): AuditCheckpointRecord[];
+  publicKey(): Buffer | undefined;
+} {
+  const eventsSql = `SELECT * FROM audit_events ORDER BY seq`;
+  const checkpoints = db.prepare<[], CheckpointRow>(`SELECT * FROM audit_checkpoints ORDER BY seq`);
+  return {
+    *events() {
+      // A statement of its own per pass: the verifier reads again while a first pass is open.
+      for (const row of db.prepare<[], EventRow>(eventsSql).iterate()) yield toEvent(row);
+    },
+    checkpoints: () => checkpoints.all().map(toCheckpoint),
+    publicKey: () => readSettings(db)?.publicKey,
+  };
+}

@@ -1,0 +1,462 @@
+/**
+ * The audit hash chain and its verifier, on a temporary SQLite file with a software stand-in
+ * for the token: an intact chain verifies, and each way of tampering with the rows (edit,
+ * removal, truncation, reordering, edit-and-rehash, forged checkpoints) is caught and named
+ * at the right seq. Also the service's promises: recording never throws, signing failures
+ * only delay the next checkpoint, only admins read the trail.
+ */
+import { createPublicKey, generateKeyPairSync, randomBytes, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { HashName, KeySpec, SignatureScheme } from '../../../src/algorithms.js';
+import type { Token } from '../../../src/pkcs11/token.js';
+import { eventHash, formatAuditReport, GENESIS_HASH, verifyAuditChain, type AuditChainReport } from '../../../src/services/audit-chain.js';
+import { createAuditService, type AuditEventInput, type AuditService } from '../../../src/services/audit-service.js';
+import type { Principal } from '../../../src/services/permissions.js';
+import { readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
+import { openDatabase, type Db } from '../../../src/store/database.js';
+import { createLogger } from '../../../src/logger.js';
+
+// --- A software token: CKM_ECDSA on P-256 signs a digest as given and returns raw r || s. ---
+// Node's crypto.sign always hashes its input, so the digest is signed here with plain BigInt
+// arithmetic (test-only, not constant time).
+
+const P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffffn;
+const N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+const G: Point = [0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296n, 0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5n];
+type Point = [bigint, bigint] | null;
+
+const mod = (a: bigint, m: bigint) => ((a % m) + m) % m;
+function inverse(a: bigint, m: bigint): bigint {
+  let [r0, r1, s0, s1] = [mod(a, m), m, 1n, 0n];
+  while (r1 !== 0n) {
+    const q = r0 / r1;
+    [r0, r1, s0, s1] = [r1, r0 - q * r1, s1, s0 - q * s1];
+  }
+  return mod(s0, m);
+}
+function add(a: Point, b: Point): Point {
+  if (!a) return b;
+  if (!b) return a;
+  if (a[0] === b[0] && mod(a[1] + b[1], P) === 0n) return null;
+  const slope = a[0] === b[0] ? mod((3n * a[0] * a[0] - 3n) * inverse(2n * a[1], P), P) : mod((b[1] - a[1]) * inverse(b[0] - a[0], P), P);
+  const x = mod(slope * slope - a[0] - b[0], P);
+  return [x, mod(slope * (a[0] - x) - a[1], P)];
+}
+function multiply(k: bigint, point: Point): Point {
+  let result: Point = null;
+  for (let addend = point; k > 0n; k >>= 1n, addend = add(addend, addend)) if (k & 1n) result = add(result, addend);
+  return result;
+}
+const toBigInt = (bytes: Buffer) => BigInt(`0x${bytes.toString('hex') || '0'}`);
+const toBytes = (value: bigint) => Buffer.from(value.toString(16).padStart(64, '0'), 'hex');
+
+function signDigestP256(privateKey: KeyObject, digest: Buffer): Buffer {
+  const d = toBigInt(Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url'));
+  const z = toBigInt(digest);
+  for (;;) {
+    const k = mod(toBigInt(randomBytes(40)), N - 1n) + 1n;
+    const r = mod(multiply(k, G)![0], N);
+    const s = mod(inverse(k, N) * (z + r * d), N);
+    if (r !== 0n && s !== 0n) return Buffer.concat([toBytes(r), toBytes(s)]);
+  }
+}
+
+interface FakeToken extends Pick<Token, 'generateKey' | 'signDigest'> {
+  generated: number;
+  /** Makes the next `n` signDigest calls fail as a token that is down would. */
+  failNext(n: number): void;
+}
+
+function fakeToken(): FakeToken {
+  const keys = new Map<string, KeyObject>();
+  let failures = 0;
+  return {
+    generated: 0,
+    failNext(n) {
+      failures = n;
+    },
+    async generateKey(id: Buffer, label: string, spec: KeySpec) {
+      expect(label.startsWith('hsm-signer:')).toBe(true);
+      expect(spec).toEqual({ kind: 'ec', curve: 'P-256' });
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      keys.set(id.toString('hex'), privateKey);
+      this.generated++;
+      return { publicKeySpki: publicKey.export({ type: 'spki', format: 'der' }) };
+    },
+    async signDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer) {
+      if (failures > 0) {
+        failures--;
+        throw new Error('CKR_DEVICE_REMOVED');
+      }
+      expect([scheme, hash, digest.length]).toEqual(['ecdsa', 'sha256', 32]);
+      const key = keys.get(id.toString('hex'));
+      if (!key) throw new Error('no such key');
+      return signDigestP256(key, digest);
+    },
+  };
+}
+
+// --- Fixtures ---
+
+const silent = createLogger('silent');
+const ADMIN: Principal = { identityId: 'a', name: 'admin', permissions: [{ projectId: '*', actions: ['*'] }] };
+
+let dir: string;
+let db: Db;
+let token: FakeToken;
+let audit: AuditService;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'hsm-signer-audit-'));
+  db = openDatabase(join(dir, 'test.db'));
+  token = fakeToken();
+  audit = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+  await audit.start();
+});
+
+afterEach(async () => {
+  vi.useRealTimers();
+  await audit.close();
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function event(i: number, overrides: Partial<AuditEventInput> = {}): AuditEventInput {
+  return {
+    reqId: `req-${i}`,
+    identityId: i % 3 === 0 ? null : `identity-${i % 2}`,
+    action: i % 2 ? 'kms.key.encrypt' : 'auth.login',
+    resourceType: i % 2 ? 'key' : 'identity',
+    resourceId: i % 2 ? `key-${i % 4}` : null,
+    outcome: i % 5 === 0 ? 'denied' : 'success',
+    statusCode: i % 5 === 0 ? 403 : 200,
+    clientAddress: '127.0.0.1',
+    ...overrides,
+  };
+}
+
+/** Records events 1..count, a millisecond apart, and signs the head after each seq in `signAt`. */
+async function recordEvents(count: number, signAt: number[] = [count]): Promise<void> {
+  vi.useFakeTimers({ toFake: ['Date'] });
+  vi.setSystemTime(new Date('2030-01-01T00:00:00.000Z'));
+  for (let i = 1; i <= count; i++) {
+    vi.setSystemTime(Date.now() + 1);
+    audit.record(event(i));
+    if (signAt.includes(i)) await audit.signHead();
+  }
+  vi.useRealTimers();
+}
+
+const verify = (options = {}): AuditChainReport => verifyAuditChain(readAuditChain(db), options);
+
+function expectProblem(kind: string, seq: number): string {
+  const report = verify();
+  expect(report.ok, formatAuditReport(report)).toBe(false);
+  if (report.ok) throw new Error('unreachable');
+  expect({ kind: report.problem.kind, seq: report.problem.seq }, formatAuditReport(report)).toEqual({ kind, seq });
+  return formatAuditReport(report);
+}
+
+const row = (seq: number) => readAll().find((e) => e.seq === seq)!;
+const readAll = (): AuditEventRecord[] => [...readAuditChain(db).events()];
+
+const COLUMNS: Array<[Exclude<keyof AuditEventRecord, 'seq'>, string]> = [
+  ['id', 'id'],
+  ['time', 'time'],
+  ['reqId', 'req_id'],
+  ['identityId', 'identity_id'],
+  ['action', 'action'],
+  ['resourceType', 'resource_type'],
+  ['resourceId', 'resource_id'],
+  ['outcome', 'outcome'],
+  ['statusCode', 'status_code'],
+  ['clientAddress', 'client_address'],
+  ['prevHash', 'prev_hash'],
+  ['hash', 'hash'],
+];
+
+/** Overwrites every column but seq of the row at `seq` (what swapping two rows amounts to). */
+function writeRow(seq: number, fields: Omit<AuditEventRecord, 'seq'>): void {
+  const sets = COLUMNS.map(([, column]) => `${column} = @${column}`).join(', ');
+  const params = Object.fromEntries(COLUMNS.map(([field, column]) => [column, fields[field]]));
+  db.prepare(`UPDATE audit_events SET ${sets} WHERE seq = @seq`).run({ ...params, seq });
+}
+
+/** What an attacker who knows the format does after an edit: recompute hashes from `from` on. */
+function rehashFrom(from: number): void {
+  const events = readAll();
+  let prevHash = events.find((e) => e.seq === from - 1)?.hash ?? GENESIS_HASH;
+  for (const e of events.filter((x) => x.seq >= from)) {
+    const hash = eventHash({ ...e, prevHash });
+    db.prepare('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?').run(prevHash, hash, e.seq);
+    prevHash = hash;
+  }
+}
+
+describe('the audit chain', () => {
+  it('links every event to the one before and verifies intact, naming the last checkpoint', async () => {
+    await recordEvents(10, [6, 10]);
+    const events = readAll();
+    expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(events[0]!.prevHash).toBe(GENESIS_HASH);
+    for (let i = 1; i < events.length; i++) expect(events[i]!.prevHash).toBe(events[i - 1]!.hash);
+    for (const e of events) expect(e.hash).toBe(eventHash(e));
+    expect(events[0]).toMatchObject({ reqId: 'req-1', action: 'kms.key.encrypt', resourceType: 'key', resourceId: 'key-1', outcome: 'success', statusCode: 200, clientAddress: '127.0.0.1' });
+    expect(events[0]!.time).toBe('2030-01-01T00:00:00.001Z');
+
+    const report = verify();
+    expect(report).toMatchObject({ ok: true, events: 10, checkpoints: 2, lastSignedSeq: 10 });
+    expect(formatAuditReport(report)).toMatch(/^audit chain intact: 10 events, 2 signed checkpoints, last signed at seq 10 \(\d{4}-.*Z\)$/);
+  });
+
+  it('signs only a head that moved, and the signature verifies with the public key in settings', async () => {
+    await recordEvents(3, [3]);
+    await audit.signHead();
+    await audit.signHead();
+    const checkpoints = readAuditChain(db).checkpoints();
+    expect(checkpoints).toHaveLength(1);
+    const publicKey = createPublicKey({ key: readAuditChain(db).publicKey()!, format: 'der', type: 'spki' });
+    const [checkpoint] = checkpoints;
+    const message = Buffer.from(`hsm-signer audit checkpoint\n3\n${row(3).hash}\n${checkpoint!.signedAt}`);
+    expect(verifySignature('sha256', message, publicKey, checkpoint!.signature)).toBe(true);
+    expect(checkpoint!.algorithm).toBe('ECDSA_SHA_256');
+  });
+
+  it('an empty chain is intact', () => {
+    expect(formatAuditReport(verify())).toBe('audit chain intact: 0 events, 0 signed checkpoints, none signed yet');
+  });
+
+  it('never writes a time earlier than the last one, so seq order is time order', () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2030-01-01T00:00:10.000Z'));
+    audit.record(event(1));
+    vi.setSystemTime(new Date('2030-01-01T00:00:05.000Z')); // the clock stepped back
+    audit.record(event(2));
+    expect(readAll().map((e) => e.time)).toEqual(['2030-01-01T00:00:10.000Z', '2030-01-01T00:00:10.000Z']);
+  });
+});
+
+describe('the verifier names the first tampered event', () => {
+  beforeEach(async () => {
+    await recordEvents(10, [6, 9, 10]);
+  });
+
+  it('a field edited in place', () => {
+    db.prepare(`UPDATE audit_events SET outcome = 'success', status_code = 200 WHERE seq = 5`).run();
+    expect(expectProblem('edited', 5)).toContain(`(id ${row(5).id}, time ${row(5).time})`);
+  });
+
+  it('a stored hash edited', () => {
+    db.prepare(`UPDATE audit_events SET hash = ? WHERE seq = 4`).run('f'.repeat(64));
+    expectProblem('edited', 4);
+  });
+
+  it('a middle event removed', () => {
+    db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
+    expect(expectProblem('removed', 5)).toContain('event 5 is missing (the next event present is seq 6');
+  });
+
+  it('several middle events removed', () => {
+    db.prepare('DELETE FROM audit_events WHERE seq BETWEEN 4 AND 6').run();
+    expect(expectProblem('removed', 4)).toContain('events 4–6 are missing');
+  });
+
+  it('the first event removed', () => {
+    db.prepare('DELETE FROM audit_events WHERE seq = 1').run();
+    expectProblem('removed', 1);
+  });
+
+  it('a middle event removed and the later ones renumbered to close the gap', () => {
+    db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
+    for (let seq = 6; seq <= 10; seq++) db.prepare('UPDATE audit_events SET seq = ? WHERE seq = ?').run(seq - 1, seq);
+    expect(expectProblem('removed', 5)).toContain('this is event 6, renumbered to 5');
+  });
+
+  it('the tail removed past a signed checkpoint', () => {
+    db.prepare('DELETE FROM audit_events WHERE seq >= 9').run();
+    expect(expectProblem('truncated', 9)).toMatch(/events 9–10 are missing: the checkpoint signed at .* names seq 10, the last event present is seq 8/);
+  });
+
+  it('every event removed while checkpoints remain', () => {
+    db.prepare('DELETE FROM audit_events').run();
+    expectProblem('truncated', 1);
+  });
+
+  it('two neighbouring events swapped', () => {
+    const [five, six] = [row(5), row(6)];
+    writeRow(5, six);
+    writeRow(6, five);
+    expect(expectProblem('reordered', 5)).toContain('this is event 6, moved to seq 5');
+  });
+
+  it('two distant events swapped', () => {
+    const [three, eight] = [row(3), row(8)];
+    writeRow(3, eight);
+    writeRow(8, three);
+    expect(expectProblem('reordered', 3)).toContain('this is event 8, moved to seq 3');
+  });
+
+  it("an event edited and its own hash recomputed: caught by the next event's link", () => {
+    const four = row(4);
+    const edited = { ...four, identityId: 'someone-else' };
+    writeRow(4, { ...edited, hash: eventHash(edited) });
+    expect(expectProblem('edited', 4)).toContain("event 5's prev_hash does not match it");
+  });
+
+  it('the last event edited and rehashed: caught by the checkpoint that signed it', () => {
+    const ten = row(10);
+    const edited = { ...ten, action: 'kms.key.decrypt' };
+    writeRow(10, { ...edited, hash: eventHash(edited) });
+    expect(expectProblem('edited', 10)).toContain("seq 10's hash is not the one signed at");
+  });
+
+  it('an edit with the rest of the chain rehashed: caught by the next checkpoint, naming the span', () => {
+    db.prepare(`UPDATE audit_events SET client_address = '10.0.0.1' WHERE seq = 8`).run();
+    rehashFrom(8);
+    expect(expectProblem('rewritten', 7)).toContain("an event in seq 7–9 was edited, removed or reordered and the chain rehashed: seq 9's hash is not the one signed");
+  });
+
+  it('events swapped with the chain rehashed: time going backwards gives them away', () => {
+    const [three, eight] = [row(3), row(8)];
+    writeRow(3, eight);
+    writeRow(8, three);
+    rehashFrom(3);
+    db.prepare('DELETE FROM audit_checkpoints').run();
+    expect(expectProblem('reordered', 4)).toContain('time goes backwards');
+  });
+
+  it('a checkpoint signature altered', () => {
+    const signature = db.prepare<[], { signature: Buffer }>('SELECT signature FROM audit_checkpoints WHERE seq = 6').get()!.signature;
+    signature[signature.length - 1]! ^= 1;
+    db.prepare('UPDATE audit_checkpoints SET signature = ? WHERE seq = 6').run(signature);
+    expect(expectProblem('forged-checkpoint', 6)).toContain('does not verify with the audit key');
+  });
+
+  it('a checkpoint moved to another head, or signed by another key', () => {
+    db.prepare('UPDATE audit_checkpoints SET seq = 7, head_hash = ? WHERE seq = 6').run(row(7).hash);
+    expectProblem('forged-checkpoint', 7);
+  });
+
+  it('a forged checkpoint past the end cannot pass as a truncation', () => {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const signedAt = new Date().toISOString();
+    const signature = sign('sha256', Buffer.from(`hsm-signer audit checkpoint\n12\n${'a'.repeat(64)}\n${signedAt}`), privateKey);
+    db.prepare('INSERT INTO audit_checkpoints (seq, head_hash, signed_at, algorithm, signature) VALUES (12, ?, ?, ?, ?)').run('a'.repeat(64), signedAt, 'ECDSA_SHA_256', signature);
+    expectProblem('forged-checkpoint', 12);
+  });
+
+  it('the stored public key replaced is caught when the trusted key is given', () => {
+    const original = createPublicKey({ key: readAuditChain(db).publicKey()!, format: 'der', type: 'spki' });
+    expect(verify({ trustedPublicKey: original }).ok).toBe(true);
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    db.prepare(`UPDATE settings SET value = ? WHERE name = 'auditPublicKey'`).run(publicKey.export({ type: 'spki', format: 'der' }).toString('base64'));
+    expectProblem('forged-checkpoint', 6); // the first checkpoint no longer verifies with the stored key
+    const report = verify({ trustedPublicKey: original });
+    expect(report.ok).toBe(false);
+    expect(formatAuditReport(report)).toContain('not the trusted one');
+  });
+});
+
+describe('the audit service', () => {
+  it('makes the audit key once, writes its settings after it exists, and keeps its id for the sweep', async () => {
+    expect(token.generated).toBe(1);
+    const [objectId] = audit.objectIds();
+    expect(objectId).toHaveLength(16);
+    const again = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+    await again.start();
+    expect(token.generated).toBe(1);
+    expect(again.objectIds()).toEqual([objectId]);
+    await again.close();
+
+    const failing = fakeToken();
+    failing.generateKey = async () => {
+      throw new Error('CKR_DEVICE_ERROR');
+    };
+    const otherDb = openDatabase(join(dir, 'other.db'));
+    const broken = createAuditService({ db: otherDb, token: failing, logger: silent, signIntervalMs: 3_600_000 });
+    await expect(broken.start()).rejects.toThrow('CKR_DEVICE_ERROR');
+    expect(otherDb.prepare(`SELECT COUNT(*) AS n FROM settings WHERE name LIKE 'audit%'`).get()).toEqual({ n: 0 });
+    expect(broken.objectIds()).toEqual([]);
+    otherDb.close();
+  });
+
+  it('never throws from record: a failed append is logged, counted and reported', () => {
+    const onRecordFailure = vi.fn();
+    const other = openDatabase(join(dir, 'other.db'));
+    const service = createAuditService({ db: other, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
+    other.close();
+    expect(() => service.record(event(1))).not.toThrow();
+    expect(service.recordFailures).toBe(1);
+    expect(onRecordFailure).toHaveBeenCalledOnce();
+  });
+
+  it('follows the stored head after a failed append, so the chain goes on', () => {
+    audit.record(event(1));
+    // Another writer got there first (or a row was restored): seq 2 is taken.
+    const first = row(1);
+    const intruder = { ...first, seq: 2, id: 'x', prevHash: first.hash };
+    db.prepare(
+      `INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash)
+       VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
+    ).run({ ...intruder, hash: eventHash(intruder) });
+    audit.record(event(2));
+    expect(audit.recordFailures).toBe(1);
+    audit.record(event(3));
+    expect(readAll().map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(verify().ok).toBe(true);
+  });
+
+  it('retries a checkpoint the token refused at the next tick, and close signs the rest without throwing', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const service = createAuditService({ db, token, logger: silent, signIntervalMs: 1000 });
+    await service.start();
+    service.record(event(1));
+    token.failNext(1);
+    await expect(service.signHead()).rejects.toThrow('CKR_DEVICE_REMOVED');
+    token.failNext(1);
+    await vi.advanceTimersByTimeAsync(1000); // refused again: logged, no checkpoint
+    expect(readAuditChain(db).checkpoints()).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([1]);
+
+    service.record(event(2));
+    token.failNext(5);
+    await expect(service.close()).resolves.toBeUndefined();
+    expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([1]);
+    vi.useRealTimers();
+  });
+
+  it('lets only an admin page through events, by time, identity, resource, action and outcome', async () => {
+    await recordEvents(10, []);
+    const page = await audit.list(ADMIN, { offset: 0, limit: 3, orderDirection: 'desc' });
+    expect(page.totalCount).toBe(10);
+    expect(page.auditLogs.map((e) => e.seq)).toEqual([10, 9, 8]);
+    expect(Object.keys(page.auditLogs[0]!).sort()).toEqual(
+      ['action', 'clientAddress', 'hash', 'id', 'identityId', 'outcome', 'prevHash', 'reqId', 'resourceId', 'resourceType', 'seq', 'statusCode', 'time'],
+    );
+    const next = await audit.list(ADMIN, { offset: 3, limit: 3, orderDirection: 'desc' });
+    expect(next.auditLogs.map((e) => e.seq)).toEqual([7, 6, 5]);
+    const oldest = await audit.list(ADMIN, { offset: 0, limit: 2, orderDirection: 'asc' });
+    expect(oldest.auditLogs.map((e) => e.seq)).toEqual([1, 2]);
+
+    // Times are 2030-01-01T00:00:00.00Nz for seq N; start inclusive, end exclusive, any offset.
+    const window = await audit.list(ADMIN, { offset: 0, limit: 50, orderDirection: 'asc', startTime: '2030-01-01T01:00:00.003+01:00', endTime: '2030-01-01T00:00:00.006Z' });
+    expect(window.auditLogs.map((e) => e.seq)).toEqual([3, 4, 5]);
+    const byIdentity = await audit.list(ADMIN, { offset: 0, limit: 50, orderDirection: 'asc', identityId: 'identity-1' });
+    expect(byIdentity.auditLogs.map((e) => e.seq)).toEqual([1, 5, 7]);
+    const byResource = await audit.list(ADMIN, { offset: 0, limit: 50, orderDirection: 'asc', resourceType: 'key', resourceId: 'key-1' });
+    expect(byResource.auditLogs.map((e) => e.seq)).toEqual([1, 5, 9]);
+    const denied = await audit.list(ADMIN, { offset: 0, limit: 50, orderDirection: 'asc', outcome: 'denied', action: 'auth.login' });
+    expect(denied.auditLogs.map((e) => e.seq)).toEqual([10]);
+
+    for (const permissions of [[{ projectId: '*', actions: ['read'] }], [{ projectId: 'default', actions: ['*'] }], []]) {
+      await expect(audit.list({ identityId: 'b', name: 'app', permissions }, { offset: 0, limit: 50, orderDirection: 'desc' })).rejects.toMatchObject({
+        kind: 'PermissionDenied',
+        statusCode: 403,
+      });
+    }
+  });
+});

@@ -127,7 +127,17 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // sees a listening service whose admin credentials are not written yet.
   let bootstrapped!: () => void;
   const ready = new Promise<void>((resolve) => (bootstrapped = resolve));
-  const server = listener(config, (req, res) => void ready.then(() => app(req, res)));
+  // Answers in flight, so that when draining begins each can still be told to close its
+  // keep-alive connection (a connection left open would hold server.close until it times out).
+  const inFlight = new Set<ServerResponse>();
+  const server = listener(config, (req, res) => {
+    inFlight.add(res);
+    res.once('close', () => {
+      inFlight.delete(res);
+      if (draining) server.closeIdleConnections();
+    });
+    void ready.then(() => app(req, res));
+  });
   server.listen(config.server.port, config.server.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
@@ -154,6 +164,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     close() {
       closing ??= (async () => {
         draining = true;
+        for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
         clearInterval(purge);
         clearInterval(crlRenewal);
         const deadline = Date.now() + config.server.shutdownGraceMs;

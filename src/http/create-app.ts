@@ -60,7 +60,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   const loginThrottle = new LoginThrottle(deps.loginThrottle);
 
   app.use(requestId);
-  app.use(observeRequests);
+  app.use(observeRequests(deps.logger));
   app.use(auditTrail(deps.audit));
   // An API of JSON and DER: no page may frame it, run script from it, or sniff its types.
   app.use(

@@ -1,11 +1,13 @@
 /**
- * Request metrics, taken when each response is done: the duration histogram by method, route
+ * Request metrics and the access log (debug level), taken when each response is done: the duration histogram by method, route
  * template and status, and the KMS and certificate counters by outcome. A request that never
  * reached a route is labelled by its route family (`/api/v1/kms/*`) or `unmatched`, never by
  * its raw path, so label values stay a fixed set whatever clients send.
  */
 import type { RequestHandler } from 'express';
+import type { Logger } from '../logger.js';
 import { certificatesIssued, httpRequestDuration, kmsOperations } from '../metrics.js';
+import { reqIdOf } from './request-context.js';
 
 const KMS_OPERATION_ROUTES: Record<string, string> = {
   '/api/v1/kms/keys/:keyId/encrypt': 'encrypt',
@@ -29,7 +31,7 @@ function familyOf(path: string): string {
   return family ? `${family}/*` : 'unmatched';
 }
 
-export const observeRequests: RequestHandler = (req, res, next) => {
+export const observeRequests = (logger: Logger): RequestHandler => (req, res, next) => {
   const started = process.hrtime.bigint();
   res.once('close', () => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -39,6 +41,8 @@ export const observeRequests: RequestHandler = (req, res, next) => {
     const kmsOperation = KMS_OPERATION_ROUTES[route];
     if (kmsOperation) kmsOperations.inc({ operation: kmsOperation, outcome: outcomeOf(res.statusCode) });
     else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc({ outcome: outcomeOf(res.statusCode) });
+    // The template, not the path: a path can carry what a client should not have sent.
+    if (logger.isLevelEnabled('debug')) logger.debug({ reqId: reqIdOf(res), method, route, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, completed: res.writableFinished }, 'request');
   });
   next();
 };

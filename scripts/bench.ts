@@ -170,7 +170,7 @@ async function measureRawToken(options: Options): Promise<Extract<RawTokenMessag
   const child = track(
     fork(join(BENCH_DIR, 'raw-token.ts'), [JSON.stringify(request)], {
       cwd: ROOT,
-      env: { ...process.env, UV_THREADPOOL_SIZE: String(options.sessions + 2), SOFTHSM2_CONF: join(dir, 'softhsm2.conf') },
+      env: { ...process.env, UV_THREADPOOL_SIZE: String(2 * options.sessions + 2), SOFTHSM2_CONF: join(dir, 'softhsm2.conf') },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
   );
@@ -443,7 +443,7 @@ function serviceEnv(options: Options, dataDir: string, port: number): NodeJS.Pro
     // The benchmark is one identity at full speed: measure the service, not its rate limit.
     RATE_LIMIT_PER_SECOND: '0',
     // Set here so dist/main.js does not re-exec itself: the pid we watch is the service.
-    UV_THREADPOOL_SIZE: String(options.sessions + 2),
+    UV_THREADPOOL_SIZE: String(2 * options.sessions + 2),
   };
 }
 
@@ -466,7 +466,7 @@ async function measureService(options: Options, report: Report): Promise<void> {
     mkdirSync(profileDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
   }
-  log(`starting the service on ${base} (HSM_SESSIONS=${options.sessions}, UV_THREADPOOL_SIZE=${options.sessions + 2})`);
+  log(`starting the service on ${base} (HSM_SESSIONS=${options.sessions}, UV_THREADPOOL_SIZE=${2 * options.sessions + 2})`);
   const child = track(spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'main.js')], { cwd: ROOT, env: serviceEnv(options, dataDir, port), stdio: ['ignore', 'pipe', 'pipe'] }));
   const serviceLog = new ServiceLog();
   report.serviceLog = serviceLog;
@@ -598,7 +598,7 @@ function printReport(report: Report, softhsm: string): void {
   out.push(`  machine   ${cpu.length} cores (${cpu[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${platform()} ${release()} ${arch()}, load avg ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   out.push(`  software  node ${process.version}, SoftHSM2 ${softhsm}, pkcs11js ${version('pkcs11js')}, autocannon ${version('autocannon')}`);
   out.push(
-    `  settings  sessions ${options.sessions} (raw token and service HSM_SESSIONS; UV_THREADPOOL_SIZE ${options.sessions + 2} in both), ` +
+    `  settings  sessions ${options.sessions} (raw token and service HSM_SESSIONS; UV_THREADPOOL_SIZE ${2 * options.sessions + 2} in both), ` +
       `${options.durationS} s per run after ${options.warmupS} s warm-up, autocannon ${options.connections} connections, pipelining 1`,
   );
   out.push('');

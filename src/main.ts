@@ -4,14 +4,17 @@
  * libuv's thread pool runs every asynchronous PKCS#11 call, and it is sized from
  * UV_THREADPOOL_SIZE when it first starts, which happens while Node is still loading modules.
  * So when the variable is not set, this process starts itself again with it set to the
- * session pool's size (plus room for scrypt and file I/O) and passes signals through.
+ * twice the session pool's size (room for stuck calls, see below) plus two, and passes signals
+ * through.
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { loadConfig } from './config/load.js';
 
 const config = loadConfig();
-const wantedThreads = String(config.hsm.sessions + 2);
+// A hung token can hold 2 x sessions threads (the pool replaces up to `sessions` stuck
+// sessions); two more keep scrypt (logins) and file I/O from waiting behind it.
+const wantedThreads = String(2 * config.hsm.sessions + 2);
 
 if (process.env.UV_THREADPOOL_SIZE === undefined) {
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {

@@ -168,7 +168,8 @@ export class SessionPool {
 
   private release(lease: Lease, failure: TokenError | undefined): void {
     this.leased--;
-    if (failure?.errorClass === 'unavailable') this.markDown(failure);
+    // A late failure from an older generation says nothing about the token reconnected since.
+    if (failure?.errorClass === 'unavailable' && lease.generation === this.generation) this.markDown(failure);
     if (lease.stuck) {
       this.stuck--;
       this.module.closeSession(lease.session);

@@ -11,6 +11,7 @@ import { run } from '../helpers/cli.js';
 import { expectSpecEnvelope } from '../helpers/envelope.js';
 import { createIdentity, login, request } from '../helpers/http.js';
 import { startTestService, type TestService } from '../helpers/service.js';
+import { parseMetrics } from '../helpers/metrics.js';
 
 const RATE = 20;
 const BURST = 30;
@@ -33,17 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await svc?.close();
 });
-
-/** Parses Prometheus text into series name{labels} → value, for the assertions below. */
-function series(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const space = line.lastIndexOf(' ');
-    out.set(line.slice(0, space), Number(line.slice(space + 1)));
-  }
-  return out;
-}
 
 function sum(all: Map<string, number>, prefix: string, ...labelParts: string[]): number {
   let total = 0;
@@ -71,7 +61,7 @@ describe('metrics', () => {
     const check = run('sh', ['-c', `promtool check metrics < ${join(dir, 'metrics.txt')}`]);
     expect(check.status, `promtool: ${check.stdout}${check.stderr}`).toBe(0);
 
-    const all = series(text);
+    const all = parseMetrics(text);
     const encryptRoute = 'route="/api/v1/kms/keys/:keyId/encrypt"';
     expect(sum(all, 'hsm_signer_http_request_duration_seconds_count', encryptRoute, 'status_code="200"', 'method="POST"')).toBeGreaterThanOrEqual(3);
     expect(sum(all, 'hsm_signer_http_request_duration_seconds_count', encryptRoute, 'status_code="422"')).toBe(1);
@@ -93,13 +83,13 @@ describe('metrics', () => {
   });
 
   it('count issued certificates by outcome', async () => {
-    const before = series(await (await fetch(`${svc.url}/metrics`)).text());
+    const before = parseMetrics(await (await fetch(`${svc.url}/metrics`)).text());
     const refused = await request(svc.url, 'POST', '/api/v3/pki/certificates/sign-certificate', {
       token: adminToken,
       body: { profileId: (svc.admin as unknown as { profileId: string }).profileId, csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----', ttl: '1d' },
     });
     expect(refused.status).toBe(400);
-    const after = series(await (await fetch(`${svc.url}/metrics`)).text());
+    const after = parseMetrics(await (await fetch(`${svc.url}/metrics`)).text());
     const key = 'hsm_signer_certificates_issued_total{outcome="rejected"}';
     expect((after.get(key) ?? 0) - (before.get(key) ?? 0)).toBe(1);
   });
@@ -116,9 +106,9 @@ describe('health', () => {
   });
 
   it('/readyz makes a real PKCS#11 call on a pooled session', async () => {
-    const before = series(await (await fetch(`${svc.url}/metrics`)).text());
+    const before = parseMetrics(await (await fetch(`${svc.url}/metrics`)).text());
     expect((await request(svc.url, 'GET', '/readyz')).status).toBe(200);
-    const after = series(await (await fetch(`${svc.url}/metrics`)).text());
+    const after = parseMetrics(await (await fetch(`${svc.url}/metrics`)).text());
     const name = 'hsm_signer_pkcs11_operation_duration_seconds_count{operation="ping",mechanism="CKM_SHA256"}';
     expect((after.get(name) ?? 0) - (before.get(name) ?? 0)).toBe(1);
   });

@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
 import { pinReader } from './config/pin.js';
 import type { Config } from './config/schema.js';
+import { answerClientErrors } from './http/client-error.js';
 import { createHttpApp } from './http/create-app.js';
 import type { Logger } from './logger.js';
 import { auditRecordFailures, observePool } from './metrics.js';
@@ -138,6 +139,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     });
     void ready.then(() => app(req, res));
   });
+  answerClientErrors(server);
   server.listen(config.server.port, config.server.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;

@@ -9,6 +9,8 @@ export type ErrorKind =
   | 'PermissionDenied'
   | 'NotFound'
   | 'PayloadTooLarge'
+  | 'RequestTimeout'
+  | 'RequestHeaderFieldsTooLarge'
   | 'ValidationFailure'
   | 'RateLimitExceeded'
   | 'ServiceUnavailable'
@@ -20,6 +22,8 @@ export const STATUS_OF: Record<ErrorKind, number> = {
   PermissionDenied: 403,
   NotFound: 404,
   PayloadTooLarge: 413,
+  RequestTimeout: 408,
+  RequestHeaderFieldsTooLarge: 431,
   ValidationFailure: 422,
   RateLimitExceeded: 429,
   ServiceUnavailable: 503,

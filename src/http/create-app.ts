@@ -4,7 +4,9 @@
  * JSON body parsing with the size limit, validation inside each route, and the one error
  * handler.
  */
+import { isUtf8 } from 'node:buffer';
 import express, { type Express, type RequestHandler } from 'express';
+import { AppError } from '../errors.js';
 import helmet from 'helmet';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
@@ -54,7 +56,15 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  const json = express.json({ limit: deps.bodyLimitBytes, strict: true });
+  const json = express.json({
+    limit: deps.bodyLimitBytes,
+    strict: true,
+    // body-parser would decode broken UTF-8 to U+FFFD and carry on: a name or key that is not
+    // the one the client sent must be refused, not stored.
+    verify: (_req, _res, buffer) => {
+      if (!isUtf8(buffer)) throw new AppError('BadRequest', 'Request body is not valid UTF-8');
+    },
+  });
   const bearer = authenticate(deps.identities);
   const rateLimit = identityRateLimit({ perSecond: deps.rateLimit.perIdentityPerSecond, burst: deps.rateLimit.burst });
   const loginThrottle = new LoginThrottle(deps.loginThrottle);

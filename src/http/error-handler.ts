@@ -24,6 +24,12 @@ function toAppError(error: unknown): AppError {
   if (typeof parserError?.status === 'number' && parserError.status >= 400 && parserError.status < 500 && parserError.type) {
     return new AppError('BadRequest', 'Request body could not be read', { cause: error });
   }
+  // The router's URIError for bad percent-encoding in the path, zlib's for a body that is not
+  // what its Content-Encoding says: http-errors with a 4xx status and no body-parser type.
+  if (error instanceof URIError) return new AppError('BadRequest', 'The path has malformed percent-encoding', { cause: error });
+  if (typeof parserError?.status === 'number' && parserError.status >= 400 && parserError.status < 500) {
+    return new AppError('BadRequest', 'Request could not be read', { cause: error });
+  }
   return new AppError('InternalServerError', 'Something went wrong', { cause: error });
 }
 

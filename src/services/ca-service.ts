@@ -356,11 +356,20 @@ export function createCaService(deps: CaDeps) {
       if (!Buffer.from(certificate.publicKey.rawData).equals(ca.publicKey)) throw badRequest("The certificate's public key is not this CA's key");
       const basic = certificate.getExtension(x509.BasicConstraintsExtension);
       if (!basic?.ca) throw badRequest('The certificate is not a CA certificate (BasicConstraints cA is not set)');
-      const chain = pemToDer(chainPem, 'CERTIFICATE').map((item) => new x509.X509Certificate(item));
+      // Every block must parse: skipping one that does not would import a chain nobody checked.
+      const chain = pemToDer(chainPem, 'CERTIFICATE').map((item, index) => {
+        try {
+          return new x509.X509Certificate(item);
+        } catch {
+          throw badRequest(`certificateChain: certificate ${index + 1} cannot be parsed`);
+        }
+      });
       if (chain.length === 0) throw badRequest('certificateChain must hold the issuer certificate (and those above it)');
       let child = certificate;
       for (const issuer of chain) {
-        if (!(await child.verify({ publicKey: issuer.publicKey, signatureOnly: true }))) throw badRequest('The certificate chain does not verify: each certificate must be signed by the next');
+        // A key algorithm WebCrypto does not know fails here as a throw, not a false.
+        const verified = await child.verify({ publicKey: issuer.publicKey, signatureOnly: true }).catch(() => false);
+        if (!verified) throw badRequest('The certificate chain does not verify: each certificate must be signed by the next');
         child = issuer;
       }
       if (Date.now() > certificate.notAfter.getTime()) throw badRequest('The certificate has expired');

@@ -21,6 +21,7 @@ const ERROR_WORD: Record<number, string> = {
   404: 'NotFound',
   422: 'ValidationFailure',
   429: 'RateLimitExceeded',
+  431: 'RequestHeaderFieldsTooLarge',
   500: 'InternalServerError',
   503: 'ServiceUnavailable',
 };
@@ -324,6 +325,42 @@ describe('KMS errors', () => {
       expectError(await request(svc.url, 'POST', '/api/v1/auth/universal-auth/login', { rawBody: '{nope' }), 400);
     });
 
+    it('a body of broken UTF-8, or not what its Content-Encoding says, is refused and changes nothing', async () => {
+      // {"description":"<0xC3 0x28>"}: body-parser alone would store U+FFFD in its place.
+      const broken = Buffer.concat([Buffer.from('{"description":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+      const send = async (body: Buffer, headers: Record<string, string>) => {
+        const response = await fetch(`${svc.url}${keys(`/${aesKey}`)}`, { method: 'PATCH', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', ...headers }, body });
+        return { status: response.status, headers: response.headers, body: await response.json() } as ApiResponse;
+      };
+      expectError(await send(broken, {}), 400, /UTF-8/);
+      expectError(await send(Buffer.from('{"description":"x"}'), { 'content-encoding': 'gzip' }), 400);
+      const after = await request(svc.url, 'GET', keys(`/${aesKey}`), { token: admin });
+      expect(after.body.key.description).not.toBe('x');
+      expect(after.body.key.description).not.toContain('\uFFFD');
+    });
+
+    it('malformed percent-encoding in a path id is a 400, with or without credentials', async () => {
+      expectError(await request(svc.url, 'GET', keys('/%zz'), { token: admin }), 400);
+      expectError(await request(svc.url, 'GET', '/pki/ca/%C0%AF/crl.der'), 400);
+    });
+
+    it('what the HTTP parser refuses still gets the envelope: headers over 16 KiB (431), an unknown method (400)', async () => {
+      expectError(await request(svc.url, 'GET', keys(), { headers: { authorization: `Bearer ${'A'.repeat(20_000)}` } }), 431);
+      const { connect } = await import('node:net');
+      const { port } = new URL(svc.url);
+      const raw = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.write('FOO / HTTP/1.1\r\nHost: x\r\n\r\n'));
+        let text = '';
+        socket.on('data', (chunk) => (text += chunk.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+      const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
+      expect(envelopeValidator(400)(body)).toBe(true);
+      expect(raw).toContain(`X-Request-Id: ${body.reqId}`);
+    });
+
     it('rotating a sign-verify key', async () => {
       expectError(await request(svc.url, 'POST', keys(`/${ecKey}/rotate`), { token: admin }), 400);
       const after = await request(svc.url, 'GET', keys(`/${ecKey}`), { token: admin });
@@ -608,7 +645,7 @@ describe('expired access tokens', () => {
 describe('503 ServiceUnavailable', () => {
   let svc: TestService;
   beforeAll(async () => {
-    svc = await startTestService({ hsm: { sessions: 1, acquireTimeoutMs: 1 } });
+    svc = await startTestService({ hsm: { sessions: 1, acquireTimeoutMs: 200 } });
   });
   afterAll(async () => {
     await svc?.close();

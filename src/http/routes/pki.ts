@@ -106,10 +106,13 @@ export function certManagerRoutes({ cas, certificates }: PkiRouteDeps): Router {
 export function publicPkiRoutes({ cas }: PkiRouteDeps): Router {
   const router = Router();
   router.get('/ca/:caId/certificate.der', validate({ params: schemas.caIdParams }), async (_req, res) => {
-    res.type('application/pkix-cert').send(await cas.publicCertificate(inputOf<{ caId: string }>(res).params.caId));
+    // Looked up first: an error must not go out under a DER content type.
+    const certificate = await cas.publicCertificate(inputOf<{ caId: string }>(res).params.caId);
+    res.type('application/pkix-cert').send(certificate);
   });
   router.get('/ca/:caId/crl.der', validate({ params: schemas.caIdParams }), async (_req, res) => {
-    res.type('application/pkix-crl').send(await cas.publicCrl(inputOf<{ caId: string }>(res).params.caId));
+    const crl = await cas.publicCrl(inputOf<{ caId: string }>(res).params.caId);
+    res.type('application/pkix-crl').send(crl);
   });
   return router;
 }

@@ -14,7 +14,7 @@ export const listAuditLogsQuery = object({
   resourceId: { type: 'string', minLength: 1, maxLength: 128 },
   action: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-z0-9]+(?:[.-][a-z0-9]+)*$' },
   outcome: { type: 'string', enum: ['success', 'denied', 'failure'] satisfies AuditOutcome[] },
-  offset: { type: 'integer', minimum: 0, default: 0 },
+  offset: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0 },
   limit: { type: 'integer', minimum: 1, maximum: 100, default: 50 },
   orderDirection: { type: 'string', enum: ['asc', 'desc'], default: 'desc' },
 });

@@ -30,7 +30,7 @@ export const projectQuery = object({ projectId }, ['projectId']);
 export const listKeysQuery = object(
   {
     projectId,
-    offset: { type: 'integer', minimum: 0, default: 0 },
+    offset: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0 },
     limit: { type: 'integer', minimum: 1, maximum: 100, default: 100 },
     orderBy: { type: 'string', enum: ['name', 'createdAt', 'updatedAt'], default: 'name' },
     orderDirection: { type: 'string', enum: ['asc', 'desc'], default: 'asc' },

@@ -28,7 +28,7 @@ export const profileIdParams = idParams('profileId');
 export const certificateIdParams = idParams('certificateId');
 export const projectQuery = object({ projectId }, ['projectId']);
 export const listCertificatesQuery = object(
-  { projectId, offset: { type: 'integer', minimum: 0, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: 100, default: 100 } },
+  { projectId, offset: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: 100, default: 100 } },
   ['projectId'],
 );
 

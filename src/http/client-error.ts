@@ -1,0 +1,40 @@
+/**
+ * Requests Node's HTTP parser refuses before Express sees them (headers over 16 KiB, an unknown
+ * method, a malformed request line, a request that took too long) still get the envelope of
+ * API.md and an X-Request-Id, instead of Node's bare status line. The connection is closed
+ * after it: the parser cannot tell where the next request would start.
+ */
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { AppError } from '../errors.js';
+
+function errorFor(code: string | undefined): AppError {
+  if (code === 'HPE_HEADER_OVERFLOW') return new AppError('RequestHeaderFieldsTooLarge', 'Request headers are too large');
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new AppError('RequestTimeout', 'The request took too long to arrive');
+  return new AppError('BadRequest', 'The request is not valid HTTP');
+}
+
+export function answerClientErrors(server: Server): void {
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    // Nothing can be answered on a reset socket, or while a response is under way on it (Node's
+    // own handler makes the same check on the same field).
+    if (error.code === 'ECONNRESET' || !socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+      socket.destroy();
+      return;
+    }
+    const appError = errorFor(error.code);
+    const reqId = `req-${randomUUID()}`;
+    const body = JSON.stringify({ reqId, ...appError.envelope() });
+    socket.end(
+      `HTTP/1.1 ${appError.statusCode} ${STATUS_CODES[appError.statusCode]}\r\n` +
+        'Content-Type: application/json; charset=utf-8\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        `X-Request-Id: ${reqId}\r\n` +
+        'X-Content-Type-Options: nosniff\r\n' +
+        'Cache-Control: no-store\r\n' +
+        'Connection: close\r\n\r\n' +
+        body,
+    );
+  });
+}

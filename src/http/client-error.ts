@@ -4,10 +4,16 @@
  * API.md and an X-Request-Id, instead of Node's bare status line. The connection is closed
  * after it: the parser cannot tell where the next request would start.
  */
-import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { AppError } from '../errors.js';
+import { requestIdFrom } from './request-context.js';
+
+/** The caller's X-Request-Id, read from the raw bytes the parser gave up on (when they hold it). */
+function givenRequestId(rawPacket: unknown): string | undefined {
+  if (!Buffer.isBuffer(rawPacket)) return undefined;
+  return /\r\nx-request-id:[ \t]*([^\r\n]*?)[ \t]*\r\n/i.exec(rawPacket.toString('latin1'))?.[1];
+}
 
 function errorFor(code: string | undefined): AppError {
   if (code === 'HPE_HEADER_OVERFLOW') return new AppError('RequestHeaderFieldsTooLarge', 'Request headers are too large');
@@ -24,7 +30,7 @@ export function answerClientErrors(server: Server): void {
       return;
     }
     const appError = errorFor(error.code);
-    const reqId = `req-${randomUUID()}`;
+    const reqId = requestIdFrom(givenRequestId((error as { rawPacket?: unknown }).rawPacket));
     const body = JSON.stringify({ reqId, ...appError.envelope() });
     socket.end(
       `HTTP/1.1 ${appError.statusCode} ${STATUS_CODES[appError.statusCode]}\r\n` +

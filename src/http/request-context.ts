@@ -10,9 +10,11 @@ import type { Principal } from '../services/permissions.js';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:@\/+=-]{1,128}$/;
 
+/** The caller's X-Request-Id when it is a sane one, else a new id. */
+export const requestIdFrom = (given: string | undefined): string => (given && SANE_REQUEST_ID.test(given) ? given : `req-${randomUUID()}`);
+
 export const requestId: RequestHandler = (req, res, next) => {
-  const given = req.get('x-request-id');
-  const id = given && SANE_REQUEST_ID.test(given) ? given : `req-${randomUUID()}`;
+  const id = requestIdFrom(req.get('x-request-id'));
   res.locals.reqId = id;
   res.setHeader('X-Request-Id', id);
   next();

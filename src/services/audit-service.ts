@@ -4,7 +4,11 @@
  * audit key that lives in the token (EC P-256, sensitive, never extractable).
  *
  * Invariants: this process is the only writer, so the head (last seq, hash and time) is kept
- * in memory and each append is one synchronous INSERT of seq = last + 1; times never go
+ * in memory and each event gets seq = last + 1 and its hash at once, in record(); the events
+ * of one event-loop turn are then written in one transaction (setImmediate): one commit per
+ * event cost ~80 us of main thread, more than the signature the event records. An event is
+ * recorded when its response has gone out, so the turn's delay opens no new window of loss.
+ * Everything that reads or signs the chain writes the pending events first. Times never go
  * backwards (a clock stepped back repeats the last time), so seq order is time order.
  * Recording never throws: it runs on a response's 'finish', where there is nobody to tell, so
  * a failed append is logged and counted. Signing never holds up recording: it runs on a timer,
@@ -59,8 +63,10 @@ export interface AuditEventView {
 export type AuditListInput = AuditListQuery;
 
 export interface AuditService {
-  /** Appends one event to the chain, synchronously (nothing is buffered to be lost). */
+  /** Adds one event to the chain now; it reaches the store at the end of this event-loop turn. */
   record(event: AuditEventInput): void;
+  /** Writes the events recorded so far to the store now (reads and signing do this first). */
+  flush(): void;
   /** Makes the audit key in the token on first start, then signs the head every interval. */
   start(): Promise<void>;
   /** CKA_ID of the audit key, which the orphan sweep must keep. */
@@ -128,10 +134,40 @@ export function createAuditService(deps: {
   let signing: Promise<void> = Promise.resolve();
   let closing: Promise<void> | undefined;
   let failures = 0;
+  let pending: Array<ChainedEvent & { hash: string }> = [];
+  let flushScheduled = false;
+
+  function flush(): void {
+    flushScheduled = false;
+    if (pending.length === 0) return;
+    const events = pending;
+    pending = [];
+    try {
+      store.append(events);
+    } catch (error) {
+      failures += events.length;
+      // The events' names only: their fields hold no secrets, but a log line needs no more.
+      logger.error({ err: error, events: events.length, firstSeq: events[0]!.seq, reqId: events[0]!.reqId }, 'could not append audit events');
+      try {
+        // Whatever the store holds now is the head the next append must follow.
+        head = loadHead();
+      } catch {
+        // The store is gone (closed, disk failing); the next append will say so again.
+      }
+      for (let i = 0; i < events.length; i++) {
+        try {
+          deps.onRecordFailure?.(error);
+        } catch {
+          // A metric must not turn into an exception here.
+        }
+      }
+    }
+  }
 
   async function signNow(): Promise<void> {
     const key = auditKey;
     if (!key) throw new Error('The audit service has not started: there is no audit key yet');
+    flush();
     const { seq, hash } = head;
     if (seq === 0 || seq === lastSignedSeq) return;
     const signedAt = new Date().toISOString();
@@ -155,40 +191,27 @@ export function createAuditService(deps: {
 
   return {
     record(event) {
-      try {
-        const timeMs = Math.max(Date.now(), head.timeMs);
-        const fields: ChainedEvent = {
-          seq: head.seq + 1,
-          id: randomUUID(),
-          time: new Date(timeMs).toISOString(),
-          reqId: event.reqId,
-          identityId: event.identityId ?? null,
-          action: event.action,
-          resourceType: event.resourceType ?? null,
-          resourceId: event.resourceId ?? null,
-          outcome: event.outcome,
-          statusCode: event.statusCode,
-          clientAddress: event.clientAddress ?? null,
-          prevHash: head.hash,
-        };
-        const hash = eventHash(fields);
-        store.append({ ...fields, hash });
-        head = { seq: fields.seq, hash, timeMs };
-      } catch (error) {
-        failures++;
-        // The event's names only: its fields hold no secrets, but a log line needs no more.
-        logger.error({ err: error, reqId: event.reqId, action: event.action }, 'could not append an audit event');
-        try {
-          // Whatever the store holds now is the head the next append must follow.
-          head = loadHead();
-        } catch {
-          // The store is gone (closed, disk failing); the next append will say so again.
-        }
-        try {
-          deps.onRecordFailure?.(error);
-        } catch {
-          // A metric must not turn into an exception on the response path.
-        }
+      const timeMs = Math.max(Date.now(), head.timeMs);
+      const fields: ChainedEvent = {
+        seq: head.seq + 1,
+        id: randomUUID(),
+        time: new Date(timeMs).toISOString(),
+        reqId: event.reqId,
+        identityId: event.identityId ?? null,
+        action: event.action,
+        resourceType: event.resourceType ?? null,
+        resourceId: event.resourceId ?? null,
+        outcome: event.outcome,
+        statusCode: event.statusCode,
+        clientAddress: event.clientAddress ?? null,
+        prevHash: head.hash,
+      };
+      const hash = eventHash(fields);
+      pending.push({ ...fields, hash });
+      head = { seq: fields.seq, hash, timeMs };
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
       }
     },
 
@@ -210,6 +233,8 @@ export function createAuditService(deps: {
       timer.unref();
     },
 
+    flush,
+
     objectIds() {
       return auditKey ? [auditKey.objectId] : [];
     },
@@ -220,6 +245,7 @@ export function createAuditService(deps: {
       closing ??= (async () => {
         clearInterval(timer);
         timer = undefined;
+        flush();
         if (!auditKey) return;
         try {
           await signHead();
@@ -232,6 +258,7 @@ export function createAuditService(deps: {
 
     async list(principal, query) {
       if (!isAdmin(principal)) throw permissionDenied('read audit logs', '*');
+      flush();
       const { events, totalCount } = await store.list({
         ...query,
         startTime: storedTime(query.startTime, 'startTime'),

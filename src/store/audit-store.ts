@@ -57,7 +57,8 @@ export interface AuditListQuery {
 }
 
 export interface AuditStore {
-  append(event: AuditEventRecord): void;
+  /** Appends events in order, all or none (one transaction: one WAL commit for the lot). */
+  append(events: AuditEventRecord[]): void;
   /** The last event, or undefined for an empty chain. */
   head(): AuditEventRecord | undefined;
   insertCheckpoint(checkpoint: AuditCheckpointRecord): void;
@@ -152,9 +153,9 @@ export function createSqliteAuditStore(db: Db): AuditStore {
   };
 
   return {
-    append(event) {
-      statements.append.run(event);
-    },
+    append: db.transaction((events: AuditEventRecord[]) => {
+      for (const event of events) statements.append.run(event);
+    }),
     head() {
       const row = statements.head.get();
       return row && toEvent(row);

@@ -235,6 +235,7 @@ describe('the audit chain', () => {
     audit.record(event(1));
     vi.setSystemTime(new Date('2030-01-01T00:00:05.000Z')); // the clock stepped back
     audit.record(event(2));
+    audit.flush();
     expect(readAll().map((e) => e.time)).toEqual(['2030-01-01T00:00:10.000Z', '2030-01-01T00:00:10.000Z']);
   });
 });
@@ -389,12 +390,14 @@ describe('the audit service', () => {
     const service = createAuditService({ db: other, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
     other.close();
     expect(() => service.record(event(1))).not.toThrow();
+    expect(() => service.flush()).not.toThrow();
     expect(service.recordFailures).toBe(1);
     expect(onRecordFailure).toHaveBeenCalledOnce();
   });
 
   it('follows the stored head after a failed append, so the chain goes on', () => {
     audit.record(event(1));
+    audit.flush();
     // Another writer got there first (or a row was restored): seq 2 is taken.
     const first = row(1);
     const intruder = { ...first, seq: 2, id: 'x', prevHash: first.hash };
@@ -403,8 +406,10 @@ describe('the audit service', () => {
        VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
     ).run({ ...intruder, hash: eventHash(intruder) });
     audit.record(event(2));
+    audit.flush();
     expect(audit.recordFailures).toBe(1);
     audit.record(event(3));
+    audit.flush();
     expect(readAll().map((e) => e.seq)).toEqual([1, 2, 3]);
     expect(verify().ok).toBe(true);
   });

@@ -80,7 +80,10 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
       token?.forgetHandles();
       logger.info('reconnected to the HSM');
     },
-    onRecoveryFailed: (error) => logger.warn({ ckr: error.ckr }, 'reconnecting to the HSM failed; will retry'),
+    onRecoveryFailed: (error) =>
+      error.errorClass === 'fatal-login'
+        ? logger.error({ ckr: error.ckr }, 'the HSM refused the PIN while reconnecting; not retrying (it could lock the token): /healthz now fails, restart with the right PIN')
+        : logger.warn({ ckr: error.ckr }, 'reconnecting to the HSM failed; will retry'),
   });
   pool.open();
   observePool(pool);
@@ -123,6 +126,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     rateLimit: config.rateLimit,
     loginThrottle: config.auth.loginThrottle,
     draining: () => draining,
+    alive: () => pool.state !== 'failed',
   });
   // Requests that arrive while the first-start bootstrap below runs wait for it, so nobody
   // sees a listening service whose admin credentials are not written yet.

@@ -21,6 +21,8 @@ if (process.env.UV_THREADPOOL_SIZE === undefined) {
     stdio: 'inherit',
     env: { ...process.env, UV_THREADPOOL_SIZE: wantedThreads },
   });
+  // When a whole process group is signalled (Ctrl-C, systemd) the child already has the signal;
+  // passing it on again is harmless, since the child stops once however many it gets.
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
   child.on('exit', (code, signal) => process.exit(code ?? 128 + (signal ? constants.signals[signal] : 1)));
 } else {
@@ -43,8 +45,16 @@ if (process.env.UV_THREADPOOL_SIZE === undefined) {
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    // `on`, not `once`: a second signal (the group's and the parent's copy) must not fall back
+    // to the default action and kill the process mid-drain; close() runs once however called.
+    let stopping = false;
+    const onSignal = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      stop(signal);
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
   } catch (error) {
     if (error instanceof StartupError) {
       logger.fatal(error.message);

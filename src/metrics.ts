@@ -68,7 +68,7 @@ export const auditRecordFailures = new Counter({
 
 /** What the pool gauges read when scraped; set by the composition root. */
 export interface PoolGaugeSource {
-  stats: { size: number; busy: number; idle: number; waiting: number; stuck: number; state: 'up' | 'down' | 'closed' };
+  stats: { size: number; live: number; busy: number; idle: number; waiting: number; stuck: number; state: 'up' | 'down' | 'failed' | 'closed' };
 }
 let poolSource: PoolGaugeSource | undefined;
 export function observePool(source: PoolGaugeSource | undefined): void {
@@ -77,10 +77,10 @@ export function observePool(source: PoolGaugeSource | undefined): void {
 
 new Gauge({
   name: `${PREFIX}pkcs11_sessions`,
-  help: 'Sessions the pool is configured to hold.',
+  help: 'Usable open sessions (at the configured pool size while the token is up; 0 while it is down).',
   registers: [registry],
   collect() {
-    this.set(poolSource?.stats.size ?? 0);
+    this.set(poolSource?.stats.live ?? 0);
   },
 });
 new Gauge({

@@ -7,6 +7,7 @@
  */
 import type { Request, RequestHandler, Response } from 'express';
 import type { AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import { statusOf } from './observe-requests.js';
 import { reqIdOf } from './request-context.js';
 
 /** `METHOD route-template` → action name and the kind of resource it acts on. */
@@ -70,6 +71,7 @@ const ID_PARAM: Record<AuditResourceType, string> = {
 /** Route families whose requests are audited even when they are refused before a route. */
 const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs'];
 
+/** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
 export function outcomeOf(statusCode: number): AuditOutcome {
   if (statusCode < 400) return 'success';
   if (statusCode === 401 || statusCode === 403 || statusCode === 429) return 'denied';
@@ -89,6 +91,7 @@ export function auditTrail(audit: Pick<AuditService, 'record'>): RequestHandler 
     const path = req.path;
     if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix))) return next();
     res.once('close', () => {
+      const status = statusOf(res);
       const route = res.locals.route as string | undefined;
       const [action, resourceType] = (route && ACTIONS[`${req.method} ${route}`]) || ['http.rejected', null];
       const principal = res.locals.principal as { identityId: string } | undefined;
@@ -98,8 +101,8 @@ export function auditTrail(audit: Pick<AuditService, 'record'>): RequestHandler 
         action,
         resourceType,
         resourceId: resourceIdOf(req, res, resourceType),
-        outcome: outcomeOf(res.statusCode),
-        statusCode: res.statusCode,
+        outcome: outcomeOf(status),
+        statusCode: status,
         clientAddress: req.socket.remoteAddress ?? null,
       });
     });

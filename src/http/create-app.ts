@@ -43,6 +43,8 @@ export interface HttpDeps {
   loginThrottle: LoginThrottleOptions;
   /** True once shutdown began: readiness fails so balancers stop sending, connections close. */
   draining: () => boolean;
+  /** False once the service cannot serve again without a restart (the token refused the PIN). */
+  alive: () => boolean;
 }
 
 /** Nothing an API answer holds may be cached on the way; the public CA files may. */
@@ -84,7 +86,7 @@ export function createHttpApp(deps: HttpDeps): Express {
     if (deps.draining()) res.setHeader('Connection', 'close');
     next();
   });
-  app.use(healthRoutes({ token: deps.token, readyTimeoutMs: deps.readyTimeoutMs, draining: deps.draining }));
+  app.use(healthRoutes(deps));
   app.use('/api/v1/auth', noStore, json, authRoutes({ identities: deps.identities, loginThrottle }));
   app.use('/api/v1/kms', noStore, bearer, rateLimit, json, kmsRoutes(deps));
   app.use('/api/v1/identities', noStore, bearer, rateLimit, json, identityRoutes(deps));

@@ -4,7 +4,7 @@
  * reached a route is labelled by its route family (`/api/v1/kms/*`) or `unmatched`, never by
  * its raw path, so label values stay a fixed set whatever clients send.
  */
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
 import type { Logger } from '../logger.js';
 import { certificatesIssued, httpRequestDuration, kmsOperations } from '../metrics.js';
 import { reqIdOf } from './request-context.js';
@@ -20,7 +20,17 @@ const SIGN_CERTIFICATE_ROUTE = '/api/v3/pki/certificates/sign-certificate';
 const FAMILIES = ['/api/v1/auth', '/api/v1/kms', '/api/v1/identities', '/api/v3/pki', '/api/v1/cert-manager', '/api/v1/audit-logs', '/pki'];
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
+/**
+ * The status a response went out with; 499 (nginx's "client closed request") when the client
+ * went away before it was sent, whatever res.statusCode still holds by default.
+ */
+export function statusOf(res: Response): number {
+  return res.writableFinished ? res.statusCode : CLIENT_CLOSED_REQUEST;
+}
+const CLIENT_CLOSED_REQUEST = 499;
+
 function outcomeOf(statusCode: number): string {
+  if (statusCode === CLIENT_CLOSED_REQUEST) return 'aborted';
   if (statusCode < 400) return 'success';
   if (statusCode === 503) return 'unavailable';
   return statusCode < 500 ? 'rejected' : 'error';
@@ -34,15 +44,16 @@ function familyOf(path: string): string {
 export const observeRequests = (logger: Logger): RequestHandler => (req, res, next) => {
   const started = process.hrtime.bigint();
   res.once('close', () => {
+    const status = statusOf(res);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const route = (res.locals.route as string | undefined) ?? familyOf(req.path);
     const method = KNOWN_METHODS.has(req.method) ? req.method : 'OTHER';
-    httpRequestDuration.observe({ method, route, status_code: String(res.statusCode) }, seconds);
+    httpRequestDuration.observe({ method, route, status_code: String(status) }, seconds);
     const kmsOperation = KMS_OPERATION_ROUTES[route];
-    if (kmsOperation) kmsOperations.inc({ operation: kmsOperation, outcome: outcomeOf(res.statusCode) });
-    else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc({ outcome: outcomeOf(res.statusCode) });
+    if (kmsOperation) kmsOperations.inc({ operation: kmsOperation, outcome: outcomeOf(status) });
+    else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc({ outcome: outcomeOf(status) });
     // The template, not the path: a path can carry what a client should not have sent.
-    if (logger.isLevelEnabled('debug')) logger.debug({ reqId: reqIdOf(res), method, route, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, completed: res.writableFinished }, 'request');
+    if (logger.isLevelEnabled('debug')) logger.debug({ reqId: reqIdOf(res), method, route, status, ms: Math.round(seconds * 1e4) / 10, completed: res.writableFinished }, 'request');
   });
   next();
 };

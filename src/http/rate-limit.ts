@@ -82,15 +82,22 @@ export class LoginThrottle {
     throw rateLimitExceeded(`Too many failed logins; retry in ${waitSeconds} s`, waitSeconds);
   }
 
-  failed(clientId: string, address: string): void {
+  /**
+   * Counts an attempt as failed before its secret is checked, so that concurrent guesses all
+   * count against the limit (checking first and counting after the scrypt let 40 parallel
+   * guesses through a limit of 5).
+   */
+  attempting(clientId: string, address: string): void {
     const now = Date.now();
     this.bump(this.byClient, clientId, now);
     this.bump(this.byAddress, address, now);
   }
 
-  /** A good login clears its clientId's count (not the address's: one host may guess many ids). */
-  succeeded(clientId: string): void {
+  /** A good login clears its clientId's count and takes its attempt back from the address's. */
+  succeeded(clientId: string, address: string): void {
     this.byClient.delete(clientId);
+    const from = this.byAddress.get(address);
+    if (from && from.failures > 0) from.failures--;
   }
 
   private current(map: Map<string, FailureWindow>, key: string, now: number): FailureWindow | undefined {

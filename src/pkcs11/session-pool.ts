@@ -10,9 +10,13 @@
  *   old generation is closed when its lease ends, and a recovery loop reconnects (log in again,
  *   reopen sessions) and tells the token to look its key handles up again;
  * - every `withSession` ends by its deadline (acquire and operation together): a call that
- *   outlives it leaves its session "stuck"; that session is never handed out again, is closed
- *   when the call finally returns, and a replacement is opened meanwhile (at most `size` stuck
- *   sessions get one, so a hung token cannot make the pool open sessions without bound);
+ *   outlives it leaves its session "stuck": that session is never handed out again, is closed
+ *   when the call finally returns, and a replacement is opened meanwhile (the pool keeps `size`
+ *   usable sessions of the current generation while open sessions, stuck ones included, stay
+ *   under 2 x size: a hung token cannot make it open sessions without bound, and every session
+ *   that frees up is made good again);
+ * - a lease that comes with too little of its deadline left is handed on, not used: a call
+ *   begun only to be abandoned wastes a session and the token's work;
  * - the module is finalized only when no asynchronous call is in flight (finalizing under one
  *   crashed the process in every trial).
  */
@@ -52,7 +56,11 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-export type PoolState = 'up' | 'down' | 'closed';
+/** `failed`: the token refused the PIN while reconnecting; retrying could lock it, so nothing will. */
+export type PoolState = 'up' | 'down' | 'failed' | 'closed';
+
+/** A lease with less than this left of its deadline (or a quarter of it) is not worth starting. */
+const MIN_OPERATION_BUDGET_MS = 50;
 
 export class SessionPool {
   private idle: Lease[] = [];
@@ -61,6 +69,8 @@ export class SessionPool {
   /** Leases not yet ended, stuck ones included: the module must not be finalized under them. */
   private leased = 0;
   private stuck = 0;
+  /** Usable (not stuck) open sessions of the current generation, idle or leased. */
+  private live = 0;
   private recoveryTimer: NodeJS.Timeout | undefined;
   private recoveryAttempts = 0;
   private drained: (() => void) | undefined;
@@ -74,11 +84,20 @@ export class SessionPool {
   /** Opens every session. The module must be logged in. */
   open(): void {
     for (let i = 0; i < this.options.size; i++) this.idle.push({ session: this.module.openSession(), generation: this.generation });
+    this.live = this.options.size;
     this.state = 'up';
   }
 
-  get stats(): { size: number; busy: number; idle: number; waiting: number; stuck: number; state: PoolState } {
-    return { size: this.options.size, busy: this.leased - this.stuck, idle: this.idle.length, waiting: this.waiters.length, stuck: this.stuck, state: this.state };
+  get stats(): { size: number; live: number; busy: number; idle: number; waiting: number; stuck: number; state: PoolState } {
+    return {
+      size: this.options.size,
+      live: this.state === 'up' ? this.live : 0,
+      busy: this.leased - this.stuck,
+      idle: this.idle.length,
+      waiting: this.waiters.length,
+      stuck: this.stuck,
+      state: this.state,
+    };
   }
 
   /**
@@ -89,6 +108,11 @@ export class SessionPool {
   async withSession<T>(label: OperationLabel, operation: (session: Handle) => Promise<T> | T, timeoutMs = this.options.acquireTimeoutMs): Promise<T> {
     const deadline = performance.now() + timeoutMs;
     const lease = await this.acquire(timeoutMs);
+    if (deadline - performance.now() < Math.min(MIN_OPERATION_BUDGET_MS, timeoutMs / 4)) {
+      this.release(lease, undefined);
+      tokenErrors.inc({ ckr: 'POOL_TIMEOUT' });
+      throw new TokenError('busy', `Every token session stayed busy for nearly ${timeoutMs} ms`, 'POOL_TIMEOUT', undefined);
+    }
     const started = performance.now();
     let settled = false;
     const running = (async () => operation(lease.session))().then(
@@ -126,7 +150,10 @@ export class SessionPool {
   }
 
   private acquire(timeoutMs: number): Promise<Lease> {
-    if (this.state !== 'up') return Promise.reject(this.unavailable());
+    if (this.state !== 'up') {
+      tokenErrors.inc({ ckr: 'POOL_DOWN' });
+      return Promise.reject(this.unavailable());
+    }
     const lease = this.idle.pop();
     if (lease) {
       this.leased++;
@@ -154,15 +181,20 @@ export class SessionPool {
   private abandon(lease: Lease): void {
     lease.stuck = true;
     this.stuck++;
-    if (this.state !== 'up' || lease.generation !== this.generation || this.stuck > this.options.size) return;
-    this.openReplacement();
+    if (lease.generation === this.generation) this.live--;
+    this.topUp();
   }
 
-  private openReplacement(): void {
-    try {
-      this.handOut({ session: this.module.openSession(), generation: this.generation });
-    } catch (error) {
-      this.markDown(toTokenError(error, 'C_OpenSession'));
+  /** Opens sessions until `size` are usable, within the bound on open sessions. */
+  private topUp(): void {
+    while (this.state === 'up' && this.live < this.options.size && this.live + this.stuck < 2 * this.options.size) {
+      try {
+        const session = this.module.openSession();
+        this.live++;
+        this.handOut({ session, generation: this.generation });
+      } catch (error) {
+        this.markDown(toTokenError(error, 'C_OpenSession'));
+      }
     }
   }
 
@@ -173,13 +205,14 @@ export class SessionPool {
     if (lease.stuck) {
       this.stuck--;
       this.module.closeSession(lease.session);
-      // Its replacement was skipped when too many were stuck: open it now.
-      if (this.stuck >= this.options.size && this.state === 'up' && lease.generation === this.generation) this.openReplacement();
+      // A replacement skipped while too many sessions were open can be opened now.
+      this.topUp();
     } else if (lease.generation !== this.generation || this.state !== 'up') {
       this.module.closeSession(lease.session);
     } else if (failure) {
       this.module.closeSession(lease.session);
-      this.openReplacement();
+      this.live--;
+      this.topUp();
     } else {
       this.handOut(lease);
     }
@@ -206,10 +239,12 @@ export class SessionPool {
     if (this.state !== 'up') return;
     this.state = 'down';
     this.generation++;
+    this.live = 0;
     for (const lease of this.idle) this.module.closeSession(lease.session);
     this.idle = [];
     for (const waiter of this.waiters.splice(0)) {
       clearTimeout(waiter.timer);
+      tokenErrors.inc({ ckr: 'POOL_DOWN' });
       waiter.reject(this.unavailable());
     }
     this.options.onDown?.(cause);
@@ -236,14 +271,18 @@ export class SessionPool {
       const fresh: Lease[] = [];
       for (let i = 0; i < this.options.size; i++) fresh.push({ session: this.module.openSession(), generation: this.generation });
       this.idle = fresh;
+      this.live = fresh.length;
       this.state = 'up';
       this.options.onRecovered?.();
     } catch (error) {
       const failure = toTokenError(error, 'reconnecting to the token');
       tokenErrors.inc({ ckr: failure.ckr });
       this.options.onRecoveryFailed?.(failure);
-      // A wrong PIN now would be retried into a locked token: stop trying.
-      if (failure.errorClass === 'fatal-login') return;
+      // A wrong PIN now would be retried into a locked token: stop trying, for good.
+      if (failure.errorClass === 'fatal-login') {
+        this.state = 'failed';
+        return;
+      }
       this.scheduleRecovery();
     }
   }

@@ -154,6 +154,15 @@ describe('rate limits', () => {
     await new Promise((resolve) => setTimeout(resolve, 2100));
     expect((await request(svc.url, 'POST', '/api/v1/auth/universal-auth/login', { body: target })).status).toBe(200);
   });
+
+  it('concurrent guesses count too: of 20 at once, no more than the limit reach the secret check', async () => {
+    const target = await createIdentity(svc.url, adminToken, 'raced-client', [{ projectId: svc.admin.projectId, actions: ['read'] }]);
+    const wrong = { clientId: target.clientId, clientSecret: 'e'.repeat(64) };
+    const answers = await Promise.all(Array.from({ length: 20 }, () => request(svc.url, 'POST', '/api/v1/auth/universal-auth/login', { body: wrong })));
+    const statuses = answers.map((a) => a.status);
+    expect(statuses.filter((s) => s === 401).length).toBe(3);
+    expect(statuses.filter((s) => s === 429).length).toBe(17);
+  });
 });
 
 describe('security headers', () => {

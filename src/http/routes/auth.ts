@@ -1,6 +1,5 @@
 /** /api/v1/auth: universal-auth login and token renew (no bearer token needed). */
 import { Router } from 'express';
-import { AppError } from '../../errors.js';
 import type { IdentityService } from '../../services/identity-service.js';
 import { inputOf, validate } from '../ajv.js';
 import type { LoginThrottle } from '../rate-limit.js';
@@ -15,14 +14,10 @@ export function authRoutes(deps: { identities: IdentityService; loginThrottle: L
     // For the audit trail: who tried, whether or not the secret was right.
     res.locals.auditIdentityId = await deps.identities.identityIdOf(body.clientId);
     deps.loginThrottle.check(body.clientId, address);
-    try {
-      const result = await deps.identities.login(body.clientId, body.clientSecret);
-      deps.loginThrottle.succeeded(body.clientId);
-      res.json(result);
-    } catch (error) {
-      if (error instanceof AppError && error.kind === 'UnauthorizedError') deps.loginThrottle.failed(body.clientId, address);
-      throw error;
-    }
+    deps.loginThrottle.attempting(body.clientId, address);
+    const result = await deps.identities.login(body.clientId, body.clientSecret);
+    deps.loginThrottle.succeeded(body.clientId, address);
+    res.json(result);
   });
 
   router.post('/token/renew', validate({ body: renewBody }), async (_req, res) => {

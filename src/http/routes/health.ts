@@ -3,11 +3,13 @@ import { Router } from 'express';
 import { registry } from '../../metrics.js';
 import type { Token } from '../../pkcs11/token.js';
 
-export function healthRoutes(deps: { token: Pick<Token, 'ping'>; readyTimeoutMs: number; draining: () => boolean }): Router {
+export function healthRoutes(deps: { token: Pick<Token, 'ping'>; readyTimeoutMs: number; draining: () => boolean; alive: () => boolean }): Router {
   const router = Router();
 
   router.get('/healthz', (_req, res) => {
     res.locals.route = '/healthz';
+    // Only a state no retry can leave: an orchestrator should restart the process.
+    if (!deps.alive()) return res.status(503).json({ status: 'failed', message: 'The HSM refused the PIN while reconnecting; restart with the right PIN' });
     res.json({ status: 'ok' });
   });
 

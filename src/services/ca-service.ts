@@ -348,13 +348,18 @@ export function createCaService(deps: CaDeps) {
       const [der] = pemToDer(certificatePem, 'CERTIFICATE');
       if (!der) throw badRequest('certificate is not a PEM certificate');
       let certificate: x509.X509Certificate;
+      let publicKey: Buffer;
+      let basic: x509.BasicConstraintsExtension | null;
       try {
+        // @peculiar/x509 parses the key and extensions lazily: read them here, where a
+        // malformed one is the client's error.
         certificate = new x509.X509Certificate(der);
+        publicKey = Buffer.from(certificate.publicKey.rawData);
+        basic = certificate.getExtension(x509.BasicConstraintsExtension);
       } catch {
         throw badRequest('certificate cannot be parsed');
       }
-      if (!Buffer.from(certificate.publicKey.rawData).equals(ca.publicKey)) throw badRequest("The certificate's public key is not this CA's key");
-      const basic = certificate.getExtension(x509.BasicConstraintsExtension);
+      if (!publicKey.equals(ca.publicKey)) throw badRequest("The certificate's public key is not this CA's key");
       if (!basic?.ca) throw badRequest('The certificate is not a CA certificate (BasicConstraints cA is not set)');
       // Every block must parse: skipping one that does not would import a chain nobody checked.
       const chain = pemToDer(chainPem, 'CERTIFICATE').map((item, index) => {
@@ -367,8 +372,9 @@ export function createCaService(deps: CaDeps) {
       if (chain.length === 0) throw badRequest('certificateChain must hold the issuer certificate (and those above it)');
       let child = certificate;
       for (const issuer of chain) {
-        // A key algorithm WebCrypto does not know fails here as a throw, not a false.
-        const verified = await child.verify({ publicKey: issuer.publicKey, signatureOnly: true }).catch(() => false);
+        // A key algorithm or size WebCrypto refuses fails as a throw (sometimes before any
+        // promise exists), not a false.
+        const verified = await (async () => child.verify({ publicKey: issuer.publicKey, signatureOnly: true }))().catch(() => false);
         if (!verified) throw badRequest('The certificate chain does not verify: each certificate must be signed by the next');
         child = issuer;
       }

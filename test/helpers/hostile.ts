@@ -932,7 +932,7 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
         isDigest: { valid: fc.boolean(), invalid: notABoolean },
         data: { valid: validBase64, invalid: fc.oneof({ weight: 8, arbitrary: fc.oneof(notAString, badBase64) }, { weight: 1, arbitrary: overCapBase64 }), required: true },
       };
-      if (verify) fields.signature = { valid: validBase64.filter((s) => s.length > 0), invalid: fc.oneof(notAString, badBase64, fc.constant(''), fc.integer({ min: 1025, max: 5000 }).map((n) => 'A'.repeat(n - (n % 4)))), required: true };
+      if (verify) fields.signature = { valid: validBase64.filter((s) => s.length > 0), invalid: fc.oneof(notAString, badBase64, fc.constant(''), fc.integer({ min: 1025, max: 5000 }).map((n) => 'A'.repeat(Math.ceil(n / 4) * 4))), required: true };
       const broken = brokenObject(fields);
       const signature = fc.base64String({ minLength: 4, maxLength: 600 });
       const withSignature = <T extends object>(arb: fc.Arbitrary<T>) => (verify ? fc.tuple(arb, signature).map(([body, s]) => ({ ...body, signature: s })) : arb);

@@ -75,43 +75,20 @@ export function observePool(source: PoolGaugeSource | undefined): void {
   poolSource = source;
 }
 
-new Gauge({
-  name: `${PREFIX}pkcs11_sessions`,
-  help: 'Usable open sessions (at the configured pool size while the token is up; 0 while it is down).',
-  registers: [registry],
-  collect() {
-    this.set(poolSource?.stats.live ?? 0);
-  },
-});
-new Gauge({
-  name: `${PREFIX}pkcs11_sessions_busy`,
-  help: 'Sessions leased to a request right now.',
-  registers: [registry],
-  collect() {
-    this.set(poolSource ? poolSource.stats.busy : 0);
-  },
-});
-new Gauge({
-  name: `${PREFIX}pkcs11_sessions_stuck`,
-  help: 'Sessions whose call outlived its request and are never used again; closed when the call returns.',
-  registers: [registry],
-  collect() {
-    this.set(poolSource?.stats.stuck ?? 0);
-  },
-});
-new Gauge({
-  name: `${PREFIX}pkcs11_session_waiters`,
-  help: 'Requests waiting for a free session.',
-  registers: [registry],
-  collect() {
-    this.set(poolSource?.stats.waiting ?? 0);
-  },
-});
-new Gauge({
-  name: `${PREFIX}token_up`,
-  help: '1 while the token answers, 0 while the pool is down and reconnecting.',
-  registers: [registry],
-  collect() {
-    this.set(poolSource?.stats.state === 'up' ? 1 : 0);
-  },
-});
+/** A gauge read from the pool's stats when scraped (0 while no pool is observed). */
+function poolGauge(name: string, help: string, read: (stats: PoolGaugeSource['stats']) => number): void {
+  new Gauge({
+    name: `${PREFIX}${name}`,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(poolSource ? read(poolSource.stats) : 0);
+    },
+  });
+}
+
+poolGauge('pkcs11_sessions', 'Usable open sessions (at the configured pool size while the token is up; 0 while it is down).', (stats) => stats.live);
+poolGauge('pkcs11_sessions_busy', 'Sessions leased to a request right now.', (stats) => stats.busy);
+poolGauge('pkcs11_sessions_stuck', 'Sessions whose call outlived its request and are never used again; closed when the call returns.', (stats) => stats.stuck);
+poolGauge('pkcs11_session_waiters', 'Requests waiting for a free session.', (stats) => stats.waiting);
+poolGauge('token_up', '1 while the token answers, 0 while the pool is down and reconnecting.', (stats) => (stats.state === 'up' ? 1 : 0));

@@ -21,14 +21,11 @@ function toAppError(error: unknown): AppError {
   const parserError = error as { type?: string; status?: number };
   if (parserError?.type === 'entity.too.large') return new AppError('PayloadTooLarge', 'Request body is too large', { cause: error });
   if (parserError?.type === 'entity.parse.failed') return new AppError('BadRequest', 'Request body is not valid JSON', { cause: error });
-  if (typeof parserError?.status === 'number' && parserError.status >= 400 && parserError.status < 500 && parserError.type) {
-    return new AppError('BadRequest', 'Request body could not be read', { cause: error });
-  }
-  // The router's URIError for bad percent-encoding in the path, zlib's for a body that is not
-  // what its Content-Encoding says: http-errors with a 4xx status and no body-parser type.
   if (error instanceof URIError) return new AppError('BadRequest', 'The path has malformed percent-encoding', { cause: error });
+  // Any other http-errors 4xx: body-parser's own (with a `type`), or zlib's for a body that is
+  // not what its Content-Encoding says (without one).
   if (typeof parserError?.status === 'number' && parserError.status >= 400 && parserError.status < 500) {
-    return new AppError('BadRequest', 'Request could not be read', { cause: error });
+    return new AppError('BadRequest', parserError.type ? 'Request body could not be read' : 'Request could not be read', { cause: error });
   }
   return new AppError('InternalServerError', 'Something went wrong', { cause: error });
 }

@@ -44,18 +44,10 @@ export interface AuditEventInput {
 }
 
 /** One event as GET /api/v1/audit-logs shows it, hashes included so anyone can re-check them. */
-export interface AuditEventView {
+export interface AuditEventView extends AuditEventInput {
   seq: number;
   id: string;
   time: string;
-  reqId: string;
-  identityId: string | null;
-  action: string;
-  resourceType: AuditResourceType | null;
-  resourceId: string | null;
-  outcome: AuditOutcome;
-  statusCode: number;
-  clientAddress: string | null;
   prevHash: string;
   hash: string;
 }

@@ -1,8 +1,8 @@
 /**
  * The audit trail: events (a hash chain, see services/audit-chain.ts), the signed checkpoints
- * of its head, and the audit key's settings. Appends are synchronous: the service records on
- * a response's 'finish', where there is nobody left to await a promise, and one prepared
- * INSERT costs microseconds. Nothing here ever updates or deletes an event.
+ * of its head, and the audit key's settings. Appends are synchronous, a batch per transaction:
+ * the service writes the events of one event-loop turn together, and nobody awaits them.
+ * Nothing here ever updates or deletes an event.
  */
 import type { Db } from './database.js';
 

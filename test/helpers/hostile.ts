@@ -15,6 +15,7 @@ type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 import * as x509 from '@peculiar/x509';
 import fc from 'fast-check';
+import { KEY_ALGORITHMS as SERVICE_KEY_ALGORITHMS, KEY_USAGES as SERVICE_KEY_USAGES, SIGNING_ALGORITHMS as SERVICE_SIGNING_ALGORITHMS } from '../../src/algorithms.js';
 
 // ---------------------------------------------------------------------------------------------
 // What is generated
@@ -108,19 +109,10 @@ const PROJECT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const isSlug = (value: unknown) => typeof value === 'string' && value.length >= 1 && value.length <= 32 && SLUG.test(value);
 const isProjectId = (value: unknown) => typeof value === 'string' && value.length >= 1 && value.length <= 64 && PROJECT_ID.test(value);
 
-const KEY_USAGES = ['encrypt-decrypt', 'sign-verify'];
-const KEY_ALGORITHMS = ['aes-256-gcm', 'aes-128-gcm', 'RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256', 'ECC_NIST_P384', 'ECC_NIST_P521'];
-const SIGNING_ALGORITHMS = [
-  'RSASSA_PSS_SHA_512',
-  'RSASSA_PSS_SHA_384',
-  'RSASSA_PSS_SHA_256',
-  'RSASSA_PKCS1_V1_5_SHA_512',
-  'RSASSA_PKCS1_V1_5_SHA_384',
-  'RSASSA_PKCS1_V1_5_SHA_256',
-  'ECDSA_SHA_512',
-  'ECDSA_SHA_384',
-  'ECDSA_SHA_256',
-];
+// The service's own lists, widened to string so generated junk can be tested against them.
+const KEY_USAGES: readonly string[] = SERVICE_KEY_USAGES;
+const KEY_ALGORITHMS: readonly string[] = SERVICE_KEY_ALGORITHMS;
+const SIGNING_ALGORITHMS: readonly string[] = SERVICE_SIGNING_ALGORITHMS;
 const RSA_SIGNING = SIGNING_ALGORITHMS.filter((name) => name.startsWith('RSASSA'));
 const EC_SIGNING = SIGNING_ALGORITHMS.filter((name) => name.startsWith('ECDSA'));
 const ACTIONS = ['read', 'create', 'update', 'delete', 'encrypt', 'decrypt', 'sign', 'verify', 'issue-certificate', 'manage-pki', 'manage-identities'];

@@ -19,8 +19,8 @@ import type { Logger } from './logger.js';
 import { auditRecordFailures, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
-import { SessionPool } from './pkcs11/session-pool.js';
 import { Pkcs11Token } from './pkcs11/token.js';
+import { TokenThreadPool } from './pkcs11/token-threads.js';
 import { createCryptoService } from './services/crypto-service.js';
 import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
@@ -51,7 +51,7 @@ export interface RunningService {
 /** Thrown when the service cannot start; `message` is meant for the operator. */
 export class StartupError extends Error {}
 
-function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; pool: SessionPool; token: Pkcs11Token } {
+function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; pool: TokenThreadPool; token: Pkcs11Token } {
   const embedded = config.hsm.embedded ? prepareEmbeddedSoftHsm(config) : undefined;
   const readPin = pinReader(config);
   const module = new Pkcs11Module({
@@ -70,16 +70,13 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
     }
     throw new StartupError(`Cannot use the HSM: ${(error as Error).message}`);
   }
-  let token: Pkcs11Token | undefined;
-  const pool = new SessionPool(module, {
+  const pool = new TokenThreadPool(module, {
     size: config.hsm.sessions,
     acquireTimeoutMs: config.hsm.acquireTimeoutMs,
     readPin,
     onDown: (error) => logger.error({ ckr: error.ckr }, 'the HSM failed; answering 503 while reconnecting'),
-    onRecovered: () => {
-      token?.forgetHandles();
-      logger.info('reconnected to the HSM');
-    },
+    // The new threads start with empty handle caches: every key is looked up again.
+    onRecovered: () => logger.info('reconnected to the HSM'),
     onRecoveryFailed: (error) =>
       error.errorClass === 'fatal-login'
         ? logger.error({ ckr: error.ckr }, 'the HSM refused the PIN while reconnecting; not retrying (it could lock the token): /healthz now fails, restart with the right PIN')
@@ -87,7 +84,7 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
   });
   pool.open();
   observePool(pool);
-  token = new Pkcs11Token(module, pool, { keyGenerationTimeoutMs: config.hsm.keyGenerationTimeoutMs });
+  const token = new Pkcs11Token(pool, { keyGenerationTimeoutMs: config.hsm.keyGenerationTimeoutMs });
   return { module, pool, token };
 }
 
@@ -185,7 +182,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         const poolClosed = pool.close();
         if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {
           db.close();
-          throw new Error(`A token call still had not returned after the grace period (${pool.callsInFlight} in flight); exiting without C_Finalize`);
+          throw new Error(`A token call still had not returned after the grace period (${pool.insideModule} token threads still inside the module); exiting without C_Finalize`);
         }
         module.finalize();
         observePool(undefined);

@@ -4,13 +4,15 @@
  * serial (never by slot index, which moves as tokens come and go), and the user logged in once.
  *
  * Login belongs to the application, not to a session, and dies with the last session: the
- * module keeps one "anchor" session open for its whole life, and uses it for the small
- * synchronous management calls (find objects, read attributes, destroy) that have no
- * asynchronous form. Nothing here ever calls C_Logout: it would invalidate every private-key
- * handle of the process.
+ * module keeps one "anchor" session open for its whole life, used for nothing else. Every call
+ * made while serving runs on a token thread (token-threads.ts), which loads the same library and
+ * uses this login. The calls here run on the main thread only at start, while reconnecting
+ * after the token failed (nothing is served then), and at shutdown. Nothing here ever calls
+ * C_Logout: it would invalidate every private-key handle of the process.
  */
 import pkcs11js from 'pkcs11js';
 import { TokenError, isCode, toTokenError } from './errors.js';
+import type { TokenThreadInit } from './token-protocol.js';
 
 export type Handle = Buffer;
 
@@ -129,10 +131,10 @@ export class Pkcs11Module {
     }
   }
 
-  /** The long-lived session that holds the login; used for synchronous management calls. */
-  get anchorSession(): Handle {
-    if (!this.anchor) throw new TokenError('unavailable', 'Not logged in', 'CKR_USER_NOT_LOGGED_IN', pkcs11js.CKR_USER_NOT_LOGGED_IN);
-    return this.anchor;
+  /** What a token thread needs to open its own sessions on the token this process logged in to. */
+  threadInit(): TokenThreadInit {
+    if (!this.slot) throw new TokenError('unavailable', 'Token not found yet', 'CKR_TOKEN_NOT_PRESENT', pkcs11js.CKR_TOKEN_NOT_PRESENT);
+    return { modulePath: this.location.modulePath, slot: new Uint8Array(this.slot), sessionCopies: true };
   }
 
   /**

@@ -13,9 +13,14 @@ export type TokenRequest =
   | { op: 'generate'; id: Uint8Array; label: string; spec: KeySpec }
   | { op: 'destroy'; id: Uint8Array }
   | { op: 'list'; labelPrefix: string }
-  | { op: 'ping' };
+  | { op: 'ping' }
+  /** Close this thread's sessions and open new ones on `slot` (after the token was reconnected). */
+  | { op: 'reopen'; slot: Uint8Array };
 
-/** Messages that need no reply: they are handled in order with the requests. */
+/**
+ * Messages that need no reply: they are handled in order with the requests. Neither reaches the
+ * token except through the `objects` session a thread keeps, which no reconnect touches.
+ */
 export type TokenNotice =
   /** Drop cached handles (and this thread's session copies) of these CKA_IDs. */
   | { op: 'forget'; ids: Uint8Array[] }

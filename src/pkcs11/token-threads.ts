@@ -9,10 +9,12 @@
  * - a call that fails inside the token leaves the thread usable: the thread itself replaces a
  *   session that may still hold an active operation. A thread that says it has no usable
  *   session left is retired and replaced;
- * - a session/device error marks the pool down: waiters get a 503 at once, every thread of the
- *   old generation retires (closes its sessions and exits) when its lease ends, and a recovery
- *   loop reconnects (new anchor session, a new login) and starts a new generation of threads,
- *   whose handle caches start empty, so every key is looked up again;
+ * - a session/device error marks the pool down and starts a new session generation: waiters get
+ *   a 503 at once, and a recovery loop reconnects (new anchor session, a new login). The threads
+ *   stay; each one's first call of the new generation is preceded, within the same lease and
+ *   deadline, by a `reopen` that closes its old sessions, opens new ones and empties its handle
+ *   cache, so every key is looked up again. (Starting threads anew at each attempt would cost
+ *   far more than the sessions, and an attempt may fail many times while the token is away.);
  * - every `withThread` ends by its deadline (acquire and call together): a call that outlives it
  *   leaves its thread "stuck": that thread is never handed a call again, is told to retire (it
  *   does so when the call returns, since it handles messages in order), and a replacement is
@@ -69,6 +71,7 @@ export interface TokenThreadPoolOptions {
 
 interface Lease {
   thread: TokenThread;
+  /** The session generation the thread's sessions belong to. */
   generation: number;
   /** Set when the caller gave up on the call running on this thread. */
   stuck?: boolean;
@@ -88,6 +91,11 @@ const MIN_OPERATION_BUDGET_MS = 50;
 
 /** Set on an error whose thread has no usable session left. */
 const THREAD_BROKEN = Symbol('threadBroken');
+
+/** Marks an error as coming from a thread that has no usable session left (it is then replaced). */
+export function markThreadBroken<E extends Error>(error: E): E {
+  return Object.assign(error, { [THREAD_BROKEN]: true });
+}
 
 export class TokenThreadPool {
   private idle: Lease[] = [];
@@ -137,6 +145,14 @@ export class TokenThreadPool {
     return this.withThread(label, (thread) => thread.call(request), timeoutMs);
   }
 
+  /** Brings a thread's sessions to the current generation before its call, within the lease. */
+  private async onCurrentSessions(lease: Lease): Promise<void> {
+    if (lease.generation === this.generation) return;
+    const generation = this.generation;
+    await lease.thread.call({ op: 'reopen', slot: this.module.threadInit().slot });
+    lease.generation = generation;
+  }
+
   /** Tells every thread of the current generation, busy ones after their call. */
   broadcast(notice: TokenNotice): void {
     for (const lease of this.idle) lease.thread.notify(notice);
@@ -160,18 +176,19 @@ export class TokenThreadPool {
     const started = performance.now();
     let settled = false;
     this.busyThreads.add(lease.thread);
-    const running = operation(lease.thread).then(
+    const callGeneration = this.generation;
+    const running = this.onCurrentSessions(lease).then(() => operation(lease.thread)).then(
       (value) => {
         settled = true;
         pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
-        this.release(lease, undefined);
+        this.release(lease, undefined, false, callGeneration);
         return value;
       },
       (error: unknown) => {
         settled = true;
         const failure = toTokenError(error, label.operation);
         tokenErrors.inc({ ckr: failure.ckr });
-        this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true);
+        this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
         throw failure;
       },
     );
@@ -252,23 +269,25 @@ export class TokenThreadPool {
     });
   }
 
-  private release(lease: Lease, failure: TokenError | undefined, threadBroken = false): void {
+  private release(lease: Lease, failure: TokenError | undefined, threadBroken = false, callGeneration = this.generation): void {
     this.leased--;
     this.busyThreads.delete(lease.thread);
-    // A late failure from an older generation says nothing about the token reconnected since.
-    if (failure?.errorClass === 'unavailable' && lease.generation === this.generation) this.markDown(failure);
+    // A late failure from a call begun before the token was reconnected says nothing about it now.
+    if (failure?.errorClass === 'unavailable' && callGeneration === this.generation) this.markDown(failure);
     if (lease.stuck) {
       // Told to retire when it was abandoned; a replacement skipped while too many threads
       // were alive can be started now.
       this.stuck--;
       this.topUp();
-    } else if (lease.generation !== this.generation || this.state !== 'up') {
+    } else if (this.state === 'closed') {
       this.retire(lease.thread);
-    } else if (threadBroken) {
+    } else if (threadBroken && failure?.errorClass !== 'unavailable') {
+      // No session, for a reason a reconnect would not cure: a new thread instead.
       this.retire(lease.thread);
       this.live--;
       this.topUp();
     } else {
+      // Back in the pool even while it is down: its next call reopens its sessions first.
       this.handOut(lease);
     }
     this.checkQuiet();
@@ -294,9 +313,6 @@ export class TokenThreadPool {
     if (this.state !== 'up') return;
     this.state = 'down';
     this.generation++;
-    this.live = 0;
-    for (const lease of this.idle) this.retire(lease.thread);
-    this.idle = [];
     for (const waiter of this.waiters.splice(0)) {
       clearTimeout(waiter.timer);
       tokenErrors.inc({ ckr: 'POOL_DOWN' });
@@ -323,11 +339,8 @@ export class TokenThreadPool {
       // First try only a new login and new threads; re-initialize the module only when that
       // failed before and no thread could still be inside the module.
       this.module.reconnect(this.options.readPin(), this.recoveryAttempts > 1 && this.insideModule === 0);
-      const fresh: Lease[] = [];
-      for (let i = 0; i < this.options.size; i++) fresh.push(this.newLease());
-      this.idle = fresh;
-      this.live = fresh.length;
       this.state = 'up';
+      this.topUp();
       this.options.onRecovered?.();
     } catch (error) {
       const failure = toTokenError(error, 'reconnecting to the token');
@@ -352,7 +365,8 @@ export class TokenThreadPool {
   }
 
   /**
-   * Waits for every lease to end and every thread to exit (bounded by the caller); after it
+   * Idle threads are not inside the module: they wait for a message, and their first call of a
+   * new generation reopens their sessions. Waits for every lease to end and every thread to exit (bounded by the caller); after it
    * resolves no thread is inside the module, so it may be finalized.
    */
   async close(): Promise<void> {
@@ -417,7 +431,7 @@ class WorkerTokenThread implements TokenThread {
     this.pending = undefined;
     if (!pending) return;
     const error = new TokenError('operation', `The token thread failed: ${(cause as Error)?.message ?? String(cause)}`, 'THREAD_FAILED', undefined, { cause });
-    pending.reject(Object.assign(error, { [THREAD_BROKEN]: true }));
+    pending.reject(markThreadBroken(error));
   }
 }
 
@@ -428,5 +442,5 @@ function errorOf(reply: Extract<TokenReply, { ok: false }>): Error {
   if (failure.kind === 'ckr') error = Object.assign(new Error(failure.message), { code: failure.code });
   else if (failure.kind === 'key-not-found') error = new TokenError('operation', failure.message, 'KEY_NOT_FOUND', undefined);
   else error = new TokenError('operation', failure.message, 'NATIVE_ERROR', undefined);
-  return reply.broken ? Object.assign(error, { [THREAD_BROKEN]: true }) : error;
+  return reply.broken ? markThreadBroken(error) : error;
 }

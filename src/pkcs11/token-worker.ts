@@ -43,14 +43,14 @@ const PING_INPUT = Buffer.from('hsm-signer readiness');
 class KeyNotFound extends Error {}
 
 const init = workerData as TokenThreadInit;
-const slot = asBuffer(init.slot);
 const lib = new pkcs11js.PKCS11();
+let slot = asBuffer(init.slot);
 let sessionCopies = init.sessionCopies;
 const handles = new Map<string, Handle>();
 let objects: Handle | undefined;
 let work: Handle | undefined;
-/** Why this thread could not open its sessions; every call then fails with it. */
-let startFailure: unknown;
+/** Why this thread could not open its sessions; every call but `reopen` then fails with it. */
+let sessionFailure: unknown;
 
 try {
   lib.load(init.modulePath);
@@ -59,10 +59,14 @@ try {
   } catch (error) {
     if (!isCode(error, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw error;
   }
+  openSessions();
+} catch (error) {
+  sessionFailure = error;
+}
+
+function openSessions(): void {
   objects = lib.C_OpenSession(slot, RW_SESSION);
   work = lib.C_OpenSession(slot, RW_SESSION);
-} catch (error) {
-  startFailure = error;
 }
 
 const handleKey = (id: Buffer, objectClass: KeyObjectClass) => `${objectClass}:${id.toString('hex')}`;
@@ -210,6 +214,14 @@ function run(request: TokenRequest): unknown {
       }
       return found;
     }
+    case 'reopen':
+      // The token was reconnected: these sessions, and the copies on them, are gone with it.
+      closeSessions();
+      handles.clear();
+      slot = asBuffer(request.slot);
+      sessionFailure = undefined;
+      openSessions();
+      return undefined;
     case 'ping':
       lib.C_GetSessionInfo(work!);
       lib.C_DigestInit(work!, { mechanism: pkcs11js.CKM_SHA256 });
@@ -236,7 +248,7 @@ function renewWorkSession(error: unknown): void {
   try {
     work = lib.C_OpenSession(slot, RW_SESSION);
   } catch (reopenError) {
-    startFailure = reopenError;
+    sessionFailure = reopenError;
     work = undefined;
   }
 }
@@ -266,14 +278,15 @@ parentPort!.on('message', (message: TokenMessage) => {
     return;
   }
   let reply: TokenReply;
-  if (startFailure !== undefined || !work || !objects) {
-    reply = { seq: message.seq, ok: false, failure: failureOf(startFailure ?? new Error('token thread has no session')), broken: true };
+  if (message.op !== 'reopen' && (sessionFailure !== undefined || !work || !objects)) {
+    reply = { seq: message.seq, ok: false, failure: failureOf(sessionFailure ?? new Error('token thread has no session')), broken: true };
   } else {
     try {
       reply = { seq: message.seq, ok: true, value: run(message) };
     } catch (error) {
-      if (!(error instanceof KeyNotFound)) renewWorkSession(error);
-      reply = { seq: message.seq, ok: false, failure: failureOf(error), broken: work === undefined };
+      if (message.op === 'reopen') sessionFailure = error;
+      else if (!(error instanceof KeyNotFound)) renewWorkSession(error);
+      reply = { seq: message.seq, ok: false, failure: failureOf(error), broken: sessionFailure !== undefined || !work || !objects };
     }
   }
   parentPort!.postMessage(reply);

@@ -7,9 +7,10 @@
  *   request ends within the acquire timeout with a 503 (Retry-After, envelope) or a genuine
  *   200, never a 500 or a hang; after the fault clears the same service (no restart) serves
  *   again within 2 s, having opened sessions, logged in and looked key handles up again;
- * - a stalled C_Sign (on libuv's threads): requests end by the acquire timeout with 503, the
- *   sessions stuck under the stalled calls are never handed out again and are closed when the
- *   calls return, and the service serves again within 2 s of the stall's end;
+ * - a stalled C_Sign, and a stalled C_SignInit (on the token threads): requests end by the
+ *   acquire timeout with 503, the threads stuck in the stalled calls are never handed a call
+ *   again and retire (closing their sessions) when the calls return, replacements stay within
+ *   the bound, and the service serves again within 2 s of the stall's end;
  * - a wrong PIN at start: the start fails with a message naming the PIN after exactly one
  *   C_Login.
  *
@@ -427,104 +428,110 @@ describe('token faults under steady concurrent load', () => {
     });
   }
 
-  it('a stalled C_Sign: 503 by the acquire timeout, stuck sessions never handed out again, serving within 2 s after the stall', async () => {
-    // Counted while nothing runs, so that every C_SignInit counted has its C_Sign counted too
-    // (under load a C_Sign may still be on its way to a libuv thread when the counters are read).
-    expect(service.token.poolStats).toMatchObject({ state: 'up', busy: 0, stuck: 0 });
-    const countsBefore = await control.counts();
-    const metricsBefore = await metrics();
-    const load = new Load(keys).start(LOOPS);
-    // The operator's view (/metrics) and, finer grained, the pool's own (read in process).
-    const gauges = poller(100, async () => {
-      const m = await metrics();
-      return { stuck: m.get('hsm_signer_pkcs11_sessions_stuck'), up: m.get('hsm_signer_token_up') };
+  for (const stalled of ['C_Sign', 'C_SignInit']) {
+    it(`a stalled ${stalled}: 503 by the acquire timeout, stuck threads never handed a call again, serving within 2 s after the stall`, async () => {
+      // Counted while nothing runs, so that every C_SignInit counted has its C_Sign counted too
+      // (under load a C_Sign may still be on its way to a token thread when the counters are read).
+      expect(service.token.poolStats).toMatchObject({ state: 'up', busy: 0, stuck: 0 });
+      const countsBefore = await control.counts();
+      const metricsBefore = await metrics();
+      const load = new Load(keys).start(LOOPS);
+      // The operator's view (/metrics) and, finer grained, the pool's own (read in process).
+      const gauges = poller(100, async () => {
+        const m = await metrics();
+        return { stuck: m.get('hsm_signer_pkcs11_sessions_stuck'), up: m.get('hsm_signer_token_up') };
+      });
+      const pool = poller(20, async () => service.token.poolStats);
+      await sleep(800);
+
+      const injectedAt = now();
+      control.inject({ functions: [stalled], ckr: 'stall', forMs: 4000 });
+      // Once the stuck calls hold every token thread they may, a login must still be quick: its
+      // scrypt runs on libuv's thread pool, which no token call ever occupies.
+      await sleep(1500);
+      const loginStarted = now();
+      await login(baseUrl, admin);
+      const loginMs = now() - loginStarted;
+      await sleep(1500);
+      control.clear();
+      const stallEndedAt = now();
+
+      const firstSignSuccess = () => load.samples.filter((s) => s.op !== 'encrypt' && s.status === 200 && s.start >= stallEndedAt).sort((a, b) => a.end - b.end)[0];
+      await waitFor(() => firstSignSuccess() !== undefined, RECOVERY_MS + 2000);
+      let stuckGauge: number | undefined;
+      await waitFor(async () => (stuckGauge = (await metrics()).get('hsm_signer_pkcs11_sessions_stuck')) === 0, RECOVERY_MS, 50);
+      await sleep(1000);
+      const samples = await load.stop();
+      const poolSamples = await pool.stop();
+      const gaugeSamples = await gauges.stop();
+      const countsAfter = await control.counts();
+      const metricsAfter = await metrics();
+
+      const during = samples.filter((s) => s.start >= injectedAt && s.start <= stallEndedAt);
+      const recovered = firstSignSuccess();
+      const abandoned = tokenErrorsOf(metricsAfter, 'OPERATION_TIMEOUT') - tokenErrorsOf(metricsBefore, 'OPERATION_TIMEOUT');
+      const report = {
+        fault: `${stalled} stalled 3 s`,
+        requests: samples.length,
+        statuses: statusCounts(samples),
+        startedDuringStall: statusCounts(during),
+        signStartedDuringStall: statusCounts(during.filter((s) => s.op !== 'encrypt')),
+        maxMsDuringStall: Math.round(Math.max(0, ...samples.filter((s) => s.end >= injectedAt && s.start <= stallEndedAt).map((s) => s.end - s.start))),
+        firstSignSuccessAfterStallMs: recovered && Math.round(recovered.end - stallEndedAt),
+        maxStuckSeen: Math.max(...poolSamples.map((s) => s.value?.stuck ?? 0)),
+        maxStuckGaugeSeen: Math.max(...gaugeSamples.map((s) => s.value?.stuck ?? 0)),
+        maxThreadsSeen: Math.max(...poolSamples.map((s) => (s.value?.live ?? 0) + (s.value?.stuck ?? 0))),
+        tokenUpGaugeValues: [...new Set(gaugeSamples.map((s) => s.value?.up))],
+        poolStates: [...new Set(poolSamples.map((s) => s.value?.state))],
+        abandonedCalls: abandoned,
+        poolTimeouts: tokenErrorsOf(metricsAfter, 'POOL_TIMEOUT') - tokenErrorsOf(metricsBefore, 'POOL_TIMEOUT'),
+        operationActive: tokenErrorsOf(metricsAfter, 'CKR_OPERATION_ACTIVE') - tokenErrorsOf(metricsBefore, 'CKR_OPERATION_ACTIVE'),
+        stuckGaugeAfter: stuckGauge,
+        counts: Object.fromEntries(['C_SignInit', 'C_Sign', 'C_OpenSession', 'C_CloseSession', 'C_Login'].map((fn) => [fn, delta(countsAfter, countsBefore, fn)])),
+      };
+      console.log(JSON.stringify(report));
+
+      // During: 503 (timeout or busy) or 200, all by the acquire timeout; none waited out the 3 s stall.
+      expect(during.length).toBeGreaterThan(30);
+      expect(during.some((s) => s.op !== 'encrypt' && s.status === 503)).toBe(true);
+      expectOnly200Or503(samples);
+      expectWithinAcquireTimeout(samples);
+
+      // Stuck threads: some, each retired (its sessions closed) when its call returned, and never
+      // handed a call again — a stuck thread's session reused would fail its next C_*Init with
+      // CKR_OPERATION_ACTIVE (its sign operation is still active in the token) or, once closed,
+      // CKR_SESSION_HANDLE_INVALID and take the pool down; and every C_SignInit was followed by
+      // its C_Sign. Replacements stay within the bound: usable and stuck threads together never
+      // exceed twice the pool's size, however long the token hangs.
+      expect(report.maxStuckSeen).toBeGreaterThan(0);
+      expect(report.maxThreadsSeen).toBeLessThanOrEqual(2 * config.hsm.sessions);
+      expect(report.maxStuckGaugeSeen).toBeGreaterThan(0);
+      expect(abandoned).toBeGreaterThanOrEqual(report.maxStuckSeen);
+      expect(stuckGauge).toBe(0);
+      expect(report.counts.C_CloseSession).toBeGreaterThanOrEqual(abandoned);
+      expect(report.operationActive).toBe(0);
+      for (const ckr of ['CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_OPERATION_NOT_INITIALIZED']) {
+        expect(tokenErrorsOf(metricsAfter, ckr) - tokenErrorsOf(metricsBefore, ckr), ckr).toBe(0);
+      }
+      // Both counted at rest (before the load, after it and the stuck calls ended): every
+      // C_SignInit of this test was followed by its C_Sign, so none failed on an active operation.
+      expect(report.counts.C_Sign).toBe(report.counts.C_SignInit);
+      expect(loginMs, 'a login while the token was stalled').toBeLessThan(ACQUIRE_TIMEOUT_MS);
+      // A stall is not a token failure: the pool stayed up and did not log in again.
+      expect(report.poolStates).toEqual(['up']);
+      expect(report.tokenUpGaugeValues).toEqual([1]);
+      expect(report.counts.C_Login).toBe(0);
+
+      // After: a signature within 2 s of the stall's end, then nothing but 200s, all genuine.
+      expect(recovered, `no signature within ${RECOVERY_MS + 2000} ms of the stall's end; log:\n${notableLog()}`).toBeDefined();
+      expect(recovered!.end - stallEndedAt).toBeLessThanOrEqual(RECOVERY_MS);
+      const afterRecovery = samples.filter((s) => s.start >= recovered!.end);
+      expect(afterRecovery.length).toBeGreaterThan(50);
+      expect(statusCounts(afterRecovery)).toEqual({ 200: afterRecovery.length });
+      await verifySuccesses(samples);
+      expect(service.token.poolStats).toMatchObject({ state: 'up', stuck: 0, busy: 0 });
     });
-    const pool = poller(20, async () => service.token.poolStats);
-    await sleep(800);
-
-    const injectedAt = now();
-    control.inject({ functions: ['C_Sign'], ckr: 'stall', forMs: 4000 });
-    // Once the stuck calls have filled their share of libuv's threads, a login (scrypt runs on
-    // that same pool) must still be quick: the threads are sized for 2 x sessions stuck calls.
-    await sleep(1500);
-    const loginStarted = now();
-    await login(baseUrl, admin);
-    const loginMs = now() - loginStarted;
-    await sleep(1500);
-    control.clear();
-    const stallEndedAt = now();
-
-    const firstSignSuccess = () => load.samples.filter((s) => s.op !== 'encrypt' && s.status === 200 && s.start >= stallEndedAt).sort((a, b) => a.end - b.end)[0];
-    await waitFor(() => firstSignSuccess() !== undefined, RECOVERY_MS + 2000);
-    let stuckGauge: number | undefined;
-    await waitFor(async () => (stuckGauge = (await metrics()).get('hsm_signer_pkcs11_sessions_stuck')) === 0, RECOVERY_MS, 50);
-    await sleep(1000);
-    const samples = await load.stop();
-    const poolSamples = await pool.stop();
-    const gaugeSamples = await gauges.stop();
-    const countsAfter = await control.counts();
-    const metricsAfter = await metrics();
-
-    const during = samples.filter((s) => s.start >= injectedAt && s.start <= stallEndedAt);
-    const recovered = firstSignSuccess();
-    const abandoned = tokenErrorsOf(metricsAfter, 'OPERATION_TIMEOUT') - tokenErrorsOf(metricsBefore, 'OPERATION_TIMEOUT');
-    const report = {
-      fault: 'C_Sign stalled 3 s',
-      requests: samples.length,
-      statuses: statusCounts(samples),
-      startedDuringStall: statusCounts(during),
-      signStartedDuringStall: statusCounts(during.filter((s) => s.op !== 'encrypt')),
-      maxMsDuringStall: Math.round(Math.max(0, ...samples.filter((s) => s.end >= injectedAt && s.start <= stallEndedAt).map((s) => s.end - s.start))),
-      firstSignSuccessAfterStallMs: recovered && Math.round(recovered.end - stallEndedAt),
-      maxStuckSeen: Math.max(...poolSamples.map((s) => s.value?.stuck ?? 0)),
-      maxStuckGaugeSeen: Math.max(...gaugeSamples.map((s) => s.value?.stuck ?? 0)),
-      tokenUpGaugeValues: [...new Set(gaugeSamples.map((s) => s.value?.up))],
-      poolStates: [...new Set(poolSamples.map((s) => s.value?.state))],
-      abandonedCalls: abandoned,
-      poolTimeouts: tokenErrorsOf(metricsAfter, 'POOL_TIMEOUT') - tokenErrorsOf(metricsBefore, 'POOL_TIMEOUT'),
-      operationActive: tokenErrorsOf(metricsAfter, 'CKR_OPERATION_ACTIVE') - tokenErrorsOf(metricsBefore, 'CKR_OPERATION_ACTIVE'),
-      stuckGaugeAfter: stuckGauge,
-      counts: Object.fromEntries(['C_SignInit', 'C_Sign', 'C_OpenSession', 'C_CloseSession', 'C_Login'].map((fn) => [fn, delta(countsAfter, countsBefore, fn)])),
-    };
-    console.log(JSON.stringify(report));
-
-    // During: 503 (timeout or busy) or 200, all by the acquire timeout; none waited out the 3 s stall.
-    expect(during.length).toBeGreaterThan(30);
-    expect(during.some((s) => s.op !== 'encrypt' && s.status === 503)).toBe(true);
-    expectOnly200Or503(samples);
-    expectWithinAcquireTimeout(samples);
-
-    // Stuck sessions: some, all closed when their calls returned, and never handed out again —
-    // a stuck session reused would fail its next C_*Init with CKR_OPERATION_ACTIVE (its sign
-    // operation is still active in the token) or, once closed, CKR_SESSION_HANDLE_INVALID and
-    // take the pool down; and every C_SignInit was followed by its C_Sign.
-    expect(report.maxStuckSeen).toBeGreaterThan(0);
-    expect(report.maxStuckGaugeSeen).toBeGreaterThan(0);
-    expect(abandoned).toBeGreaterThanOrEqual(report.maxStuckSeen);
-    expect(stuckGauge).toBe(0);
-    expect(report.counts.C_CloseSession).toBeGreaterThanOrEqual(abandoned);
-    expect(report.operationActive).toBe(0);
-    for (const ckr of ['CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_OPERATION_NOT_INITIALIZED']) {
-      expect(tokenErrorsOf(metricsAfter, ckr) - tokenErrorsOf(metricsBefore, ckr), ckr).toBe(0);
-    }
-    // Both counted at rest (before the load, after it and the stuck calls ended): every
-    // C_SignInit of this test was followed by its C_Sign, so none failed on an active operation.
-    expect(report.counts.C_Sign).toBe(report.counts.C_SignInit);
-    expect(loginMs, 'a login while the token was stalled').toBeLessThan(ACQUIRE_TIMEOUT_MS);
-    // A stall is not a token failure: the pool stayed up and did not log in again.
-    expect(report.poolStates).toEqual(['up']);
-    expect(report.tokenUpGaugeValues).toEqual([1]);
-    expect(report.counts.C_Login).toBe(0);
-
-    // After: a signature within 2 s of the stall's end, then nothing but 200s, all genuine.
-    expect(recovered, `no signature within ${RECOVERY_MS + 2000} ms of the stall's end; log:\n${notableLog()}`).toBeDefined();
-    expect(recovered!.end - stallEndedAt).toBeLessThanOrEqual(RECOVERY_MS);
-    const afterRecovery = samples.filter((s) => s.start >= recovered!.end);
-    expect(afterRecovery.length).toBeGreaterThan(50);
-    expect(statusCounts(afterRecovery)).toEqual({ 200: afterRecovery.length });
-    await verifySuccesses(samples);
-    expect(service.token.poolStats).toMatchObject({ state: 'up', stuck: 0, busy: 0 });
-  });
+  }
 });
 
 describe('a wrong PIN at start', () => {

@@ -1,7 +1,5 @@
 import { defineConfig } from 'vitest/config';
 
-// Forked workers inherit this: libuv sizes its thread pool once, before any test code runs.
-process.env.UV_THREADPOOL_SIZE ??= '10';
 process.env.NODE_ENV = 'test';
 
 export default defineConfig({

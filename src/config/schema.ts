@@ -56,7 +56,7 @@ export const configSchema = {
           pattern: '^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$',
           description: 'Where the user PIN is read from: "env:NAME" or "file:/path" (env HSM_PIN_SOURCE). Default: env HSM_PIN, else (embedded) DATA_DIR/softhsm/user-pin.',
         },
-        sessions: { type: 'integer', minimum: 1, maximum: 64, description: 'Read-write sessions in the pool; also sizes libuv\'s thread pool (env HSM_SESSIONS).' },
+        sessions: { type: 'integer', minimum: 1, maximum: 64, description: 'Token threads, each a worker thread making one blocking PKCS#11 call at a time on sessions of its own (env HSM_SESSIONS).' },
         acquireTimeoutMs: {
           type: 'integer',
           minimum: 1,

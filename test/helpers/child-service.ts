@@ -1,8 +1,7 @@
 /**
  * The service as `npm start` runs it, in a separate process (`node --import tsx src/main.ts`,
- * as test/integration/startup.test.ts does): main.ts starts itself again with
- * UV_THREADPOOL_SIZE set and passes signals through, so signals and exit codes here are the
- * real ones. Its pino JSON log (stdout) and stderr are captured whole.
+ * as test/integration/startup.test.ts does), so signals and exit codes here are the real ones.
+ * Its pino JSON log (stdout) and stderr are captured whole.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -55,12 +54,11 @@ export function newChildDataDir(prefix = 'hsm-signer-child-'): string {
 
 export function spawnService(dataDir: string, extraEnv: Record<string, string | undefined> = {}): ChildService {
   const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...extraEnv };
-  // Let main.ts size libuv's pool itself (it starts itself again), as under `npm start`.
+  // libuv's pool at its default, as under `npm start`.
   delete env.UV_THREADPOOL_SIZE;
   delete env.NODE_ENV;
   for (const [name, value] of Object.entries(extraEnv)) if (value === undefined) delete env[name];
-  // Its own process group, so that a SIGKILL cleanup reaches the re-executed service too (the
-  // outer process can pass on every signal but that one).
+  // Its own process group, so that a SIGKILL cleanup reaches whatever the service started too.
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let all = '';
   let out = '';
@@ -106,11 +104,11 @@ export function spawnService(dataDir: string, extraEnv: Record<string, string | 
   return { child, dataDir, output: () => all, stdout: () => out, stderr: () => err, exited, logLines, waitForLog };
 }
 
-/** SIGKILLs the process group of a spawned service (the outer process and the service it started). */
+/** SIGKILLs the process group of a spawned service. */
 export async function killGroup(started: ChildService): Promise<Exit> {
   const pid = started.child.pid;
-  // Only while the outer process runs: it exits only after the service did, and once it is
-  // reaped its id (and group id) could belong to someone else.
+  // Only while the process runs: once it is reaped its id (and group id) could belong to
+  // someone else.
   if (pid !== undefined && started.child.exitCode === null && started.child.signalCode === null) {
     try {
       process.kill(-pid, 'SIGKILL');

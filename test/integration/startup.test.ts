@@ -19,7 +19,7 @@ interface Started {
 
 function startProcess(dataDir: string, extraEnv: Record<string, string> = {}): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', ...extraEnv };
-  // Let main.ts size libuv's pool itself, as under `npm start`.
+  // libuv's pool at its default, as under `npm start`.
   delete env.UV_THREADPOOL_SIZE;
   delete env.NODE_ENV;
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -87,8 +87,8 @@ function poolGauge(name: string, help: string, read: (stats: PoolGaugeSource['st
   });
 }
 
-poolGauge('pkcs11_sessions', 'Usable open sessions (at the configured pool size while the token is up; 0 while it is down).', (stats) => stats.live);
-poolGauge('pkcs11_sessions_busy', 'Sessions leased to a request right now.', (stats) => stats.busy);
-poolGauge('pkcs11_sessions_stuck', 'Sessions whose call outlived its request and are never used again; closed when the call returns.', (stats) => stats.stuck);
-poolGauge('pkcs11_session_waiters', 'Requests waiting for a free session.', (stats) => stats.waiting);
+poolGauge('pkcs11_sessions', 'Usable token threads, each with its own sessions (hsm.sessions while the token is up; 0 while it is down).', (stats) => stats.live);
+poolGauge('pkcs11_sessions_busy', 'Token threads in a call right now.', (stats) => stats.busy);
+poolGauge('pkcs11_sessions_stuck', 'Token threads whose call outlived its request; never used again, they exit when the call returns.', (stats) => stats.stuck);
+poolGauge('pkcs11_session_waiters', 'Requests waiting for a free token thread.', (stats) => stats.waiting);
 poolGauge('token_up', '1 while the token answers, 0 while the pool is down and reconnecting.', (stats) => (stats.state === 'up' ? 1 : 0));

@@ -93,8 +93,14 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const db = openDatabase(config.database.path ?? join(config.dataDir, 'hsm-signer.db'));
   const orgId = getOrCreateSetting(db, 'orgId', randomUUID);
   const identityStore = createSqliteIdentityStore(db);
-  const identities = createIdentityService({ identityStore, settings: config.auth });
+  const identities = createIdentityService({
+    identityStore,
+    settings: config.auth,
+    onRefreshError: (error) => logger.warn({ err: error }, 'refreshing cached access tokens failed; requests read the store instead'),
+  });
   const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger });
+  identities.startRefresh();
+  keys.startRefresh();
   const crypto = createCryptoService({ keys, token });
   const pkiStore = createSqlitePkiStore(db);
 
@@ -170,6 +176,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
         clearInterval(purge);
         clearInterval(crlRenewal);
+        identities.stopRefresh();
+        keys.stopRefresh();
         const deadline = Date.now() + config.server.shutdownGraceMs;
         // server.close stops accepting and closes idle keep-alive connections; busy ones close
         // after their answer (each carries Connection: close while draining).

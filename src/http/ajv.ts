@@ -4,7 +4,7 @@
  * body too, and Infisical strips unknown keys); query strings are coerced to the schema's
  * types; every problem is reported, as `{path, message}`.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import type { RequestHandler } from 'express';
 import { validationFailure, type ValidationProblem } from '../errors.js';
@@ -60,27 +60,38 @@ function problemsOf(errors: ErrorObject[] | null | undefined, location: string):
 }
 
 export function validate(schemas: RouteSchemas): RequestHandler {
-  const compiled: Array<[keyof RouteSchemas, ValidateFunction]> = [];
-  if (schemas.params) compiled.push(['params', queryAjv.compile(schemas.params)]);
-  if (schemas.query) compiled.push(['query', queryAjv.compile(schemas.query)]);
-  if (schemas.body) compiled.push(['body', bodyAjv.compile(schemas.body)]);
+  const checkParams = schemas.params && queryAjv.compile(schemas.params);
+  const checkQuery = schemas.query && queryAjv.compile(schemas.query);
+  const checkBody = schemas.body && bodyAjv.compile(schemas.body);
+  // A handler belongs to one route of a router mounted at one place: its template is worked
+  // out once (and again only if the same router were ever reached under another base).
+  let routeBase: string | undefined;
+  let routeName = '';
   return (req, res, next) => {
     // The route template (never the raw path) names the request in metrics and the audit trail.
-    res.locals.route = `${req.baseUrl}${(req.route as { path: string }).path}`;
+    if (req.baseUrl !== routeBase) {
+      routeBase = req.baseUrl;
+      routeName = `${req.baseUrl}${(req.route as { path: string }).path}`;
+    }
+    res.locals.route = routeName;
     // No body at all (no Content-Type, or an empty POST) is validated as {}: a schema with
     // required properties still refuses it, one without (rotate, new secret) accepts it.
-    if (schemas.body && (req.body === undefined || (Buffer.isBuffer(req.body) && req.body.length === 0))) req.body = {};
-    const input: ValidatedInput = { params: { ...(req.params as Record<string, string>) }, query: { ...(req.query as Record<string, unknown>) }, body: req.body ?? {} };
-    const problems: ValidationProblem[] = [];
-    for (const [location, check] of compiled) {
-      const value = location === 'body' ? req.body : input[location];
-      if (location === 'body' && (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value))) {
-        problems.push({ path: 'body', message: 'must be a JSON object' });
-        continue;
-      }
-      if (!check(value)) problems.push(...problemsOf(check.errors, location));
+    if (checkBody && (req.body === undefined || (Buffer.isBuffer(req.body) && req.body.length === 0))) req.body = {};
+    // req.query parses the query string on every read (Express 5): only routes with a query schema read it.
+    const input: ValidatedInput = {
+      params: checkParams ? { ...(req.params as Record<string, string>) } : (req.params as Record<string, string>),
+      query: checkQuery ? { ...(req.query as Record<string, unknown>) } : {},
+      body: req.body ?? {},
+    };
+    let problems: ValidationProblem[] | undefined;
+    if (checkParams && !checkParams(input.params)) (problems ??= []).push(...problemsOf(checkParams.errors, 'params'));
+    if (checkQuery && !checkQuery(input.query)) (problems ??= []).push(...problemsOf(checkQuery.errors, 'query'));
+    if (checkBody) {
+      const body: unknown = req.body;
+      if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) (problems ??= []).push({ path: 'body', message: 'must be a JSON object' });
+      else if (!checkBody(body)) (problems ??= []).push(...problemsOf(checkBody.errors, 'body'));
     }
-    if (problems.length > 0) return next(validationFailure(problems));
+    if (problems) return next(validationFailure(problems));
     res.locals.input = input;
     next();
   };

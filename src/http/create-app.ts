@@ -1,5 +1,5 @@
 /**
- * The Express application: request id, metrics and audit hooks, security headers, then per
+ * The Express application: request id and security headers (one middleware), metrics and audit hooks, then per
  * route family authentication (before the body is even parsed), the per-identity rate limit,
  * JSON body parsing with the size limit, validation inside each route, and the one error
  * handler.
@@ -7,7 +7,6 @@
 import { isUtf8 } from 'node:buffer';
 import express, { type Express, type RequestHandler } from 'express';
 import { AppError } from '../errors.js';
-import helmet from 'helmet';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import type { AuditService } from '../services/audit-service.js';
@@ -20,7 +19,7 @@ import { auditTrail } from './audit-trail.js';
 import { errorHandler, routeNotFound } from './error-handler.js';
 import { observeRequests } from './observe-requests.js';
 import { identityRateLimit, LoginThrottle, type LoginThrottleOptions } from './rate-limit.js';
-import { authenticate, requestId } from './request-context.js';
+import { authenticate, requestIdFrom } from './request-context.js';
 import { auditRoutes } from './routes/audit.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
@@ -47,6 +46,112 @@ export interface HttpDeps {
   alive: () => boolean;
 }
 
+/**
+ * An API of JSON and DER: no page may frame it, run script from it, or sniff its types. These
+ * are the headers (names and values) helmet 8 set with this service's options
+ * (`contentSecurityPolicy: {useDefaults: false, directives: {defaultSrc: ["'none'"],
+ * frameAncestors: ["'none'"]}}, frameguard: {action: 'deny'}`), fixed here once instead of
+ * being worked out by helmet on every request.
+ */
+export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
+  ['Content-Security-Policy', "default-src 'none';frame-ancestors 'none'"],
+  ['Cross-Origin-Opener-Policy', 'same-origin'],
+  ['Cross-Origin-Resource-Policy', 'same-origin'],
+  ['Origin-Agent-Cluster', '?1'],
+  ['Referrer-Policy', 'no-referrer'],
+  ['Strict-Transport-Security', 'max-age=31536000; includeSubDomains'],
+  ['X-Content-Type-Options', 'nosniff'],
+  ['X-DNS-Prefetch-Control', 'off'],
+  ['X-Download-Options', 'noopen'],
+  ['X-Frame-Options', 'DENY'],
+  ['X-Permitted-Cross-Domain-Policies', 'none'],
+  ['X-XSS-Protection', '0'],
+];
+
+/**
+ * What every request gets before anything else, in one step: its id (echoed as X-Request-Id),
+ * the security headers, and while draining `Connection: close`, so clients reconnect elsewhere.
+ */
+function frontDoor(draining: () => boolean): RequestHandler {
+  return (req, res, next) => {
+    const given = req.headers['x-request-id'];
+    const id = requestIdFrom(typeof given === 'string' ? given : given?.[0]);
+    res.locals.reqId = id;
+    res.setHeader('X-Request-Id', id);
+    for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
+    if (draining()) res.setHeader('Connection', 'close');
+    next();
+  };
+}
+
+// body-parser would decode broken UTF-8 to U+FFFD and carry on: a name or key that is not the
+// one the client sent must be refused, not stored.
+const notUtf8 = () => new AppError('BadRequest', 'Request body is not valid UTF-8');
+const notJson = (cause: unknown) => new AppError('BadRequest', 'Request body is not valid JSON', { cause });
+const unreadable = (cause: unknown) => new AppError('BadRequest', 'Request body could not be read', { cause });
+
+/** The Content-Type spellings the lean path takes; any other (or a charset check) goes to body-parser. */
+const PLAIN_JSON_TYPES = new Set(['application/json', 'application/json; charset=utf-8', 'application/json;charset=utf-8', 'application/json; charset=UTF-8']);
+const FIRST_NON_WHITESPACE = /[^\x20\x09\x0a\x0d]/;
+
+/**
+ * JSON bodies the way body-parser (`express.json`, strict, with the UTF-8 check) reads them,
+ * without its per-request work (media-type parsing, charset lookup, decoder set-up), for the
+ * requests every client sends: a plain `application/json` body of a stated length within the
+ * limit, not compressed. Everything else (other types or charsets, Content-Encoding, chunked,
+ * too large) goes to `fallback`, body-parser itself, with its own answers.
+ */
+function leanJson(limit: number, fallback: RequestHandler): RequestHandler {
+  return (req, res, next) => {
+    const { headers } = req;
+    const length = headers['content-length'];
+    const type = headers['content-type'];
+    if (length === undefined || type === undefined || !PLAIN_JSON_TYPES.has(type) || headers['content-encoding'] !== undefined || headers['transfer-encoding'] !== undefined || req.readableEnded) {
+      return fallback(req, res, next);
+    }
+    const expected = Number(length);
+    if (!(expected <= limit)) return fallback(req, res, next);
+    if (expected === 0) {
+      // body-parser's special case: an empty JSON body is {}.
+      req.body = {};
+      return next();
+    }
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const done = (error?: unknown) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('aborted', onAborted);
+      req.off('error', done);
+      if (error !== undefined) return next(unreadable(error));
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
+      if (body.length !== expected) return next(unreadable(new Error('request size did not match content length')));
+      if (!isUtf8(body)) return next(notUtf8());
+      const text = body.toString('utf8');
+      if (text[0] !== '{' && text[0] !== '[') {
+        const first = FIRST_NON_WHITESPACE.exec(text)?.[0];
+        if (first !== '{' && first !== '[') return next(notJson(new SyntaxError('strict mode: the body is not a JSON object or array')));
+      }
+      try {
+        req.body = JSON.parse(text);
+      } catch (error) {
+        return next(notJson(error));
+      }
+      next();
+    };
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      chunks.push(chunk);
+    };
+    const onEnd = () => done();
+    const onAborted = () => done(new Error('request aborted'));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('aborted', onAborted);
+    req.on('error', done);
+  };
+}
+
 /** Nothing an API answer holds may be cached on the way; the public CA files may. */
 const noStore: RequestHandler = (_req, res, next) => {
   res.setHeader('Cache-Control', 'no-store');
@@ -58,34 +163,23 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  const json = express.json({
-    limit: deps.bodyLimitBytes,
-    strict: true,
-    // body-parser would decode broken UTF-8 to U+FFFD and carry on: a name or key that is not
-    // the one the client sent must be refused, not stored.
-    verify: (_req, _res, buffer) => {
-      if (!isUtf8(buffer)) throw new AppError('BadRequest', 'Request body is not valid UTF-8');
-    },
-  });
+  const json = leanJson(
+    deps.bodyLimitBytes,
+    express.json({
+      limit: deps.bodyLimitBytes,
+      strict: true,
+      verify: (_req, _res, buffer) => {
+        if (!isUtf8(buffer)) throw notUtf8();
+      },
+    }),
+  );
   const bearer = authenticate(deps.identities);
   const rateLimit = identityRateLimit({ perSecond: deps.rateLimit.perIdentityPerSecond, burst: deps.rateLimit.burst });
   const loginThrottle = new LoginThrottle(deps.loginThrottle);
 
-  app.use(requestId);
+  app.use(frontDoor(deps.draining));
   app.use(observeRequests(deps.logger));
   app.use(auditTrail(deps.audit));
-  // An API of JSON and DER: no page may frame it, run script from it, or sniff its types.
-  app.use(
-    helmet({
-      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-      frameguard: { action: 'deny' },
-    }),
-  );
-  app.use((_req, res, next) => {
-    // While draining, each answer closes its keep-alive connection, so clients reconnect elsewhere.
-    if (deps.draining()) res.setHeader('Connection', 'close');
-    next();
-  });
   app.use(healthRoutes(deps));
   app.use('/api/v1/auth', noStore, json, authRoutes({ identities: deps.identities, loginThrottle }));
   app.use('/api/v1/kms', noStore, bearer, rateLimit, json, kmsRoutes(deps));

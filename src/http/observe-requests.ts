@@ -41,6 +41,32 @@ function familyOf(path: string): string {
   return family ? `${family}/*` : 'unmatched';
 }
 
+type DurationLabels = Readonly<{ method: string; route: string; status_code: string }>;
+
+/**
+ * Label objects are made once per (route, method, status) and reused: the values come from
+ * fixed sets (see above), so this holds a bounded number of small objects.
+ */
+const durationLabels = new Map<string, Map<string, DurationLabels>>();
+function durationLabelsOf(route: string, method: string, status: number): DurationLabels {
+  let byRoute = durationLabels.get(route);
+  if (!byRoute) durationLabels.set(route, (byRoute = new Map()));
+  const key = method + status;
+  let labels = byRoute.get(key);
+  if (!labels) byRoute.set(key, (labels = Object.freeze({ method, route, status_code: String(status) })));
+  return labels;
+}
+
+const outcomeLabels = new Map<string, Readonly<{ outcome: string }>>();
+const operationLabels = new Map<string, Readonly<{ operation: string; outcome: string }>>();
+const outcomeLabelsOf = (outcome: string) => outcomeLabels.get(outcome) ?? (outcomeLabels.set(outcome, Object.freeze({ outcome })), outcomeLabels.get(outcome)!);
+function operationLabelsOf(operation: string, outcome: string) {
+  const key = `${operation} ${outcome}`;
+  let labels = operationLabels.get(key);
+  if (!labels) operationLabels.set(key, (labels = Object.freeze({ operation, outcome })));
+  return labels;
+}
+
 export const observeRequests = (logger: Logger): RequestHandler => (req, res, next) => {
   const started = process.hrtime.bigint();
   res.once('close', () => {
@@ -48,10 +74,10 @@ export const observeRequests = (logger: Logger): RequestHandler => (req, res, ne
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const route = (res.locals.route as string | undefined) ?? familyOf(req.path);
     const method = KNOWN_METHODS.has(req.method) ? req.method : 'OTHER';
-    httpRequestDuration.observe({ method, route, status_code: String(status) }, seconds);
+    httpRequestDuration.observe(durationLabelsOf(route, method, status), seconds);
     const kmsOperation = KMS_OPERATION_ROUTES[route];
-    if (kmsOperation) kmsOperations.inc({ operation: kmsOperation, outcome: outcomeOf(status) });
-    else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc({ outcome: outcomeOf(status) });
+    if (kmsOperation) kmsOperations.inc(operationLabelsOf(kmsOperation, outcomeOf(status)));
+    else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc(outcomeLabelsOf(outcomeOf(status)));
     // The template, not the path: a path can carry what a client should not have sent.
     if (logger.isLevelEnabled('debug')) logger.debug({ reqId: reqIdOf(res), method, route, status, ms: Math.round(seconds * 1e4) / 10, completed: res.writableFinished }, 'request');
   });

@@ -13,13 +13,6 @@ const SANE_REQUEST_ID = /^[A-Za-z0-9._:@\/+=-]{1,128}$/;
 /** The caller's X-Request-Id when it is a sane one, else a new id. */
 export const requestIdFrom = (given: string | undefined): string => (given && SANE_REQUEST_ID.test(given) ? given : `req-${randomUUID()}`);
 
-export const requestId: RequestHandler = (req, res, next) => {
-  const id = requestIdFrom(req.get('x-request-id'));
-  res.locals.reqId = id;
-  res.setHeader('X-Request-Id', id);
-  next();
-};
-
 export const reqIdOf = (res: Response): string => (res.locals.reqId as string | undefined) ?? 'unknown';
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
@@ -27,7 +20,7 @@ const BEARER = /^Bearer\s+(\S+)\s*$/i;
 /** Resolves the bearer token to a principal, or ends the request with a 401. */
 export function authenticate(identities: Pick<IdentityService, 'authenticate'>): RequestHandler {
   return async (req, res, next) => {
-    const match = BEARER.exec(req.get('authorization') ?? '');
+    const match = BEARER.exec(req.headers.authorization ?? '');
     if (!match) return next(unauthorized('Missing or malformed Authorization header: expected "Bearer <accessToken>"'));
     res.locals.principal = await identities.authenticate(match[1]!);
     next();

@@ -3,13 +3,21 @@
  * expire, renew, and the admin API for identities and client secrets.
  *
  * Access tokens are 256 random bits; the store keeps only their SHA-256. A verified token is
- * cached in memory until it expires, so a request costs one hash and one map lookup, not a
- * database read or a signature check. Client secrets are kept as scrypt hashes and compared in
+ * cached in memory with its principal, so a request costs one hash and one map lookup, not a
+ * database read or a signature check.
+ *
+ * Staleness bound: a cached token is trusted only while the store said it existed (and who it
+ * acts as) less than TOKEN_MAX_AGE_MS (500 ms) ago; older, the request itself reads it again
+ * (one indexed read) before it is accepted, so the bound holds even when the refresh timer is
+ * late. The timer (`startRefresh`) re-reads the tokens in use in one batch every 250 ms so the
+ * request path seldom reads. An identity deleted (its tokens go with it) by any process sharing
+ * the store is therefore refused here within 500 ms; a delete in this process, at once. A token
+ * past its cached expiry is read again too, since a renew elsewhere may have extended it. Client secrets are kept as scrypt hashes and compared in
  * constant time; an unknown client id costs the same scrypt as a known one.
  */
 import { createHash, randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { badRequest, notFound, permissionDenied, unauthorized } from '../errors.js';
-import type { ClientSecretRecord, IdentityRecord, IdentityStore, Permission } from '../store/identity-store.js';
+import type { ClientSecretRecord, IdentityRecord, IdentityStore, Permission, TokenHolder } from '../store/identity-store.js';
 import { canGrant, type Principal } from './permissions.js';
 
 const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>
@@ -18,6 +26,11 @@ const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptO
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
 const SECRET_PREFIX_LENGTH = 8;
 const TOKEN_CACHE_LIMIT = 50_000;
+/** The oldest a cached token may be when a request relies on it (see the opening comment). */
+export const TOKEN_MAX_AGE_MS = 500;
+const REFRESH_EVERY_MS = TOKEN_MAX_AGE_MS / 2;
+/** Tokens not used for this long leave the cache at the next refresh. */
+const IDLE_AFTER_MS = 30_000;
 
 export interface AuthSettings {
   accessTokenTTL: number;
@@ -45,6 +58,9 @@ export interface PublicClientSecret {
 interface CachedToken {
   principal: Principal;
   expiresAt: number;
+  /** Date.now() taken before the store was read: what it said is at least this recent. */
+  checkedAt: number;
+  usedAt: number;
 }
 
 async function hashSecret(secret: string): Promise<string> {
@@ -75,12 +91,38 @@ const publicSecret = (secret: ClientSecretRecord): PublicClientSecret => ({
   createdAt: secret.createdAt,
 });
 
-export function createIdentityService(deps: { identityStore: IdentityStore; settings: AuthSettings }) {
+const principalOf = (identity: TokenHolder['identity']): Principal => ({ identityId: identity.id, name: identity.name, permissions: identity.permissions });
+
+export function createIdentityService(deps: { identityStore: IdentityStore; settings: AuthSettings; onRefreshError?: (error: unknown) => void }) {
   const { identityStore: store, settings } = deps;
   const tokenCache = new Map<string, CachedToken>();
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let refreshing = false;
+
+  /** Re-reads, in one batch, every cached token older than half the bound; evicts idle and gone ones. */
+  async function refresh(): Promise<void> {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      const checkedAt = Date.now();
+      const due: Array<[string, CachedToken]> = [];
+      for (const item of tokenCache) if (checkedAt - item[1].checkedAt >= REFRESH_EVERY_MS) due.push(item);
+      if (due.length === 0) return;
+      const holders = new Map((await store.tokenHolders(due.map(([hash]) => hash))).map((holder) => [holder.tokenHash, holder]));
+      for (const [hash, entry] of due) {
+        // Replaced or dropped meanwhile (a request read it again, a delete here): that is newer.
+        if (tokenCache.get(hash) !== entry) continue;
+        const holder = holders.get(hash);
+        if (!holder || checkedAt - entry.usedAt > IDLE_AFTER_MS) tokenCache.delete(hash);
+        else tokenCache.set(hash, { principal: principalOf(holder.identity), expiresAt: holder.expiresAt, checkedAt, usedAt: entry.usedAt });
+      }
+    } finally {
+      refreshing = false;
+    }
+  }
 
   function cacheToken(tokenHash: string, entry: CachedToken): void {
-    if (tokenCache.size >= TOKEN_CACHE_LIMIT) {
+    if (tokenCache.size >= TOKEN_CACHE_LIMIT && !tokenCache.has(tokenHash)) {
       // Maps iterate in insertion order: drop the oldest entry.
       const oldest = tokenCache.keys().next().value;
       if (oldest !== undefined) tokenCache.delete(oldest);
@@ -165,19 +207,35 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
       const tokenHash = sha256(accessToken);
       const now = Date.now();
       const cached = tokenCache.get(tokenHash);
-      if (cached) {
-        if (cached.expiresAt > now) return cached.principal;
-        tokenCache.delete(tokenHash);
-        throw unauthorized('Access token expired');
+      if (cached && cached.expiresAt > now && now - cached.checkedAt < TOKEN_MAX_AGE_MS) {
+        cached.usedAt = now;
+        return cached.principal;
       }
-      const record = await store.getToken(tokenHash);
-      if (!record || record.expiresAt <= now) throw unauthorized();
-      const identity = await store.get(record.identityId);
-      if (!identity) throw unauthorized();
-      const principal: Principal = { identityId: identity.id, name: identity.name, permissions: identity.permissions };
-      cacheToken(tokenHash, { principal, expiresAt: record.expiresAt });
+      const [holder] = await store.tokenHolders([tokenHash]);
+      if (!holder || holder.expiresAt <= now) {
+        tokenCache.delete(tokenHash);
+        throw cached && holder ? unauthorized('Access token expired') : unauthorized();
+      }
+      const principal = principalOf(holder.identity);
+      cacheToken(tokenHash, { principal, expiresAt: holder.expiresAt, checkedAt: now, usedAt: now });
       return principal;
     },
+
+    /** Keeps cached tokens fresh in the background (the bound holds without it; see the opening comment). */
+    startRefresh(): void {
+      refreshTimer ??= setInterval(() => {
+        refresh().catch((error: unknown) => deps.onRefreshError?.(error));
+      }, REFRESH_EVERY_MS);
+      refreshTimer.unref();
+    },
+
+    stopRefresh(): void {
+      clearInterval(refreshTimer);
+      refreshTimer = undefined;
+    },
+
+    /** One refresh pass now (what the timer runs). */
+    refresh,
 
     /** Creates an identity (no secret yet). Used by the API and by the first-start bootstrap. */
     async createIdentity(principal: Principal | 'bootstrap', name: string, permissions: Permission[]): Promise<PublicIdentity> {

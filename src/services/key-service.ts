@@ -6,6 +6,15 @@
  * `active` after, and turned `deleting` before the objects are destroyed. `reconcile` (run at
  * start, before serving) undoes whatever a crash interrupted; orphan-objects.ts then destroys
  * any object of ours whose CKA_ID no row names, so no key material is ever left unfindable.
+ *
+ * Staleness bound: an operation (`usableKey`) uses a key row this process read from the store
+ * at most KEY_ROW_MAX_AGE_MS (500 ms) before, whichever process wrote the store. The check is
+ * made on the request path itself (a row older than that is read again before it is used), so
+ * it holds even when the refresh timer is late; the timer (`startRefresh`) re-reads the rows in
+ * use in one batch every 250 ms, so the request path seldom reads. A key disabled or deleted by
+ * any process sharing the store is therefore refused here within 500 ms of that write (plus
+ * the one request already past its check). This process's own writes evict the row at once.
+ * Versions are cached with their key: an active version never changes, and goes only with it.
  */
 import { randomUUID } from 'node:crypto';
 import { KEY_SPECS, usageOf, type KeyAlgorithm, type KeyUsage } from '../algorithms.js';
@@ -66,10 +75,82 @@ function isUniqueViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === 'SQLITE_CONSTRAINT_UNIQUE';
 }
 
-export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 'generateKey' | 'destroyObjects'>; orgId: string; logger: Logger }) {
+/** The oldest a key row may be when an operation relies on it (see the opening comment). */
+export const KEY_ROW_MAX_AGE_MS = 500;
+const REFRESH_EVERY_MS = KEY_ROW_MAX_AGE_MS / 2;
+/** Rows not used for this long leave the cache at the next refresh (after one last check). */
+const IDLE_AFTER_MS = 30_000;
+const KEY_CACHE_LIMIT = 10_000;
+
+interface CachedKey {
+  key: KeyRecord;
+  versions: Map<number, KeyVersionRecord>;
+  /** Date.now() taken before the row was read: the row is at least this recent. */
+  checkedAt: number;
+  usedAt: number;
+}
+
+export interface KeyServiceDeps {
+  keyStore: KeyStore;
+  token: Pick<Token, 'generateKey' | 'destroyObjects'>;
+  orgId: string;
+  logger: Logger;
+  /**
+   * Told the CKA_IDs of a key's versions once this process knows the key is gone (its own
+   * delete, or a refresh that no longer finds the row), so per-session copies of those objects
+   * can be dropped. After a refresh it names the versions this process had used.
+   */
+  onKeyObjectsGone?: (objectIds: Buffer[]) => void;
+}
+
+export function createKeyService(deps: KeyServiceDeps) {
   const { keyStore: store, token, orgId, logger } = deps;
-  // Active versions never change, so they are cached for the hot path; a delete evicts them.
-  const versionCache = new Map<string, KeyVersionRecord>();
+  const cache = new Map<string, CachedKey>();
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let refreshing = false;
+
+  function announceGone(objectIds: Buffer[]): void {
+    if (objectIds.length === 0 || !deps.onKeyObjectsGone) return;
+    try {
+      deps.onKeyObjectsGone(objectIds);
+    } catch (error) {
+      logger.warn({ err: error }, 'dropping the token copies of a deleted key failed');
+    }
+  }
+
+  /** Drops a key this process learnt is gone, and announces the objects it had used. */
+  function forgetGone(entry: CachedKey): void {
+    if (cache.get(entry.key.id) === entry) cache.delete(entry.key.id);
+    announceGone([...entry.versions.values()].map((v) => v.objectId));
+  }
+
+  function remember(key: KeyRecord, checkedAt: number, previous: CachedKey | undefined): CachedKey {
+    // A new object each time, so a refresh that read before this one can tell it is older.
+    const entry: CachedKey = { key, versions: previous?.versions ?? new Map(), checkedAt, usedAt: checkedAt };
+    if (!previous && cache.size >= KEY_CACHE_LIMIT) {
+      // Maps iterate in insertion order: drop the oldest entry (it still exists; it is read again when used).
+      const oldest = cache.keys().next().value;
+      if (oldest !== undefined) cache.delete(oldest);
+    }
+    cache.set(key.id, entry);
+    return entry;
+  }
+
+  /** The key row, from memory when read less than KEY_ROW_MAX_AGE_MS ago. */
+  async function cachedKey(keyId: string): Promise<CachedKey> {
+    const now = Date.now();
+    const entry = cache.get(keyId);
+    if (entry && now - entry.checkedAt < KEY_ROW_MAX_AGE_MS) {
+      entry.usedAt = now;
+      return entry;
+    }
+    const key = await store.get(keyId);
+    if (!key) {
+      if (entry) forgetGone(entry);
+      throw notFound(`Key with ID '${keyId}' not found`);
+    }
+    return remember(key, now, entry);
+  }
 
   async function existing(keyId: string): Promise<KeyRecord> {
     const key = await store.get(keyId);
@@ -77,13 +158,34 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
     return key;
   }
 
-  async function version(keyId: string, number: number): Promise<KeyVersionRecord | undefined> {
-    const cacheKey = `${keyId}:${number}`;
-    const cached = versionCache.get(cacheKey);
+  async function version(entry: CachedKey, number: number): Promise<KeyVersionRecord | undefined> {
+    const cached = entry.versions.get(number);
     if (cached) return cached;
-    const found = await store.getVersion(keyId, number);
-    if (found) versionCache.set(cacheKey, found);
+    const found = await store.getVersion(entry.key.id, number);
+    if (found) entry.versions.set(number, found);
     return found;
+  }
+
+  /** Re-reads, in one batch, every cached row older than half the bound; evicts idle and gone keys. */
+  async function refresh(): Promise<void> {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      const checkedAt = Date.now();
+      const due = [...cache.values()].filter((entry) => checkedAt - entry.checkedAt >= REFRESH_EVERY_MS);
+      if (due.length === 0) return;
+      const rows = new Map((await store.getMany(due.map((entry) => entry.key.id))).map((key) => [key.id, key]));
+      for (const entry of due) {
+        // Evicted or read again meanwhile (by this process's own write or a request): that is newer.
+        if (cache.get(entry.key.id) !== entry) continue;
+        const row = rows.get(entry.key.id);
+        if (!row) forgetGone(entry);
+        else if (checkedAt - entry.usedAt > IDLE_AFTER_MS) cache.delete(entry.key.id);
+        else cache.set(row.id, { ...entry, key: row, checkedAt });
+      }
+    } finally {
+      refreshing = false;
+    }
   }
 
   async function generateVersion(key: KeyRecord, versionNumber: number, objectId: Buffer): Promise<Buffer | null> {
@@ -168,6 +270,7 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
         if (isUniqueViolation(error)) throw badRequest(`A key named '${changes.name}' already exists in project '${key.projectId}'`);
         throw error;
       }
+      cache.delete(keyId);
       return toPublicKey((await store.get(keyId)) ?? { ...key, ...changes, updatedAt });
     },
 
@@ -176,7 +279,8 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
       authorize(principal, key.projectId, 'delete');
       const versions = await store.versions(keyId);
       await store.markDeleting(keyId);
-      for (const v of versions) versionCache.delete(`${keyId}:${v.version}`);
+      cache.delete(keyId);
+      announceGone(versions.map((v) => v.objectId));
       for (const v of versions) await token.destroyObjects(v.objectId);
       await store.remove(keyId);
       return toPublicKey(key);
@@ -202,6 +306,7 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
         await store.removeVersion(keyId, next);
         throw error;
       }
+      cache.delete(keyId);
       return toPublicKey(await existing(keyId));
     },
 
@@ -210,17 +315,34 @@ export function createKeyService(deps: { keyStore: KeyStore; token: Pick<Token, 
      * not permitted (403), wrong usage (400). `versionNumber` defaults to the current version.
      */
     async usableKey(principal: Principal, keyId: string, action: Action, usage: KeyUsage, versionNumber?: number): Promise<UsableKey> {
-      const key = await existing(keyId);
+      const entry = await cachedKey(keyId);
+      const { key } = entry;
       if (key.isDisabled) throw badRequest('Key is disabled');
       authorize(principal, key.projectId, action);
       if (key.keyUsage !== usage) throw badRequest(`Unsupported key type, expected ${usage} but got ${key.keyUsage}`);
-      const found = await version(keyId, versionNumber ?? key.version);
+      const found = await version(entry, versionNumber ?? key.version);
       if (!found) {
         if (versionNumber !== undefined) throw badRequest(`Ciphertext names key version ${versionNumber}, which this key does not have`);
         throw new AppError('InternalServerError', 'Key version missing', { cause: new Error(`key ${keyId} has no active version ${key.version}`) });
       }
       return { key, version: found };
     },
+
+    /** Keeps cached rows fresh in the background (the bound holds without it; see the opening comment). */
+    startRefresh(): void {
+      refreshTimer ??= setInterval(() => {
+        refresh().catch((error: unknown) => logger.warn({ err: error }, 'refreshing cached keys failed; requests read the store instead'));
+      }, REFRESH_EVERY_MS);
+      refreshTimer.unref();
+    },
+
+    stopRefresh(): void {
+      clearInterval(refreshTimer);
+      refreshTimer = undefined;
+    },
+
+    /** One refresh pass now (what the timer runs). */
+    refresh,
 
     /** Undoes what a crash interrupted (pending creates and rotations, half-done deletes). */
     async reconcile(): Promise<number> {

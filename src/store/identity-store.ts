@@ -35,6 +35,13 @@ export interface AccessTokenRecord {
   maxExpiresAt: number;
 }
 
+/** An access token together with the identity it acts as, read in one go. */
+export interface TokenHolder {
+  tokenHash: string;
+  expiresAt: number;
+  identity: Pick<IdentityRecord, 'id' | 'name' | 'permissions'>;
+}
+
 export interface IdentityStore {
   insert(identity: IdentityRecord): Promise<void>;
   get(id: string): Promise<IdentityRecord | undefined>;
@@ -47,6 +54,8 @@ export interface IdentityStore {
   removeSecret(identityId: string, secretId: string): Promise<boolean>;
   insertToken(token: AccessTokenRecord): Promise<void>;
   getToken(tokenHash: string): Promise<AccessTokenRecord | undefined>;
+  /** The tokens among `tokenHashes` that still exist, with their identities, in one read. */
+  tokenHolders(tokenHashes: string[]): Promise<TokenHolder[]>;
   extendToken(tokenHash: string, expiresAt: number): Promise<void>;
   removeExpiredTokens(now: number): Promise<void>;
 }
@@ -67,6 +76,14 @@ interface SecretRow {
   hash: string;
   description: string;
   created_at: string;
+}
+
+interface TokenHolderRow {
+  token_hash: string;
+  expires_at: number;
+  identity_id: string;
+  name: string;
+  permissions: string;
 }
 
 interface TokenRow {
@@ -114,6 +131,11 @@ export function createSqliteIdentityStore(db: Db): IdentityStore {
       `INSERT INTO access_tokens (token_hash, identity_id, issued_at, expires_at, max_expires_at) VALUES (@tokenHash, @identityId, @issuedAt, @expiresAt, @maxExpiresAt)`,
     ),
     getToken: db.prepare<[string], TokenRow>(`SELECT * FROM access_tokens WHERE token_hash = ?`),
+    tokenHolders: db.prepare<[string], TokenHolderRow>(
+      `SELECT t.token_hash, t.expires_at, i.id AS identity_id, i.name, i.permissions
+       FROM access_tokens t JOIN identities i ON i.id = t.identity_id
+       WHERE t.token_hash IN (SELECT value FROM json_each(?))`,
+    ),
     extendToken: db.prepare(`UPDATE access_tokens SET expires_at = ? WHERE token_hash = ?`),
     removeExpired: db.prepare(`DELETE FROM access_tokens WHERE expires_at <= ?`),
   };
@@ -156,6 +178,14 @@ export function createSqliteIdentityStore(db: Db): IdentityStore {
       return (
         row && { tokenHash: row.token_hash, identityId: row.identity_id, issuedAt: row.issued_at, expiresAt: row.expires_at, maxExpiresAt: row.max_expires_at }
       );
+    },
+    async tokenHolders(tokenHashes) {
+      if (tokenHashes.length === 0) return [];
+      return statements.tokenHolders.all(JSON.stringify(tokenHashes)).map((row) => ({
+        tokenHash: row.token_hash,
+        expiresAt: row.expires_at,
+        identity: { id: row.identity_id, name: row.name, permissions: JSON.parse(row.permissions) as Permission[] },
+      }));
     },
     async extendToken(tokenHash, expiresAt) {
       statements.extendToken.run(expiresAt, tokenHash);

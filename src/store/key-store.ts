@@ -46,6 +46,8 @@ export interface KeyStore {
   activate(keyId: string, version: number, publicKey: Buffer | null, updatedAt: string): Promise<void>;
   insertPendingVersion(version: KeyVersionRecord): Promise<void>;
   get(id: string): Promise<KeyRecord | undefined>;
+  /** The active rows among `ids`, in one read (ids that are gone are simply absent). */
+  getMany(ids: string[]): Promise<KeyRecord[]>;
   getByName(projectId: string, name: string): Promise<KeyRecord | undefined>;
   list(query: KeyListQuery): Promise<{ keys: KeyRecord[]; totalCount: number }>;
   update(id: string, changes: Partial<Pick<KeyRecord, 'name' | 'description' | 'isDisabled'>>, updatedAt: string): Promise<void>;
@@ -122,6 +124,7 @@ export function createSqliteKeyStore(db: Db): KeyStore {
     activateVersion: db.prepare(`UPDATE kms_key_versions SET state = 'active', public_key = ? WHERE key_id = ? AND version = ?`),
     activateKey: db.prepare(`UPDATE kms_keys SET state = 'active', version = ?, updated_at = ? WHERE id = ?`),
     get: db.prepare<[string], KeyRow>(`SELECT * FROM kms_keys WHERE id = ? AND state = 'active'`),
+    getMany: db.prepare<[string], KeyRow>(`SELECT * FROM kms_keys WHERE id IN (SELECT value FROM json_each(?)) AND state = 'active'`),
     getByName: db.prepare<[string, string], KeyRow>(`SELECT * FROM kms_keys WHERE project_id = ? AND name = ? AND state = 'active'`),
     getVersion: db.prepare<[string, number], VersionRow>(`SELECT * FROM kms_key_versions WHERE key_id = ? AND version = ? AND state = 'active'`),
     versions: db.prepare<[string], VersionRow>(`SELECT * FROM kms_key_versions WHERE key_id = ? ORDER BY version`),
@@ -156,6 +159,9 @@ export function createSqliteKeyStore(db: Db): KeyStore {
     async get(id) {
       const row = statements.get.get(id);
       return row && toKey(row);
+    },
+    async getMany(ids) {
+      return ids.length === 0 ? [] : statements.getMany.all(JSON.stringify(ids)).map(toKey);
     },
     async getByName(projectId, name) {
       const row = statements.getByName.get(projectId, name);

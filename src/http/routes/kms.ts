@@ -17,6 +17,36 @@ export function kmsRoutes(deps: { keys: KeyService; crypto: CryptoService }): Ro
   const { keys, crypto } = deps;
   const router = Router();
 
+  // The operations first: the router tries routes in order, and these are nearly every request.
+  // No other route matches their paths (key-name is GET only), so the order changes no answer.
+  router.post('/keys/:keyId/encrypt', validate({ params: schemas.keyIdParams, body: schemas.encryptBody }), async (_req, res) => {
+    const { params, body } = inputOf<KeyParams, {}, { plaintext: string }>(res);
+    const ciphertext = await crypto.encrypt(principalOf(res), params.keyId, fromBase64(body.plaintext));
+    res.json({ ciphertext: ciphertext.toString('base64') });
+  });
+
+  router.post('/keys/:keyId/decrypt', validate({ params: schemas.keyIdParams, body: schemas.decryptBody }), async (_req, res) => {
+    const { params, body } = inputOf<KeyParams, {}, { ciphertext: string }>(res);
+    const plaintext = await crypto.decrypt(principalOf(res), params.keyId, fromBase64(body.ciphertext));
+    res.json({ plaintext: plaintext.toString('base64') });
+  });
+
+  router.post('/keys/:keyId/sign', validate({ params: schemas.keyIdParams, body: schemas.signBody }), async (_req, res) => {
+    const { params, body } = inputOf<KeyParams, {}, SignBody>(res);
+    const signature = await crypto.sign(principalOf(res), params.keyId, { ...body, data: fromBase64(body.data) });
+    res.json({ signature: signature.toString('base64'), keyId: params.keyId, signingAlgorithm: body.signingAlgorithm });
+  });
+
+  router.post('/keys/:keyId/verify', validate({ params: schemas.keyIdParams, body: schemas.verifyBody }), async (_req, res) => {
+    const { params, body } = inputOf<KeyParams, {}, SignBody & { signature: string }>(res);
+    const signatureValid = await crypto.verify(principalOf(res), params.keyId, {
+      ...body,
+      data: fromBase64(body.data),
+      signature: fromBase64(body.signature),
+    });
+    res.json({ signatureValid, keyId: params.keyId, signingAlgorithm: body.signingAlgorithm });
+  });
+
   router.post('/keys', validate({ body: schemas.createKeyBody }), async (_req, res) => {
     const { body } = inputOf<{}, {}, { projectId: string; name: string; description?: string; keyUsage?: KeyUsage; encryptionAlgorithm?: KeyAlgorithm }>(res);
     const key = await keys.create(principalOf(res), body);
@@ -51,34 +81,6 @@ export function kmsRoutes(deps: { keys: KeyService; crypto: CryptoService }): Ro
 
   router.post('/keys/:keyId/rotate', validate({ params: schemas.keyIdParams }), async (_req, res) => {
     res.json({ key: await keys.rotate(principalOf(res), inputOf<KeyParams>(res).params.keyId) });
-  });
-
-  router.post('/keys/:keyId/encrypt', validate({ params: schemas.keyIdParams, body: schemas.encryptBody }), async (_req, res) => {
-    const { params, body } = inputOf<KeyParams, {}, { plaintext: string }>(res);
-    const ciphertext = await crypto.encrypt(principalOf(res), params.keyId, fromBase64(body.plaintext));
-    res.json({ ciphertext: ciphertext.toString('base64') });
-  });
-
-  router.post('/keys/:keyId/decrypt', validate({ params: schemas.keyIdParams, body: schemas.decryptBody }), async (_req, res) => {
-    const { params, body } = inputOf<KeyParams, {}, { ciphertext: string }>(res);
-    const plaintext = await crypto.decrypt(principalOf(res), params.keyId, fromBase64(body.ciphertext));
-    res.json({ plaintext: plaintext.toString('base64') });
-  });
-
-  router.post('/keys/:keyId/sign', validate({ params: schemas.keyIdParams, body: schemas.signBody }), async (_req, res) => {
-    const { params, body } = inputOf<KeyParams, {}, SignBody>(res);
-    const signature = await crypto.sign(principalOf(res), params.keyId, { ...body, data: fromBase64(body.data) });
-    res.json({ signature: signature.toString('base64'), keyId: params.keyId, signingAlgorithm: body.signingAlgorithm });
-  });
-
-  router.post('/keys/:keyId/verify', validate({ params: schemas.keyIdParams, body: schemas.verifyBody }), async (_req, res) => {
-    const { params, body } = inputOf<KeyParams, {}, SignBody & { signature: string }>(res);
-    const signatureValid = await crypto.verify(principalOf(res), params.keyId, {
-      ...body,
-      data: fromBase64(body.data),
-      signature: fromBase64(body.signature),
-    });
-    res.json({ signatureValid, keyId: params.keyId, signingAlgorithm: body.signingAlgorithm });
   });
 
   router.get('/keys/:keyId/public-key', validate({ params: schemas.keyIdParams }), async (_req, res) => {

@@ -1,0 +1,173 @@
+/**
+ * Two service processes on one DATA_DIR (one SQLite file, one SoftHSM2 token directory), as
+ * replicas sharing a store run: what one process writes, the other honours. Keys and access
+ * tokens are served from per-process memory; key-service.ts and identity-service.ts state the
+ * bound (500 ms), and this checks the promise built on it: a key disabled or deleted, an
+ * identity deleted, on A is refused by B within 1 s of A's answer. The 1 s is a correctness
+ * bound (a cache that never re-reads fails it by far), not a performance figure.
+ *
+ * The audit trail's in-memory chain head is per process, so its appends from the second writer
+ * may fail; nothing here looks at the audit trail or at audit errors in the logs.
+ */
+import { createPublicKey, randomBytes, randomUUID, verify, type KeyObject } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newChildDataDir, startChildService, type ListeningChildService } from '../helpers/child-service.js';
+import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
+
+const REFUSED_WITHIN_MS = 1000;
+const POLL_EVERY_MS = 50;
+/** How long to keep polling before giving up, so a failure shows how late (or never) it came. */
+const GIVE_UP_AFTER_MS = 5000;
+
+const dataDir = newChildDataDir('hsm-signer-two-');
+let a: ListeningChildService | undefined;
+let b: ListeningChildService | undefined;
+let adminOnA: string;
+let adminOnB: string;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+beforeAll(async () => {
+  a = await startChildService(dataDir);
+  // B starts once A has written admin-credentials.json (startChildService returns after that),
+  // so it reuses A's admin identity, token and demo PKI instead of making its own.
+  b = await startChildService(dataDir);
+  adminOnA = await login(a.url, a.admin);
+  adminOnB = await login(b.url, b.admin);
+}, 180_000);
+
+afterAll(async () => {
+  for (const svc of [b, a]) {
+    if (!svc) continue;
+    svc.signal('SIGTERM');
+    const exited = await Promise.race([svc.exited, sleep(15_000).then(() => undefined)]);
+    if (!exited) await svc.kill();
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function createSigningKey(on: ListeningChildService, token: string): Promise<{ keyId: string; publicKey: KeyObject }> {
+  const created = await request(on.url, 'POST', '/api/v1/kms/keys', {
+    token,
+    body: { projectId: 'default', name: `two-processes-${randomUUID().slice(0, 8)}`, keyUsage: 'sign-verify', encryptionAlgorithm: 'ECC_NIST_P256' },
+  });
+  expect(created.status, JSON.stringify(created.body)).toBe(200);
+  const keyId = created.body.key.id as string;
+  const pub = await request(on.url, 'GET', `/api/v1/kms/keys/${keyId}/public-key`, { token });
+  expect(pub.status, JSON.stringify(pub.body)).toBe(200);
+  return { keyId, publicKey: createPublicKey({ key: Buffer.from(pub.body.publicKey as string, 'base64'), format: 'der', type: 'spki' }) };
+}
+
+function sign(on: ListeningChildService, token: string, keyId: string, data: Buffer): Promise<ApiResponse> {
+  return request(on.url, 'POST', `/api/v1/kms/keys/${keyId}/sign`, { token, body: { signingAlgorithm: 'ECDSA_SHA_256', data: data.toString('base64') } });
+}
+
+/** Signs on `on` and checks the signature with node:crypto against the key's public key. */
+async function expectSignatureFrom(on: ListeningChildService, token: string, key: { keyId: string; publicKey: KeyObject }): Promise<void> {
+  const data = randomBytes(64);
+  const signed = await sign(on, token, key.keyId, data);
+  expect(signed.status, JSON.stringify(signed.body)).toBe(200);
+  expect(verify('sha256', data, key.publicKey, Buffer.from(signed.body.signature as string, 'base64'))).toBe(true);
+}
+
+/**
+ * Polls `attempt` every POLL_EVERY_MS from `since` until `refused` holds for its answer; returns
+ * how long after `since` that answer was sent for, or throws after GIVE_UP_AFTER_MS. Every answer
+ * before it must be `stillServed`, so a refusal for another reason cannot pass for the one awaited.
+ */
+async function msUntilRefused(
+  since: number,
+  attempt: () => Promise<ApiResponse>,
+  refused: (answer: ApiResponse) => boolean,
+  stillServed: (answer: ApiResponse) => boolean,
+): Promise<number> {
+  for (;;) {
+    const sentAt = Date.now();
+    const answer = await attempt();
+    if (refused(answer)) return sentAt - since;
+    expect(stillServed(answer), `neither served nor the awaited refusal: ${answer.status} ${JSON.stringify(answer.body)}`).toBe(true);
+    if (Date.now() - since > GIVE_UP_AFTER_MS) throw new Error(`still served ${GIVE_UP_AFTER_MS} ms after the change on the other process`);
+    await sleep(POLL_EVERY_MS);
+  }
+}
+
+describe('two processes on one DATA_DIR', () => {
+  it('both serve, on different ports, with the same admin identity', () => {
+    expect(a!.url).not.toBe(b!.url);
+    expect(b!.admin.clientId).toBe(a!.admin.clientId);
+  });
+
+  it('a key created on A signs on B, and the signature verifies', async () => {
+    const key = await createSigningKey(a!, adminOnA);
+    await expectSignatureFrom(b!, adminOnB, key);
+    await expectSignatureFrom(a!, adminOnA, key);
+  });
+
+  it('a key disabled on A is refused by B within 1 s', async () => {
+    const key = await createSigningKey(a!, adminOnA);
+    // B has just used the key, so what it knows of it is in its memory.
+    await expectSignatureFrom(b!, adminOnB, key);
+    const patched = await request(a!.url, 'PATCH', `/api/v1/kms/keys/${key.keyId}`, { token: adminOnA, body: { isDisabled: true } });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    const disabledAt = Date.now();
+    const elapsed = await msUntilRefused(
+      disabledAt,
+      () => sign(b!, adminOnB, key.keyId, randomBytes(32)),
+      (answer) => answer.status === 400 && answer.body?.message === 'Key is disabled',
+      (answer) => answer.status === 200,
+    );
+    expect(elapsed).toBeLessThan(REFUSED_WITHIN_MS);
+    // A refuses it at once: its own write.
+    const onA = await sign(a!, adminOnA, key.keyId, randomBytes(32));
+    expect(onA.status).toBe(400);
+
+    // Enabled again on A, B signs with it again (no refusal is remembered for good).
+    const enabled = await request(a!.url, 'PATCH', `/api/v1/kms/keys/${key.keyId}`, { token: adminOnA, body: { isDisabled: false } });
+    expect(enabled.status).toBe(200);
+    const enabledAt = Date.now();
+    const elapsedEnabled = await msUntilRefused(
+      enabledAt,
+      () => sign(b!, adminOnB, key.keyId, randomBytes(32)),
+      (answer) => answer.status === 200,
+      (answer) => answer.status === 400 && answer.body?.message === 'Key is disabled',
+    );
+    expect(elapsedEnabled).toBeLessThan(REFUSED_WITHIN_MS);
+    await expectSignatureFrom(b!, adminOnB, key);
+  });
+
+  it('a key deleted on A is a 404 on B within 1 s', async () => {
+    const key = await createSigningKey(a!, adminOnA);
+    await expectSignatureFrom(b!, adminOnB, key);
+    const deleted = await request(a!.url, 'DELETE', `/api/v1/kms/keys/${key.keyId}`, { token: adminOnA });
+    expect(deleted.status, JSON.stringify(deleted.body)).toBe(200);
+    const deletedAt = Date.now();
+    const elapsed = await msUntilRefused(
+      deletedAt,
+      () => sign(b!, adminOnB, key.keyId, randomBytes(32)),
+      (answer) => answer.status === 404 && answer.body?.error === 'NotFound',
+      (answer) => answer.status === 200,
+    );
+    expect(elapsed).toBeLessThan(REFUSED_WITHIN_MS);
+    expect((await request(b!.url, 'GET', `/api/v1/kms/keys/${key.keyId}`, { token: adminOnB })).status).toBe(404);
+  });
+
+  it("an identity deleted on A: its token, working on B, is a 401 on B within 1 s", async () => {
+    const key = await createSigningKey(a!, adminOnA);
+    const app = await createIdentity(a!.url, adminOnA, `two-processes-${randomUUID().slice(0, 8)}`, [{ projectId: 'default', actions: ['sign', 'read'] }]);
+    const appToken = await login(a!.url, app);
+    // Used on B first, so B holds the token and its principal in memory.
+    await expectSignatureFrom(b!, appToken, key);
+    const deleted = await request(a!.url, 'DELETE', `/api/v1/identities/${app.identityId}`, { token: adminOnA });
+    expect(deleted.status, JSON.stringify(deleted.body)).toBe(200);
+    const deletedAt = Date.now();
+    const elapsed = await msUntilRefused(
+      deletedAt,
+      () => sign(b!, appToken, key.keyId, randomBytes(32)),
+      (answer) => answer.status === 401 && answer.body?.error === 'UnauthorizedError',
+      (answer) => answer.status === 200,
+    );
+    expect(elapsed).toBeLessThan(REFUSED_WITHIN_MS);
+    expect((await sign(a!, appToken, key.keyId, randomBytes(32))).status).toBe(401);
+  });
+});

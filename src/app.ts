@@ -98,7 +98,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     settings: config.auth,
     onRefreshError: (error) => logger.warn({ err: error }, 'refreshing cached access tokens failed; requests read the store instead'),
   });
-  const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger });
+  // A key deleted (here or by another process) takes its session copies in every token thread with it.
+  const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger, onKeyObjectsGone: (objectIds) => token.forgetObjects(objectIds) });
   identities.startRefresh();
   keys.startRefresh();
   const crypto = createCryptoService({ keys, token });

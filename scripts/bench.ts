@@ -704,7 +704,7 @@ async function soak(options: Options, report: Report, base: string, token: strin
     ...entry('sign-certificate RSA-2048 CA', 200, post('cert-rsa')),
     ...entry('list keys', 200, { method: 'GET', path: '/api/v1/kms/keys?projectId=default', headers: auth }),
     ...entry('get key', 200, { method: 'GET', path: `/api/v1/kms/keys/${p256KeyId}`, headers: auth }),
-    ...entry('sign, unknown algorithm', 400, { method: 'POST', path: prepared.get('p256')!.path, headers: auth, body: signBody('NO_SUCH_ALGORITHM') }),
+    ...entry('sign, unknown algorithm', 422, { method: 'POST', path: prepared.get('p256')!.path, headers: auth, body: signBody('NO_SUCH_ALGORITHM') }),
     ...entry('get, unknown key', 404, { method: 'GET', path: '/api/v1/kms/keys/00000000-0000-4000-8000-000000000000', headers: auth }),
     ...entry('sign, no credentials', 401, { method: 'POST', path: prepared.get('p256')!.path, headers: { 'content-type': 'application/json' }, body: prepared.get('p256')!.body }),
   ];
@@ -804,8 +804,9 @@ function printReport(report: Report, versions: { softhsm: string; cfssl: string 
   );
   out.push('');
 
-  if (report.soak) printSoak(out, report.soak, options);
-  else printRuns(out, report);
+  if (options.soak) {
+    if (report.soak) printSoak(out, report.soak, options);
+  } else printRuns(out, report);
 
   const before = report.rssBefore?.rssKiB;
   const after = report.rssAfter?.rssKiB;
@@ -1007,7 +1008,11 @@ function printSoak(out: string[], soak: SoakResult, options: Options): void {
     out.push(`  ${label}: ${fmtInt(phase.completed)} answered in ${phase.seconds.toFixed(1)} s (${fmtInt(phase.completed / phase.seconds)} req/s), ${fmtInt(phase.errors)} socket errors/timeouts, 2xx p50 ${fmtMs(phase.p50)} ms p99 ${fmtMs(phase.p99)} ms`);
   }
   const { observed, expected } = soakStatusSummary(soak);
+  // "About": autocannon splits the count over connections, and each connection's last cycle is cut short.
   out.push(`  status codes: ${Object.entries(observed).map(([c, n]) => `${c}×${fmtInt(n)}`).join(' ')} (the mix expects about ${Object.entries(expected).map(([c, n]) => `${c}×${fmtInt(n)}`).join(' ')})`);
+  const unexpected = Object.entries(observed).filter(([code]) => !(code in expected));
+  const socketErrors = (soak.warm?.errors ?? 0) + (soak.main?.errors ?? 0);
+  out.push(`  answers no mix entry asks for: ${unexpected.length ? unexpected.map(([c, n]) => `${c}×${fmtInt(n)}`).join(' ') : 'none'}; socket errors and timeouts: ${fmtInt(socketErrors)}`);
   out.push('');
   out.push('targets from PERFORMANCE.md (information only; nothing is asserted)');
   out.push(

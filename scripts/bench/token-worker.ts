@@ -33,7 +33,7 @@ try {
   lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
 } catch (error) {
   // The parent thread initialized the module: Cryptoki state is per process, not per thread.
-  if (!String((error as Error).message).includes('CKR_CRYPTOKI_ALREADY_INITIALIZED')) throw error;
+  if ((error as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw error;
 }
 const session = lib.C_OpenSession(Buffer.from(data.slot), RW_SESSION);
 const keys = { rsa: Buffer.from(data.keys.rsa), p256: Buffer.from(data.keys.p256), aes: Buffer.from(data.keys.aes) };

@@ -48,7 +48,11 @@ async function gaugesOf(base: string): Promise<Record<keyof typeof GAUGES, numbe
   return { sessions: read(GAUGES.sessions), sessionsBusy: read(GAUGES.sessionsBusy), sessionsStuck: read(GAUGES.sessionsStuck) };
 }
 
+/** Idle before a reading, so both readings see the heap after the same quiet spell, not mid-burst. */
+const SETTLE_MS = 2_000;
+
 async function pointOf(base: string, pid: number, afterRequests: number): Promise<SoakPoint> {
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
   const memory = memoryOf(pid);
   if (!memory) throw new Error('soak: the service process is gone');
   return { afterRequests, rssKiB: memory.rssKiB, hwmKiB: memory.hwmKiB, threads: memory.threads, ...(await gaugesOf(base)) };

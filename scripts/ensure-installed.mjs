@@ -2,8 +2,8 @@
 // Installs what `npm start` and `npm test` need and a fresh machine lacks: the npm packages
 // (when node_modules is missing or older than package-lock.json) and Debian's softhsm2
 // (plus openssl; for the tests also gnutls-bin for certificates, prometheus for promtool, and
-// gcc for the fault-injecting PKCS#11 module) when running as root or with
-// passwordless sudo. Otherwise it says exactly what to install. Node built-ins only: it runs
+// gcc for the fault-injecting PKCS#11 module; for the benchmark golang-cfssl, the peer it
+// measures in the same run) when running as root or with passwordless sudo. Otherwise it says exactly what to install. Node built-ins only: it runs
 // before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const forTests = process.argv.includes('--test');
+const forBench = process.argv.includes('--bench');
 
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, ...options });
@@ -41,6 +42,7 @@ const wanted = [
         { pkg: 'libc6-dev', present: () => existsSync('/usr/include/dlfcn.h') },
       ]
     : []),
+  ...(forBench ? [{ pkg: 'golang-cfssl', present: () => onPath('cfssl') }] : []),
 ];
 
 function onPath(binary) {

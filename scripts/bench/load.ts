@@ -8,13 +8,23 @@ import type { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { withTimeout } from './procs.js';
 
+export interface LoadRequest {
+  method: 'GET' | 'POST';
+  path: string;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
 interface AutocannonOptions {
   url: string;
   method: 'GET' | 'POST';
   headers?: Record<string, string>;
   body?: string;
   connections: number;
-  duration: number;
+  duration?: number;
+  amount?: number;
+  overallRate?: number;
+  requests?: LoadRequest[];
   pipelining?: number;
   timeout?: number;
 }
@@ -38,10 +48,18 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (options: Aut
 
 export interface LoadSpec {
   url: string;
-  body: string;
+  /** POST when there is a body, GET otherwise. */
+  body?: string;
   headers: Record<string, string>;
   connections: number;
+  /** Length of the run; with `amount`, the longest it may take. */
   durationS: number;
+  /** Stop after this many requests instead of after durationS. */
+  amount?: number;
+  /** Requests per second over all connections, for a probe beside a saturating load. */
+  overallRate?: number;
+  /** Each connection cycles through these (paths relative to url) instead of one request. */
+  requests?: LoadRequest[];
 }
 
 export interface LoadResult {
@@ -73,11 +91,13 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   let count = 0;
   const instance = autocannon({
     url: spec.url,
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...spec.headers },
+    method: spec.body === undefined ? 'GET' : 'POST',
+    headers: spec.body === undefined ? spec.headers : { 'content-type': 'application/json', ...spec.headers },
     body: spec.body,
     connections: spec.connections,
-    duration: spec.durationS,
+    ...(spec.amount === undefined ? { duration: spec.durationS } : { amount: spec.amount }),
+    ...(spec.overallRate === undefined ? {} : { overallRate: spec.overallRate }),
+    ...(spec.requests === undefined ? {} : { requests: spec.requests }),
     pipelining: 1,
     timeout: 10,
   });

@@ -102,12 +102,12 @@ export async function waitFor(what: string, probe: () => Promise<boolean>, timeo
   }
 }
 
-/** VmRSS and VmHWM of a process, in KiB (Linux /proc). */
-export function memoryOf(pid: number): { rssKiB: number; hwmKiB: number } | undefined {
+/** VmRSS and VmHWM of a process, in KiB, and its thread count (Linux /proc). */
+export function memoryOf(pid: number): { rssKiB: number; hwmKiB: number; threads: number } | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1] ?? NaN);
-    return { rssKiB: field('VmRSS'), hwmKiB: field('VmHWM') };
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+    return { rssKiB: field('VmRSS'), hwmKiB: field('VmHWM'), threads: field('Threads') };
   } catch {
     return undefined;
   }

@@ -1,13 +1,18 @@
 /**
- * The token ceiling: SoftHSM2 driven by pkcs11js directly, with no service code in the way.
+ * The token ceiling: SoftHSM2 driven by pkcs11js directly, with no service code in the way,
+ * the way the service's token layer drives it: N worker_threads, each with its own session,
+ * making blocking C_*Init + operation calls, one operation in flight per thread.
  *
- * Runs as a child process (forked by scripts/bench.ts) because UV_THREADPOOL_SIZE must be set
- * before the process starts. It makes a fresh token in the directory it is given, generates
- * RSA-2048, P-256 and AES-256 keys with the attributes the service gives its own (token
- * objects, private, sensitive, never extractable: SoftHSM2 is slower with those than with
- * session objects, so the ceiling must use the same kind), then for each mechanism runs one
- * loop per session, one operation in flight per session, exactly as the service's pool does:
- * C_*Init on the main thread, then the asynchronous call on libuv's thread pool.
+ * Runs as a child process (forked by scripts/bench.ts) so that its CPU time is the token's
+ * alone: cores used = process CPU time ÷ wall time over a measured run, and token CPU per
+ * operation = CPU time ÷ operations, the first term of the physical limit (PERFORMANCE.md).
+ *
+ * It makes a fresh token in the directory it is given, logs in once from this thread (login is
+ * per process), generates RSA-2048, P-256 and AES-256 keys with the service's own templates
+ * (src/pkcs11/templates.ts: token objects, private, sensitive, never extractable; SoftHSM2 is
+ * slower with those than with session objects, so the ceiling must use the same kind) and uses
+ * session copies of them (C_CopyObject with CKA_TOKEN false), as src/pkcs11/token.ts does for
+ * hot keys.
  *
  * Input: argv[2] is a JSON `RawTokenRequest`. Output: one `RawTokenMessage` over IPC.
  */
@@ -15,7 +20,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import pkcs11js from 'pkcs11js';
+import { aesKeyTemplate, privateKeyTemplate, publicKeyTemplate } from '../../src/pkcs11/templates.js';
+import type { TokenWorkerCommand, TokenWorkerData, TokenWorkerReply } from './token-worker.js';
 
 export type RawOp = 'rsa' | 'p256' | 'aes';
 
@@ -23,7 +31,7 @@ export interface RawTokenRequest {
   modulePath: string;
   /** A fresh directory owned by the parent, which removes it. */
   dir: string;
-  sessions: number;
+  threads: number;
   durationMs: number;
   warmupMs: number;
   ops: RawOp[];
@@ -34,50 +42,25 @@ export interface RawOpResult {
   ops: number;
   seconds: number;
   opsPerSec: number;
+  /** CPU time of the whole process (every thread) over the measured run, ms. */
+  cpuMs: number;
   /** Output length of one operation, as a sanity check (256, 64, 1040). */
   outputBytes: number;
+  /** Operations each thread completed: a thread far behind the others would show here. */
+  perThread: number[];
 }
 
 export type RawTokenMessage =
-  | { type: 'result'; results: RawOpResult[]; threadpool: string | undefined; keygenMs: number }
+  | { type: 'result'; results: RawOpResult[]; threads: number; sessionCopies: boolean; keygenMs: number }
   | { type: 'error'; message: string };
 
 const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
-const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
 const SHA256_DIGEST_INFO = Buffer.from('3031300d060960864801650304020105000420', 'hex');
 const LABEL = 'bench-raw';
 
 type Handle = Buffer;
 
-function privateObject(id: Buffer): pkcs11js.Template {
-  return [
-    { type: pkcs11js.CKA_TOKEN, value: true },
-    { type: pkcs11js.CKA_PRIVATE, value: true },
-    { type: pkcs11js.CKA_SENSITIVE, value: true },
-    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
-    { type: pkcs11js.CKA_MODIFIABLE, value: false },
-    { type: pkcs11js.CKA_ID, value: id },
-    { type: pkcs11js.CKA_LABEL, value: `bench-${id.toString('hex')}` },
-  ];
-}
-
-function publicObject(id: Buffer, keyType: number, extra: pkcs11js.Template): pkcs11js.Template {
-  return [
-    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-    { type: pkcs11js.CKA_KEY_TYPE, value: keyType },
-    { type: pkcs11js.CKA_TOKEN, value: true },
-    { type: pkcs11js.CKA_PRIVATE, value: false },
-    { type: pkcs11js.CKA_VERIFY, value: true },
-    { type: pkcs11js.CKA_ID, value: id },
-    ...extra,
-  ];
-}
-
-function signingPrivateKey(id: Buffer, keyType: number): pkcs11js.Template {
-  return [...privateObject(id), { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: keyType }, { type: pkcs11js.CKA_SIGN, value: true }];
-}
-
-function createToken(lib: pkcs11js.PKCS11): Handle {
+function createToken(lib: pkcs11js.PKCS11): { slot: Handle; userPin: string } {
   const soPin = randomBytes(8).toString('hex');
   const userPin = randomBytes(8).toString('hex');
   const free = lib.C_GetSlotList(true).find((slot) => (lib.C_GetTokenInfo(slot).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
@@ -91,30 +74,59 @@ function createToken(lib: pkcs11js.PKCS11): Handle {
   lib.C_InitPIN(so, userPin);
   lib.C_Logout(so);
   lib.C_CloseSession(so);
-  // The anchor session keeps the user login alive for the whole run.
-  const anchor = lib.C_OpenSession(slot, RW_SESSION);
-  lib.C_Login(anchor, pkcs11js.CKU_USER, userPin);
-  return slot;
+  return { slot, userPin };
 }
 
-/**
- * Runs `once` in a loop on every session until the deadline; each loop has one operation in
- * flight. Returns completed operations over the wall time until the last one finished.
- */
-async function measure(sessions: Handle[], durationMs: number, once: (session: Handle) => Promise<unknown>): Promise<{ ops: number; seconds: number }> {
-  let ops = 0;
-  const start = performance.now();
-  const deadline = start + durationMs;
-  await Promise.all(
-    sessions.map(async (session) => {
-      while (performance.now() < deadline) {
-        await once(session);
-        ops++;
-      }
-    }),
-  );
-  const seconds = (performance.now() - start) / 1000;
-  return { ops, seconds };
+/** A worker thread under tsx, and a queue of its replies. */
+class TokenThread {
+  private readonly worker: Worker;
+  private readonly replies: TokenWorkerReply[] = [];
+  private waiting: ((reply: TokenWorkerReply) => void) | undefined;
+  private failure: Error | undefined;
+
+  constructor(data: Omit<TokenWorkerData, 'entryUrl'>) {
+    const entryUrl = new URL('./token-worker.ts', import.meta.url).href;
+    this.worker = new Worker(new URL('./tsx-worker.mjs', import.meta.url), { workerData: { ...data, entryUrl } satisfies TokenWorkerData });
+    this.worker.on('message', (reply: TokenWorkerReply) => this.deliver(reply));
+    this.worker.on('error', (error) => this.deliver({ type: 'error', message: error.stack ?? error.message }));
+    this.worker.on('exit', (code) => {
+      this.failure ??= new Error(`a token worker exited (code ${code})`);
+      this.deliver({ type: 'error', message: this.failure.message });
+    });
+  }
+
+  private deliver(reply: TokenWorkerReply): void {
+    if (this.waiting) {
+      const resolve = this.waiting;
+      this.waiting = undefined;
+      resolve(reply);
+    } else this.replies.push(reply);
+  }
+
+  async next(): Promise<TokenWorkerReply> {
+    const reply = this.replies.shift() ?? (await new Promise<TokenWorkerReply>((resolve) => (this.waiting = resolve)));
+    if (reply.type === 'error') throw new Error(`token worker: ${reply.message}`);
+    return reply;
+  }
+
+  send(command: TokenWorkerCommand): void {
+    this.worker.postMessage(command);
+  }
+
+  async stop(): Promise<void> {
+    this.failure = new Error('stopped');
+    this.send({ type: 'stop' });
+    await new Promise((resolve) => this.worker.once('exit', resolve));
+  }
+
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
+}
+
+async function runAll(threads: TokenThread[], op: RawOp, durationMs: number): Promise<Array<Extract<TokenWorkerReply, { type: 'done' }>>> {
+  for (const thread of threads) thread.send({ type: 'run', op, durationMs });
+  return Promise.all(threads.map(async (thread) => (await thread.next()) as Extract<TokenWorkerReply, { type: 'done' }>));
 }
 
 async function run(request: RawTokenRequest): Promise<RawTokenMessage> {
@@ -127,76 +139,71 @@ async function run(request: RawTokenRequest): Promise<RawTokenMessage> {
   const lib = new pkcs11js.PKCS11();
   lib.load(request.modulePath);
   lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  const threads: TokenThread[] = [];
   try {
-    const slot = createToken(lib);
-    const sessions = Array.from({ length: request.sessions }, () => lib.C_OpenSession(slot, RW_SESSION));
-    const setup = sessions[0]!;
-
+    const { slot, userPin } = createToken(lib);
+    // The anchor session holds the user login (per process, so the workers' sessions share it)
+    // and the session copies for the whole run.
+    const anchor = lib.C_OpenSession(slot, RW_SESSION);
+    lib.C_Login(anchor, pkcs11js.CKU_USER, userPin);
     const keygenStart = performance.now();
-    const rsa = await lib.C_GenerateKeyPairAsync(
-      setup,
-      { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
-      publicObject(Buffer.from('01', 'hex'), pkcs11js.CKK_RSA, [
-        { type: pkcs11js.CKA_MODULUS_BITS, value: 2048 },
-        { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([0x01, 0x00, 0x01]) },
-      ]),
-      signingPrivateKey(Buffer.from('01', 'hex'), pkcs11js.CKK_RSA),
-    );
-    const ec = await lib.C_GenerateKeyPairAsync(
-      setup,
-      { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
-      publicObject(Buffer.from('02', 'hex'), pkcs11js.CKK_EC, [{ type: pkcs11js.CKA_EC_PARAMS, value: P256_PARAMS }]),
-      signingPrivateKey(Buffer.from('02', 'hex'), pkcs11js.CKK_EC),
-    );
-    const aes = await lib.C_GenerateKeyAsync(setup, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
-      ...privateObject(Buffer.from('03', 'hex')),
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
-      { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-      { type: pkcs11js.CKA_ENCRYPT, value: true },
-      { type: pkcs11js.CKA_DECRYPT, value: true },
-    ]);
+    const keys = generateKeys(lib, anchor);
     const keygenMs = performance.now() - keygenStart;
-
-    // Inputs made once: the token's work does not depend on them. Outputs: one buffer per
-    // session (one operation in flight per session), kept referenced until the callback.
-    const digest = createHash('sha256').update(randomBytes(32)).digest();
-    const rsaInput = Buffer.concat([SHA256_DIGEST_INFO, digest]);
-    const plaintext = randomBytes(1024);
-    const outputs = new Map<Handle, Buffer>(sessions.map((s) => [s, Buffer.alloc(1024 + 16)]));
-    const output = (session: Handle) => outputs.get(session)!;
-
-    const operations: Record<RawOp, (session: Handle) => Promise<Buffer>> = {
-      rsa: (session) => {
-        lib.C_SignInit(session, { mechanism: pkcs11js.CKM_RSA_PKCS }, rsa.privateKey);
-        return lib.C_SignAsync(session, rsaInput, output(session));
-      },
-      p256: (session) => {
-        lib.C_SignInit(session, { mechanism: pkcs11js.CKM_ECDSA }, ec.privateKey);
-        return lib.C_SignAsync(session, digest, output(session));
-      },
-      aes: (session) => {
-        // A fresh CSPRNG IV per call, as the service does.
-        const iv = randomBytes(12);
-        const parameter: pkcs11js.AesGCM = { type: pkcs11js.CK_PARAMS_AES_GCM, iv, ivBits: 96, tagBits: 128 };
-        lib.C_EncryptInit(session, { mechanism: pkcs11js.CKM_AES_GCM, parameter }, aes);
-        return lib.C_EncryptAsync(session, plaintext, output(session));
-      },
+    let sessionCopies = true;
+    const hot = (object: Handle): Handle => {
+      try {
+        return lib.C_CopyObject(anchor, object, [{ type: pkcs11js.CKA_TOKEN, value: false }]);
+      } catch {
+        sessionCopies = false;
+        return object;
+      }
     };
+    const hotKeys = { rsa: hot(keys.rsa), p256: hot(keys.p256), aes: hot(keys.aes) };
+
+    // Inputs made once: the token's work does not depend on them.
+    const digest = createHash('sha256').update(randomBytes(32)).digest();
+    const data = { modulePath: request.modulePath, slot, keys: hotKeys, rsaInput: Buffer.concat([SHA256_DIGEST_INFO, digest]), digest, plaintext: randomBytes(1024) };
+    for (let i = 0; i < request.threads; i++) threads.push(new TokenThread(data));
+    await Promise.all(threads.map((thread) => thread.next()));
 
     const results: RawOpResult[] = [];
     for (const op of request.ops) {
-      const outputBytes = (await operations[op](setup)).length;
-      if (request.warmupMs > 0) await measure(sessions, request.warmupMs, operations[op]);
-      const { ops, seconds } = await measure(sessions, request.durationMs, operations[op]);
-      results.push({ op, ops, seconds, opsPerSec: ops / seconds, outputBytes });
+      if (request.warmupMs > 0) await runAll(threads, op, request.warmupMs);
+      const cpuBefore = process.cpuUsage();
+      const start = performance.now();
+      const done = await runAll(threads, op, request.durationMs);
+      const seconds = (performance.now() - start) / 1000;
+      const cpu = process.cpuUsage(cpuBefore);
+      const ops = done.reduce((sum, d) => sum + d.ops, 0);
+      results.push({ op, ops, seconds, opsPerSec: ops / seconds, cpuMs: (cpu.user + cpu.system) / 1000, outputBytes: done[0]!.outputBytes, perThread: done.map((d) => d.ops) });
     }
-    for (const session of sessions) lib.C_CloseSession(session);
-    return { type: 'result', results, threadpool: process.env.UV_THREADPOOL_SIZE, keygenMs };
+    await Promise.all(threads.map((thread) => thread.stop()));
+    threads.length = 0;
+    lib.C_CloseSession(anchor);
+    return { type: 'result', results, threads: request.threads, sessionCopies, keygenMs };
   } finally {
-    // Every asynchronous call has been awaited: finalizing now is safe.
+    // No thread may be inside a call when the module is finalized.
+    await Promise.all(threads.map((thread) => thread.terminate()));
     lib.C_Finalize();
   }
+}
+
+function generateKeys(lib: pkcs11js.PKCS11, session: Handle): Record<RawOp, Handle> {
+  const id = (n: number) => Buffer.from([n]);
+  const rsa = lib.C_GenerateKeyPair(
+    session,
+    { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
+    publicKeyTemplate(id(1), 'bench-rsa-2048', { kind: 'rsa', bits: 2048 }),
+    privateKeyTemplate(id(1), 'bench-rsa-2048', 'rsa'),
+  );
+  const ec = lib.C_GenerateKeyPair(
+    session,
+    { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+    publicKeyTemplate(id(2), 'bench-p256', { kind: 'ec', curve: 'P-256' }),
+    privateKeyTemplate(id(2), 'bench-p256', 'ec'),
+  );
+  const aes = lib.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, aesKeyTemplate(id(3), 'bench-aes-256', 256));
+  return { rsa: rsa.privateKey, p256: ec.privateKey, aes };
 }
 
 // The parent going away (even by SIGKILL) must not leave this process looping on the token.

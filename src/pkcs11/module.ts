@@ -29,6 +29,9 @@ export interface EmbeddedTokenInit {
 
 const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 
+/** How much lower than the event loop the token threads run (token-worker.ts says why). */
+const TOKEN_THREAD_NICENESS = 5;
+
 export class Pkcs11Module {
   readonly lib: pkcs11js.PKCS11;
   private slot: Handle | undefined;
@@ -134,7 +137,7 @@ export class Pkcs11Module {
   /** What a token thread needs to open its own sessions on the token this process logged in to. */
   threadInit(): TokenThreadInit {
     if (!this.slot) throw new TokenError('unavailable', 'Token not found yet', 'CKR_TOKEN_NOT_PRESENT', pkcs11js.CKR_TOKEN_NOT_PRESENT);
-    return { modulePath: this.location.modulePath, slot: new Uint8Array(this.slot), sessionCopies: true };
+    return { modulePath: this.location.modulePath, slot: new Uint8Array(this.slot), sessionCopies: true, niceness: TOKEN_THREAD_NICENESS };
   }
 
   /**

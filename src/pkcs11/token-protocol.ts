@@ -44,6 +44,8 @@ export interface TokenThreadInit {
   slot: Uint8Array;
   /** A token that refuses C_CopyObject gets its token handles cached instead. */
   sessionCopies: boolean;
+  /** Added to the thread's nice value (Linux): 0 leaves it at the process's priority. */
+  niceness: number;
 }
 
 export const asBuffer = (bytes: Uint8Array): Buffer => (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));

@@ -25,6 +25,8 @@
  *   the call returns, since messages are handled in order.
  */
 import { createPublicKey } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import pkcs11js from 'pkcs11js';
 import { CURVE_ORDER_BYTES, type EcCurve, type KeySpec } from '../algorithms.js';
@@ -52,6 +54,8 @@ let work: Handle | undefined;
 /** Why this thread could not open its sessions; every call but `reopen` then fails with it. */
 let sessionFailure: unknown;
 
+lowerThreadPriority(init.niceness);
+
 try {
   lib.load(init.modulePath);
   try {
@@ -62,6 +66,21 @@ try {
   openSessions();
 } catch (error) {
   sessionFailure = error;
+}
+
+/**
+ * Token threads run below the event loop's priority: the event loop is what answers /healthz,
+ * /readyz and every request's HTTP, and a token saturated with RSA-4096 must not starve it.
+ * Linux gives each thread its own nice value, named by its thread id (/proc/thread-self).
+ */
+function lowerThreadPriority(niceness: number): void {
+  if (niceness === 0) return;
+  try {
+    const threadId = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(threadId)) setPriority(threadId, niceness);
+  } catch {
+    // Not Linux, or not allowed: the threads run at the process's priority.
+  }
 }
 
 function openSessions(): void {

@@ -47,7 +47,7 @@ class FakeThreads {
   }
 }
 
-const module: ThreadModule = { reconnect: () => undefined, threadInit: () => ({ modulePath: 'fake', slot: new Uint8Array(8), sessionCopies: true }) };
+const module: ThreadModule = { reconnect: () => undefined, threadInit: () => ({ modulePath: 'fake', slot: new Uint8Array(8), sessionCopies: true, niceness: 0 }) };
 const label = { operation: 'sign', mechanism: 'CKM_ECDSA' };
 const ping: TokenRequest = { op: 'ping' };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

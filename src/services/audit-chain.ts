@@ -1,6 +1,8 @@
 /**
- * The audit trail's hash chain, shared by the service that appends to it and the verifier
- * that checks it (scripts/verify-audit.ts); nothing here touches a database or the token.
+ * The audit trail's hash chain, shared by the writer thread that appends to it
+ * (audit-writer.ts) and the verifier that checks it (scripts/verify-audit.ts); nothing here
+ * touches a database or the token. There is one chain however many writers append to it: each
+ * appends after the head it reads from the store under the store's write lock.
  *
  * Invariant: event `seq` (1, 2, 3, ... with no gaps) carries `prevHash`, the hash of event
  * `seq - 1` (64 zeros for event 1), and `hash`, the SHA-256 of a canonical encoding of every

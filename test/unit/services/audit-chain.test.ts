@@ -423,6 +423,32 @@ describe('the audit service', () => {
     expect(verify().ok).toBe(true);
   });
 
+  it('two services on one file, each with its own writer thread, extend one chain and sign it once', async () => {
+    const other = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+    await other.start();
+    try {
+      for (let turn = 0; turn < 20; turn++) {
+        for (let i = 0; i < 10; i++) {
+          audit.record(event(i, { reqId: `a-${turn}-${i}` }));
+          other.record(event(i, { reqId: `b-${turn}-${i}` }));
+        }
+        // End the turn: both post their batch, and the two writers race for the next seqs.
+        await new Promise(setImmediate);
+      }
+      await Promise.all([audit.flush(), other.flush()]);
+      await Promise.all([audit.signHead(), other.signHead()]);
+      const events = readAll();
+      expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+      expect(new Set(events.map((e) => e.reqId)).size).toBe(400);
+      expect(audit.recordFailures + other.recordFailures).toBe(0);
+      // Both signed the same stored head: one checkpoint, the other one's insert is a no-op.
+      expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([400]);
+      expect(verify()).toMatchObject({ ok: true, events: 400, checkpoints: 1, lastSignedSeq: 400 });
+    } finally {
+      await other.close();
+    }
+  });
+
   it('a batch the store refuses leaves nothing behind, and the next goes on from the stored head', async () => {
     audit.record(event(1));
     await audit.flush();

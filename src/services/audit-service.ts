@@ -14,11 +14,11 @@
  * Guarantees (the README's "Audit log" says the same to operators):
  * - Recorded: when the response has gone out (its 'close'); posted to the writer at the end of
  *   that event-loop turn.
- * - Durable: committed by the writer's next transaction, normally a millisecond or two after the
- *   response; longer only while another writer holds the store's write lock, at most
- *   busy_timeout (5 s), after which the batch fails as below. Committed means in the WAL: it
- *   survives a crash of the process; a power cut may roll back the last commits before it
- *   (synchronous=NORMAL, as for everything in the store).
+ * - Durable: committed by the writer's first transaction after the batch arrives, typically
+ *   within a millisecond of the response. No hard time bound: the writer needs the CPU, and
+ *   waits for another writer's lock up to busy_timeout (5 s), after which that batch fails as
+ *   below. Committed means in the WAL: it survives a crash of the process; a power cut may roll
+ *   back the last commits before it (synchronous=NORMAL, as for everything in the store).
  * - A crash loses what was recorded but not committed: the current turn's batch and the ones
  *   queued behind the transaction in progress. Events lost with a dead writer thread are
  *   counted as failures (and a new writer starts); a process crash counts nothing.

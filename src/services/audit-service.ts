@@ -20,8 +20,10 @@
  *   below. Committed means in the WAL: it survives a crash of the process; a power cut may roll
  *   back the last commits before it (synchronous=NORMAL, as for everything in the store).
  * - A crash loses what was recorded but not committed: the current turn's batch and the ones
- *   queued behind the transaction in progress. Events lost with a dead writer thread are
- *   counted as failures (and a new writer starts); a process crash counts nothing.
+ *   queued behind the transaction in progress (normally milliseconds of traffic; up to
+ *   busy_timeout's worth while another writer holds the lock). Events lost with a dead writer thread are
+ *   counted as failures, and so are batches in the second before a new writer starts; a
+ *   process crash counts nothing.
  * - Order: seq order is commit order, and time never decreases along seq: an event's time is
  *   when it was recorded, raised to the previous event's when that is later (a clock stepped
  *   back, or another writer committed a later event first).
@@ -143,6 +145,7 @@ export function createAuditService(deps: {
   signIntervalMs: number;
   /** Called after each failed append (for a metric); must not throw. */
   onRecordFailure?: (error: unknown) => void;
+  /** How long the writer waits for another writer's lock before that batch fails (default 5 s). */
   busyTimeoutMs?: number;
 }): AuditService {
   const { token, logger } = deps;

@@ -5,7 +5,9 @@
  * order, checks each link, and checks every signed checkpoint (its signature with the audit
  * public key, and that the chain's hash at its seq is the one signed). Prints one line: the
  * summary of an intact chain (exit 0), or the first problem with its seq, event id, time and
- * kind (exit 1). Exit 2 when the database cannot be read.
+ * kind (exit 1). Exit 2 when the database cannot be read. Every process that shares the store
+ * appends to the same one chain (src/services/audit-writer.ts), so this checks every replica's
+ * events and every checkpoint, whichever process signed it.
  *
  * The database is opened read-only and no migration runs, so it is safe against a live
  * service. Without --db, the path comes from the service's own configuration (DATA_DIR,

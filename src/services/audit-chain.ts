@@ -1,6 +1,8 @@
 /**
- * The audit trail's hash chain, shared by the service that appends to it and the verifier
- * that checks it (scripts/verify-audit.ts); nothing here touches a database or the token.
+ * The audit trail's hash chain, shared by the writer thread that appends to it
+ * (audit-writer.ts) and the verifier that checks it (scripts/verify-audit.ts); nothing here
+ * touches a database or the token. There is one chain however many writers append to it: each
+ * appends after the head it reads from the store under the store's write lock.
  *
  * Invariant: event `seq` (1, 2, 3, ... with no gaps) carries `prevHash`, the hash of event
  * `seq - 1` (64 zeros for event 1), and `hash`, the SHA-256 of a canonical encoding of every
@@ -12,7 +14,7 @@
  * (or together with the checkpoints that name them), and well-formed events appended after it,
  * since the hashes are not keyed.
  */
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto';
 import type { AuditCheckpointRecord, AuditEventRecord } from '../store/audit-store.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -46,6 +48,53 @@ export function eventHash(event: ChainedEvent): string {
     event.prevHash,
   ];
   return createHash('sha256').update(JSON.stringify(fields), 'utf8').digest('hex');
+}
+
+/** An event as recorded, before it has a place in the chain. */
+export interface UnchainedEvent {
+  /** When it was recorded (epoch ms); the chain may raise it, never lower it. */
+  timeMs: number;
+  reqId: string;
+  identityId: string | null;
+  action: string;
+  resourceType: string | null;
+  resourceId: string | null;
+  outcome: string;
+  statusCode: number;
+  clientAddress: string | null;
+}
+
+/**
+ * Places `events` after `head` (undefined: an empty chain): seq head + 1, head + 2, ..., each
+ * linked to the one before. A time earlier than the one before it (a clock stepped back, or
+ * another writer's later event stored first) repeats that time, so seq order stays time order.
+ */
+export function chainEvents(head: Pick<AuditEventRecord, 'seq' | 'hash' | 'time'> | undefined, events: readonly UnchainedEvent[], newId: () => string = randomUUID): AuditEventRecord[] {
+  let seq = head?.seq ?? 0;
+  let prevHash = head?.hash ?? GENESIS_HASH;
+  const headTimeMs = head ? Date.parse(head.time) : 0;
+  let lastTimeMs = Number.isFinite(headTimeMs) ? headTimeMs : 0;
+  const chained: AuditEventRecord[] = [];
+  for (const event of events) {
+    lastTimeMs = Math.max(event.timeMs, lastTimeMs);
+    const fields: ChainedEvent = {
+      seq: ++seq,
+      id: newId(),
+      time: new Date(lastTimeMs).toISOString(),
+      reqId: event.reqId,
+      identityId: event.identityId,
+      action: event.action,
+      resourceType: event.resourceType,
+      resourceId: event.resourceId,
+      outcome: event.outcome,
+      statusCode: event.statusCode,
+      clientAddress: event.clientAddress,
+      prevHash,
+    };
+    prevHash = eventHash(fields);
+    chained.push({ ...fields, hash: prevHash });
+  }
+  return chained;
 }
 
 /** The exact bytes a checkpoint signature covers (ASCII, no trailing newline). */

@@ -1,27 +1,55 @@
 /**
  * The audit trail: every authenticated operation and every login appends one event to a hash
- * chain (audit-chain.ts) in the store, and the chain's head is signed now and then by an
- * audit key that lives in the token (EC P-256, sensitive, never extractable).
+ * chain (audit-chain.ts) in the store, and the chain's head is signed now and then by an audit
+ * key that lives in the token (EC P-256, sensitive, never extractable).
  *
- * Invariants: this process is the only writer, so the head (last seq, hash and time) is kept
- * in memory and each event gets seq = last + 1 and its hash at once, in record(); the events
- * of one event-loop turn are then written in one transaction (setImmediate): one commit per
- * event cost ~80 us of main thread, more than the signature the event records. An event is
- * recorded when its response has gone out, so the turn's delay opens no new window of loss.
- * Everything that reads or signs the chain writes the pending events first. Times never go
- * backwards (a clock stepped back repeats the last time), so seq order is time order.
- * Recording never throws: it runs on a response's 'finish', where there is nobody to tell, so
- * a failed append is logged and counted. Signing never holds up recording: it runs on a timer,
- * and a token that is down only delays the next checkpoint.
+ * The main thread only collects. record() packs the event's fields and the time into this
+ * event-loop turn's batch, posted as one message to the writer thread (audit-writer.ts) at the
+ * end of the turn; the writer numbers, hashes and stores each batch in one transaction that
+ * reads the stored head under SQLite's write lock (BEGIN IMMEDIATE). That is what keeps several
+ * writers right (another service in this process, other processes on the same file): each batch
+ * goes after whatever any writer committed before it, on one chain without gaps or forks, and
+ * no process keeps a head in memory that another could make stale.
+ *
+ * Guarantees (the README's "Audit log" says the same to operators):
+ * - Recorded: when the response has gone out (its 'close'); posted to the writer at the end of
+ *   that event-loop turn.
+ * - Durable: committed by the writer's first transaction after the batch arrives, typically
+ *   within a millisecond of the response. No hard time bound: the writer needs the CPU, and
+ *   waits for another writer's lock up to busy_timeout (5 s), after which that batch fails as
+ *   below. Committed means in the WAL: it survives a crash of the process; a power cut may roll
+ *   back the last commits before it (synchronous=NORMAL, as for everything in the store).
+ * - A crash loses what was recorded but not committed: the current turn's batch and the ones
+ *   queued behind the transaction in progress (normally milliseconds of traffic; up to
+ *   busy_timeout's worth while another writer holds the lock). Events lost with a dead writer thread are
+ *   counted as failures, and so are batches in the second before a new writer starts; a
+ *   process crash counts nothing.
+ * - Order: seq order is commit order, and time never decreases along seq: an event's time is
+ *   when it was recorded, raised to the previous event's when that is later (a clock stepped
+ *   back, or another writer committed a later event first).
+ * - A store failure is logged, counted (recordFailures, and onRecordFailure for the metric
+ *   hsm_signer_audit_record_failures_total) and never fails a request: recording runs on a
+ *   response's 'close', where there is nobody to tell. The next batch goes on from the stored
+ *   head.
+ * - Reads and signing first flush: a round trip to the writer that returns once every event this
+ *   process recorded before it is committed or has failed. Signing then reads the head from the
+ *   store, signs it and inserts the checkpoint, so it only ever signs what is stored; a head
+ *   already signed, by any process, is not signed again. Graceful shutdown (close) drains the
+ *   writer, signs the head and only then ends the writer.
+ * Signing never holds up recording: it runs on a timer, and a token that is down only delays the
+ * next checkpoint.
  */
-import { createHash, createPublicKey, randomBytes, randomUUID, verify } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
+import type { Worker } from 'node:worker_threads';
 import type { KeySpec } from '../algorithms.js';
 import { badRequest, permissionDenied } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
+import { spawnWorker } from '../spawn-worker.js';
 import type { Db } from '../store/database.js';
 import { createSqliteAuditStore, type AuditEventRecord, type AuditKeySettings, type AuditListQuery } from '../store/audit-store.js';
-import { CHECKPOINT_ALGORITHM, GENESIS_HASH, checkpointMessage, eventHash, type ChainedEvent } from './audit-chain.js';
+import { CHECKPOINT_ALGORITHM, checkpointMessage } from './audit-chain.js';
+import { FIELDS_PER_EVENT, packEvent, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
 import { ecdsaRawToDer } from './kms-encoding.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import type { Principal } from './permissions.js';
@@ -55,17 +83,17 @@ export interface AuditEventView extends AuditEventInput {
 export type AuditListInput = AuditListQuery;
 
 export interface AuditService {
-  /** Adds one event to the chain now; it reaches the store at the end of this event-loop turn. */
+  /** Records one event now; the writer thread chains and stores it right after this turn. */
   record(event: AuditEventInput): void;
-  /** Writes the events recorded so far to the store now (reads and signing do this first). */
-  flush(): void;
+  /** Resolves once every event recorded so far is stored or has failed; never rejects. */
+  flush(): Promise<void>;
   /** Makes the audit key in the token on first start, then signs the head every interval. */
   start(): Promise<void>;
   /** CKA_ID of the audit key, which the orphan sweep must keep. */
   objectIds(): Buffer[];
   /** Signs the head now if it moved since the last checkpoint; rejects when the token fails. */
   signHead(): Promise<void>;
-  /** Stops the timer and signs the head one last time; never rejects. */
+  /** Stops the timer, drains the writer, signs the head one last time, ends the writer; never rejects. */
   close(): Promise<void>;
   /** Pages through events, newest first by default; admins only. */
   list(principal: Principal, query: AuditListInput): Promise<{ auditLogs: AuditEventView[]; totalCount: number }>;
@@ -95,73 +123,151 @@ const toView = (event: AuditEventRecord): AuditEventView => ({
   outcome: event.outcome as AuditOutcome,
 });
 
-interface Head {
-  seq: number;
-  hash: string;
-  timeMs: number;
+/** SQLite's wait for another writer's lock, as the main connection's (store/database.ts). */
+const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+/** After a writer thread died, how long batches are counted as failed before another starts. */
+const WRITER_RESTART_DELAY_MS = 1000;
+
+interface Writer {
+  worker: Worker;
+  /** Events the writer has written or failed (raised by the writer; see audit-writer-protocol.ts). */
+  settled: BigInt64Array;
+  posted: number;
+  flushes: Map<number, () => void>;
+  exited: Promise<void>;
 }
 
 export function createAuditService(deps: {
+  /** The main connection; the writer thread opens the same file (`db.name`) on its own. */
   db: Db;
   token: Pick<Token, 'generateKey' | 'signDigest'>;
   logger: Logger;
   signIntervalMs: number;
   /** Called after each failed append (for a metric); must not throw. */
   onRecordFailure?: (error: unknown) => void;
+  /** How long the writer waits for another writer's lock before that batch fails (default 5 s). */
+  busyTimeoutMs?: number;
 }): AuditService {
   const { token, logger } = deps;
+  if (deps.db.memory) throw new Error('The audit trail needs a database file: its writer thread opens the file on a connection of its own');
+  const databasePath = deps.db.name;
+  const busyTimeoutMs = deps.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   const store = createSqliteAuditStore(deps.db);
 
-  const loadHead = (): Head => {
-    const last = store.head();
-    if (!last) return { seq: 0, hash: GENESIS_HASH, timeMs: 0 };
-    const timeMs = Date.parse(last.time);
-    return { seq: last.seq, hash: last.hash, timeMs: Number.isFinite(timeMs) ? timeMs : 0 };
-  };
-
-  let head = loadHead();
-  let lastSignedSeq = store.lastCheckpoint()?.seq ?? 0;
   let auditKey: AuditKeySettings | undefined = store.auditKey();
   let timer: NodeJS.Timeout | undefined;
   let signing: Promise<void> = Promise.resolve();
   let closing: Promise<void> | undefined;
   let failures = 0;
-  let pending: Array<ChainedEvent & { hash: string }> = [];
-  let flushScheduled = false;
+  let writer: Writer | undefined;
+  /** Set once the writer was told to close: nothing more can be stored. */
+  let writerClosed = false;
+  /** A writer that keeps dying must not be restarted for every batch. */
+  let writerRestartAt = 0;
+  let batch: PackedEvents = [];
+  let postScheduled = false;
+  let lastFlushId = 0;
 
-  function flush(): void {
-    flushScheduled = false;
-    if (pending.length === 0) return;
-    const events = pending;
-    pending = [];
-    try {
-      store.append(events);
-    } catch (error) {
-      failures += events.length;
-      // The events' names only: their fields hold no secrets, but a log line needs no more.
-      logger.error({ err: error, events: events.length, firstSeq: events[0]!.seq, reqId: events[0]!.reqId }, 'could not append audit events');
+  function countFailures(events: number, error: unknown, firstReqId: unknown, message: string): void {
+    failures += events;
+    // The count and the first request id only: the fields hold no secrets, but a log line needs no more.
+    logger.error({ err: error, events, reqId: firstReqId }, message);
+    for (let i = 0; i < events; i++) {
       try {
-        // Whatever the store holds now is the head the next append must follow.
-        head = loadHead();
+        deps.onRecordFailure?.(error);
       } catch {
-        // The store is gone (closed, disk failing); the next append will say so again.
-      }
-      for (let i = 0; i < events.length; i++) {
-        try {
-          deps.onRecordFailure?.(error);
-        } catch {
-          // A metric must not turn into an exception here.
-        }
+        // A metric must not turn into an exception here.
       }
     }
+  }
+
+  function startWriter(): Writer {
+    const settledBuffer = new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT);
+    const workerData: AuditWriterData = { databasePath, busyTimeoutMs, settled: settledBuffer };
+    const worker = spawnWorker(import.meta.url, 'audit-writer', { workerData, name: 'audit-writer' });
+    // Idle, the writer must not keep the process alive; a flush or close holds it (ref) meanwhile.
+    worker.unref();
+    let exited!: () => void;
+    const started: Writer = { worker, settled: new BigInt64Array(settledBuffer), posted: 0, flushes: new Map(), exited: new Promise((resolve) => (exited = resolve)) };
+    worker.on('message', (message: FromWriter) => {
+      if (message.type === 'flushed') {
+        started.flushes.get(message.id)?.();
+        return;
+      }
+      const error = Object.assign(new Error(message.error.message), { name: message.error.name }, message.error.code ? { code: message.error.code } : {});
+      countFailures(message.events, error, message.firstReqId, 'could not append audit events');
+    });
+    worker.on('error', (error) => logger.error({ err: error }, 'the audit writer thread failed'));
+    worker.on('exit', () => {
+      if (writer === started) writer = undefined;
+      if (!writerClosed) writerRestartAt = Date.now() + WRITER_RESTART_DELAY_MS;
+      const lost = started.posted - Number(Atomics.load(started.settled, 0));
+      if (lost > 0) countFailures(lost, new Error('the audit writer thread ended before storing them'), undefined, 'audit events lost with the writer thread');
+      for (const resolve of [...started.flushes.values()]) resolve();
+      exited();
+    });
+    return started;
+  }
+
+  /** Posts this turn's batch to the writer (starting one if there is none). */
+  function postBatch(): void {
+    postScheduled = false;
+    if (batch.length === 0) return;
+    const events = batch;
+    batch = [];
+    const count = events.length / FIELDS_PER_EVENT;
+    if (writerClosed) {
+      countFailures(count, new Error('the audit service is closed'), events[1], 'audit events recorded after the audit service closed');
+      return;
+    }
+    if (!writer && Date.now() < writerRestartAt) {
+      countFailures(count, new Error('the audit writer thread died less than a second ago'), events[1], 'audit events dropped while the writer thread restarts');
+      return;
+    }
+    try {
+      writer ??= startWriter();
+      writer.worker.postMessage({ type: 'append', events } satisfies ToWriter);
+      writer.posted += count;
+    } catch (error) {
+      countFailures(count, error, events[1], 'could not hand audit events to the writer thread');
+    }
+  }
+
+  function flush(): Promise<void> {
+    postBatch();
+    const current = writer;
+    // No writer: nothing was ever posted, or what was is counted as lost already.
+    if (!current) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const id = ++lastFlushId;
+      if (current.flushes.size === 0) current.worker.ref();
+      current.flushes.set(id, () => {
+        current.flushes.delete(id);
+        if (current.flushes.size === 0) current.worker.unref();
+        resolve();
+      });
+      current.worker.postMessage({ type: 'flush', id } satisfies ToWriter);
+    });
+  }
+
+  async function closeWriter(): Promise<void> {
+    postBatch();
+    writerClosed = true;
+    const current = writer;
+    if (!current) return;
+    current.worker.ref();
+    current.worker.postMessage({ type: 'close' } satisfies ToWriter);
+    await current.exited;
   }
 
   async function signNow(): Promise<void> {
     const key = auditKey;
     if (!key) throw new Error('The audit service has not started: there is no audit key yet');
-    flush();
+    await flush();
+    // The head as stored, whoever wrote it: a checkpoint must name an event that exists.
+    const head = store.head();
+    if (!head || (store.lastCheckpoint()?.seq ?? 0) >= head.seq) return;
     const { seq, hash } = head;
-    if (seq === 0 || seq === lastSignedSeq) return;
     const signedAt = new Date().toISOString();
     const message = checkpointMessage(seq, hash, signedAt);
     const raw = await token.signDigest(key.objectId, 'ecdsa', 'sha256', createHash('sha256').update(message).digest());
@@ -170,8 +276,8 @@ export function createAuditService(deps: {
     if (!verify('sha256', message, createPublicKey({ key: key.publicKey, format: 'der', type: 'spki' }), signature)) {
       throw new Error('The audit key in the token does not match the public key in the settings');
     }
+    // Another process may have signed this head meanwhile; its checkpoint serves as well.
     store.insertCheckpoint({ seq, headHash: hash, signedAt, algorithm: CHECKPOINT_ALGORITHM, signature });
-    lastSignedSeq = seq;
   }
 
   function signHead(): Promise<void> {
@@ -183,11 +289,8 @@ export function createAuditService(deps: {
 
   return {
     record(event) {
-      const timeMs = Math.max(Date.now(), head.timeMs);
-      const fields: ChainedEvent = {
-        seq: head.seq + 1,
-        id: randomUUID(),
-        time: new Date(timeMs).toISOString(),
+      packEvent(batch, {
+        timeMs: Date.now(),
         reqId: event.reqId,
         identityId: event.identityId ?? null,
         action: event.action,
@@ -196,14 +299,10 @@ export function createAuditService(deps: {
         outcome: event.outcome,
         statusCode: event.statusCode,
         clientAddress: event.clientAddress ?? null,
-        prevHash: head.hash,
-      };
-      const hash = eventHash(fields);
-      pending.push({ ...fields, hash });
-      head = { seq: fields.seq, hash, timeMs };
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
+      });
+      if (!postScheduled) {
+        postScheduled = true;
+        setImmediate(postBatch);
       }
     },
 
@@ -214,9 +313,9 @@ export function createAuditService(deps: {
         if (!publicKeySpki) throw new Error('The token returned no public key for the audit key');
         // Only now that the key exists: a crash before this line leaves an object no row names,
         // which the orphan sweep destroys at the next start.
-        store.saveAuditKey({ objectId, publicKey: publicKeySpki });
-        auditKey = { objectId, publicKey: publicKeySpki };
-        logger.info({ objectId: objectId.toString('hex') }, 'generated the audit checkpoint key in the token');
+        auditKey = store.saveAuditKey({ objectId, publicKey: publicKeySpki });
+        if (auditKey.objectId.equals(objectId)) logger.info({ objectId: objectId.toString('hex') }, 'generated the audit checkpoint key in the token');
+        else logger.info({ objectId: auditKey.objectId.toString('hex') }, 'another process saved its audit checkpoint key first; using that one');
       }
       if (timer || closing) return;
       timer = setInterval(() => {
@@ -237,20 +336,22 @@ export function createAuditService(deps: {
       closing ??= (async () => {
         clearInterval(timer);
         timer = undefined;
-        flush();
-        if (!auditKey) return;
-        try {
-          await signHead();
-        } catch (error) {
-          logger.warn({ err: error, seq: head.seq }, 'could not sign the audit chain head at shutdown; events after the last checkpoint stay unsigned until the next one');
+        await flush();
+        if (auditKey) {
+          try {
+            await signHead();
+          } catch (error) {
+            logger.warn({ err: error, seq: safeHeadSeq() }, 'could not sign the audit chain head at shutdown; events after the last checkpoint stay unsigned until the next one');
+          }
         }
+        await closeWriter();
       })();
       return closing;
     },
 
     async list(principal, query) {
       if (!isAdmin(principal)) throw permissionDenied('read audit logs', '*');
-      flush();
+      await flush();
       const { events, totalCount } = await store.list({
         ...query,
         startTime: storedTime(query.startTime, 'startTime'),
@@ -263,4 +364,12 @@ export function createAuditService(deps: {
       return failures;
     },
   };
+
+  function safeHeadSeq(): number | undefined {
+    try {
+      return store.head()?.seq;
+    } catch {
+      return undefined;
+    }
+  }
 }

@@ -1,8 +1,13 @@
 /**
  * The audit trail: events (a hash chain, see services/audit-chain.ts), the signed checkpoints
- * of its head, and the audit key's settings. Appends are synchronous, a batch per transaction:
- * the service writes the events of one event-loop turn together, and nobody awaits them.
- * Nothing here ever updates or deletes an event.
+ * of its head, and the audit key's settings. Events are appended only through
+ * createAuditAppender, by the audit writer thread on a connection of its own; the rest is read
+ * and written by the service on the main connection. Nothing here ever updates or deletes an
+ * event.
+ *
+ * Invariant with several writers (threads or processes) on one file: an append reads the head
+ * and inserts after it inside one BEGIN IMMEDIATE transaction, which takes SQLite's write lock
+ * before the read, so no other writer can append between the two and seq stays gap-free.
  */
 import type { Db } from './database.js';
 
@@ -57,16 +62,18 @@ export interface AuditListQuery {
 }
 
 export interface AuditStore {
-  /** Appends events in order, all or none (one transaction: one WAL commit for the lot). */
-  append(events: AuditEventRecord[]): void;
   /** The last event, or undefined for an empty chain. */
   head(): AuditEventRecord | undefined;
-  insertCheckpoint(checkpoint: AuditCheckpointRecord): void;
+  /** False when a checkpoint of that seq is already stored (another process signed it first). */
+  insertCheckpoint(checkpoint: AuditCheckpointRecord): boolean;
   lastCheckpoint(): AuditCheckpointRecord | undefined;
   list(query: AuditListQuery): Promise<{ events: AuditEventRecord[]; totalCount: number }>;
   auditKey(): AuditKeySettings | undefined;
-  /** Written once, after the key exists in the token. */
-  saveAuditKey(key: AuditKeySettings): void;
+  /**
+   * Written once, after the key exists in the token. Returns the key stored: `key`, or the one
+   * another process saved first (then `key` is named by no row, and the orphan sweep removes it).
+   */
+  saveAuditKey(key: AuditKeySettings): AuditKeySettings;
 }
 
 interface EventRow {
@@ -138,30 +145,48 @@ function readSettings(db: Db): AuditKeySettings | undefined {
   return objectId && publicKey ? { objectId: Buffer.from(objectId, 'hex'), publicKey: Buffer.from(publicKey, 'base64') } : undefined;
 }
 
+const HEAD_SQL = `SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1`;
+
+/**
+ * The one way events enter the store: `build` gets the stored head (undefined: empty chain) and
+ * returns the events that follow it, which are inserted in the same transaction, all or none.
+ * Returns what was inserted.
+ */
+export function createAuditAppender(db: Db): (build: (head: AuditEventRecord | undefined) => AuditEventRecord[]) => AuditEventRecord[] {
+  const head = db.prepare<[], EventRow>(HEAD_SQL);
+  const insert = db.prepare(
+    `INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash)
+     VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
+  );
+  const append = db.transaction((build: (head: AuditEventRecord | undefined) => AuditEventRecord[]) => {
+    const row = head.get();
+    const events = build(row && toEvent(row));
+    for (const event of events) insert.run(event);
+    return events;
+  });
+  // IMMEDIATE: the write lock before the head is read (a DEFERRED transaction would read a head
+  // another writer may move before this one's first insert, and then fail on the seq).
+  return (build) => append.immediate(build);
+}
+
 export function createSqliteAuditStore(db: Db): AuditStore {
   const statements = {
-    append: db.prepare(
-      `INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash)
-       VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
-    ),
-    head: db.prepare<[], EventRow>(`SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1`),
+    head: db.prepare<[], EventRow>(HEAD_SQL),
     insertCheckpoint: db.prepare(
-      `INSERT INTO audit_checkpoints (seq, head_hash, signed_at, algorithm, signature) VALUES (@seq, @headHash, @signedAt, @algorithm, @signature)`,
+      `INSERT INTO audit_checkpoints (seq, head_hash, signed_at, algorithm, signature) VALUES (@seq, @headHash, @signedAt, @algorithm, @signature)
+       ON CONFLICT (seq) DO NOTHING`,
     ),
     lastCheckpoint: db.prepare<[], CheckpointRow>(`SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`),
     saveSetting: db.prepare(`INSERT INTO settings (name, value) VALUES (?, ?)`),
   };
 
   return {
-    append: db.transaction((events: AuditEventRecord[]) => {
-      for (const event of events) statements.append.run(event);
-    }),
     head() {
       const row = statements.head.get();
       return row && toEvent(row);
     },
     insertCheckpoint(checkpoint) {
-      statements.insertCheckpoint.run(checkpoint);
+      return statements.insertCheckpoint.run(checkpoint).changes === 1;
     },
     lastCheckpoint() {
       const row = statements.lastCheckpoint.get();
@@ -186,10 +211,16 @@ export function createSqliteAuditStore(db: Db): AuditStore {
       return readSettings(db);
     },
     saveAuditKey(key) {
-      db.transaction(() => {
-        statements.saveSetting.run(KEY_OBJECT_ID, key.objectId.toString('hex'));
-        statements.saveSetting.run(PUBLIC_KEY, key.publicKey.toString('base64'));
-      })();
+      // IMMEDIATE, so two processes' first starts cannot both find no key and both save one.
+      return db
+        .transaction(() => {
+          const stored = readSettings(db);
+          if (stored) return stored;
+          statements.saveSetting.run(KEY_OBJECT_ID, key.objectId.toString('hex'));
+          statements.saveSetting.run(PUBLIC_KEY, key.publicKey.toString('base64'));
+          return key;
+        })
+        .immediate();
     },
   };
 }

@@ -68,6 +68,8 @@ interface FakeToken extends Pick<Token, 'generateKey' | 'signDigest'> {
   generated: number;
   /** Makes the next `n` signDigest calls fail as a token that is down would. */
   failNext(n: number): void;
+  /** Of those, the ones not yet made. */
+  readonly pendingFailures: number;
 }
 
 function fakeToken(): FakeToken {
@@ -77,6 +79,9 @@ function fakeToken(): FakeToken {
     generated: 0,
     failNext(n) {
       failures = n;
+    },
+    get pendingFailures() {
+      return failures;
     },
     async generateKey(id: Buffer, label: string, spec: KeySpec) {
       expect(label.startsWith('hsm-signer:')).toBe(true);
@@ -229,13 +234,13 @@ describe('the audit chain', () => {
     expect(formatAuditReport(verify())).toBe('audit chain intact: 0 events, 0 signed checkpoints, none signed yet');
   });
 
-  it('never writes a time earlier than the last one, so seq order is time order', () => {
+  it('never writes a time earlier than the last one, so seq order is time order', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(new Date('2030-01-01T00:00:10.000Z'));
     audit.record(event(1));
     vi.setSystemTime(new Date('2030-01-01T00:00:05.000Z')); // the clock stepped back
     audit.record(event(2));
-    audit.flush();
+    await audit.flush();
     expect(readAll().map((e) => e.time)).toEqual(['2030-01-01T00:00:10.000Z', '2030-01-01T00:00:10.000Z']);
   });
 });
@@ -384,21 +389,24 @@ describe('the audit service', () => {
     otherDb.close();
   });
 
-  it('never throws from record: a failed append is logged, counted and reported', () => {
+  it('never throws from record: a failed append is logged, counted and reported', async () => {
     const onRecordFailure = vi.fn();
     const other = openDatabase(join(dir, 'other.db'));
     const service = createAuditService({ db: other, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
-    other.close();
+    // The writer thread has a connection of its own; what fails for it is the table being gone.
+    other.exec('DROP TABLE audit_events');
     expect(() => service.record(event(1))).not.toThrow();
-    expect(() => service.flush()).not.toThrow();
+    await expect(service.flush()).resolves.toBeUndefined();
     expect(service.recordFailures).toBe(1);
     expect(onRecordFailure).toHaveBeenCalledOnce();
+    await service.close();
+    other.close();
   });
 
-  it('follows the stored head after a failed append, so the chain goes on', () => {
+  it('chains onto whatever another writer stored, so its events are neither lost nor forked', async () => {
     audit.record(event(1));
-    audit.flush();
-    // Another writer got there first (or a row was restored): seq 2 is taken.
+    await audit.flush();
+    // Another writer (or a row restored by hand) got there first: seq 2 is taken.
     const first = row(1);
     const intruder = { ...first, seq: 2, id: 'x', prevHash: first.hash };
     db.prepare(
@@ -406,11 +414,53 @@ describe('the audit service', () => {
        VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
     ).run({ ...intruder, hash: eventHash(intruder) });
     audit.record(event(2));
-    audit.flush();
-    expect(audit.recordFailures).toBe(1);
+    await audit.flush();
     audit.record(event(3));
-    audit.flush();
-    expect(readAll().map((e) => e.seq)).toEqual([1, 2, 3]);
+    await audit.flush();
+    expect(audit.recordFailures).toBe(0);
+    expect(readAll().map((e) => [e.seq, e.reqId])).toEqual([[1, 'req-1'], [2, 'req-1'], [3, 'req-2'], [4, 'req-3']]);
+    expect(row(3).prevHash).toBe(eventHash(intruder));
+    expect(verify().ok).toBe(true);
+  });
+
+  it('two services on one file, each with its own writer thread, extend one chain and sign it once', async () => {
+    const other = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+    await other.start();
+    try {
+      for (let turn = 0; turn < 20; turn++) {
+        for (let i = 0; i < 10; i++) {
+          audit.record(event(i, { reqId: `a-${turn}-${i}` }));
+          other.record(event(i, { reqId: `b-${turn}-${i}` }));
+        }
+        // End the turn: both post their batch, and the two writers race for the next seqs.
+        await new Promise(setImmediate);
+      }
+      await Promise.all([audit.flush(), other.flush()]);
+      await Promise.all([audit.signHead(), other.signHead()]);
+      const events = readAll();
+      expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+      expect(new Set(events.map((e) => e.reqId)).size).toBe(400);
+      expect(audit.recordFailures + other.recordFailures).toBe(0);
+      // Both signed the same stored head: one checkpoint, the other one's insert is a no-op.
+      expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([400]);
+      expect(verify()).toMatchObject({ ok: true, events: 400, checkpoints: 1, lastSignedSeq: 400 });
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a batch the store refuses leaves nothing behind, and the next goes on from the stored head', async () => {
+    audit.record(event(1));
+    await audit.flush();
+    db.exec(`CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.req_id = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END`);
+    audit.record(event(2));
+    audit.record(event(3, { reqId: 'poison' }));
+    await audit.flush();
+    expect(audit.recordFailures).toBe(2); // one transaction: both or neither
+    expect(readAll().map((e) => e.reqId)).toEqual(['req-1']);
+    audit.record(event(4));
+    await audit.flush();
+    expect(readAll().map((e) => [e.seq, e.reqId])).toEqual([[1, 'req-1'], [2, 'req-4']]);
     expect(verify().ok).toBe(true);
   });
 
@@ -423,9 +473,11 @@ describe('the audit service', () => {
     await expect(service.signHead()).rejects.toThrow('CKR_DEVICE_REMOVED');
     token.failNext(1);
     await vi.advanceTimersByTimeAsync(1000); // refused again: logged, no checkpoint
+    // Signing first flushes (a round trip to the writer thread), so the token is asked a moment later.
+    await vi.waitFor(() => expect(token.pendingFailures).toBe(0));
     expect(readAuditChain(db).checkpoints()).toHaveLength(0);
     await vi.advanceTimersByTimeAsync(1000);
-    expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([1]);
+    await vi.waitFor(() => expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([1]));
 
     service.record(event(2));
     token.failNext(5);

@@ -1,0 +1,55 @@
+/**
+ * What the audit service (main thread) and its writer thread (audit-writer.ts) say to each other.
+ * Events travel as one flat array of primitives per batch, FIELDS_PER_EVENT values each: the
+ * structured clone of a flat array costs the main thread far less than one of an object per
+ * event, and the main thread is what this split exists to spare.
+ */
+import type { UnchainedEvent } from './audit-chain.js';
+
+export const FIELDS_PER_EVENT = 9;
+
+export type PackedEvents = Array<string | number | null>;
+
+export interface AuditWriterData {
+  databasePath: string;
+  busyTimeoutMs: number;
+  /**
+   * One BigInt64 the writer raises by the number of events it has finished with (written or
+   * failed), so that if the thread dies the service can count the events lost with it without
+   * the writer having to post a message per batch.
+   */
+  settled: SharedArrayBuffer;
+}
+
+export type ToWriter =
+  /** Events to append, in the order recorded. */
+  | { type: 'append'; events: PackedEvents }
+  /** Answer `flushed` once every event posted before this message is written or has failed. */
+  | { type: 'flush'; id: number }
+  /** Write what is queued, close the database and end the thread. */
+  | { type: 'close' };
+
+export type FromWriter =
+  | { type: 'flushed'; id: number }
+  /** A batch that could not be appended: none of its events are in the store. */
+  | { type: 'failed'; events: number; firstReqId: string; error: { name: string; message: string; code?: string } };
+
+export function packEvent(into: PackedEvents, event: UnchainedEvent): void {
+  into.push(event.timeMs, event.reqId, event.identityId, event.action, event.resourceType, event.resourceId, event.outcome, event.statusCode, event.clientAddress);
+}
+
+export function unpackEvents(packed: PackedEvents, into: UnchainedEvent[]): void {
+  for (let i = 0; i + FIELDS_PER_EVENT <= packed.length; i += FIELDS_PER_EVENT) {
+    into.push({
+      timeMs: packed[i] as number,
+      reqId: packed[i + 1] as string,
+      identityId: packed[i + 2] as string | null,
+      action: packed[i + 3] as string,
+      resourceType: packed[i + 4] as string | null,
+      resourceId: packed[i + 5] as string | null,
+      outcome: packed[i + 6] as string,
+      statusCode: packed[i + 7] as number,
+      clientAddress: packed[i + 8] as string | null,
+    });
+  }
+}

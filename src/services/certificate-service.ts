@@ -11,7 +11,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { badRequest, notFound } from '../errors.js';
 import { certificateDer, tbsCertificateDer, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
-import { parseCsrSync } from '../pki/csr.js';
+import { parseCsr } from '../pki/csr.js';
 import type { RevocationReason } from '../pki/crl.js';
 import { evaluatePolicy, type CertificatePolicy } from '../pki/policy.js';
 import { newSerialNumber } from '../pki/serial.js';
@@ -175,7 +175,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
       if (ca.status !== 'active') throw badRequest(`The profile's CA is ${ca.status === 'disabled' ? 'disabled' : 'not active yet'}`);
 
       const policy = profile.policy as CertificatePolicy;
-      const csr = parseCsrSync(input.csr);
+      const csr = await parseCsr(input.csr);
       const verdict = evaluatePolicy(policy, csr);
       const violations = [...verdict.violations];
 

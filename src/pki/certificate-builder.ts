@@ -1,5 +1,5 @@
 /**
- * X.509 v3 certificates, built field by field with @peculiar/asn1-x509 and signed by a
+ * X.509 v3 certificates, assembled in DER from precomputed pieces and signed by a
  * caller-supplied signer (the token, through the CA's key), so no private key is ever handed
  * to a library. The extensions follow RFC 5280 and what `openssl verify -x509_strict` checks:
  * SKI (SHA-1 of the subject key, method 1), AKI (the issuer's SKI), BasicConstraints and
@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import * as csrAsn from '@peculiar/asn1-csr';
 import * as asn from '@peculiar/asn1-x509';
+import { children, DER_NULL, DER_TRUE, encodeOid, encodeTime, expectTag, only, sequence, TAG, tlv } from './der.js';
 
 export type GeneralNameJson = { type: 'dns' | 'ip' | 'email' | 'url'; value: string };
 
@@ -58,12 +59,6 @@ export function signatureAlgorithm(oid: string): asn.AlgorithmIdentifier {
   return new asn.AlgorithmIdentifier({ algorithm: oid, ...(isRsa ? { parameters: null } : {}) });
 }
 
-/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
-export function keyIdentifier(spki: Buffer): Buffer {
-  const parsed = AsnConvert.parse(spki, asn.SubjectPublicKeyInfo);
-  return createHash('sha1').update(Buffer.from(parsed.subjectPublicKey)).digest();
-}
-
 export function extension(extnID: string, critical: boolean, value: unknown): asn.Extension {
   return new asn.Extension({ extnID, critical, extnValue: new OctetString(AsnConvert.serialize(value)) });
 }
@@ -85,47 +80,177 @@ const ID_AD_CA_ISSUERS = '1.3.6.1.5.5.7.48.2';
 /** PKCS#9 extensionRequest. */
 const ID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';
 
-function extensionsOf(template: CertificateTemplate): asn.Extension[] {
-  const subject = AsnConvert.parse(template.subject, asn.Name);
-  const extensions = [
-    extension(asn.id_ce_basicConstraints, true, new asn.BasicConstraints(template.ca ? { cA: true, ...(template.ca.pathLength !== undefined ? { pathLenConstraint: template.ca.pathLength } : {}) } : { cA: false })),
-    extension(asn.id_ce_keyUsage, true, new asn.KeyUsage(template.keyUsages)),
-  ];
-  if (template.extendedKeyUsages?.length) extensions.push(extension(asn.id_ce_extKeyUsage, false, new asn.ExtendedKeyUsage(template.extendedKeyUsages)));
-  if (template.subjectAltNames?.length) {
-    extensions.push(extension(asn.id_ce_subjectAltName, subject.length === 0, new asn.SubjectAlternativeName(template.subjectAltNames.map(toGeneralName))));
+// ---------------------------------------------------------------------------------------------
+// DER pieces. Certificates are assembled from these rather than through asn1-schema's classes,
+// which cost hundreds of µs per certificate; test/unit/pki/certificate-builder.test.ts checks
+// the bytes against the asn1-x509 encoding of the same fields.
+// ---------------------------------------------------------------------------------------------
+
+const OID = {
+  basicConstraints: encodeOid(asn.id_ce_basicConstraints),
+  keyUsage: encodeOid(asn.id_ce_keyUsage),
+  extKeyUsage: encodeOid(asn.id_ce_extKeyUsage),
+  subjectAltName: encodeOid(asn.id_ce_subjectAltName),
+  subjectKeyIdentifier: encodeOid(asn.id_ce_subjectKeyIdentifier),
+  authorityKeyIdentifier: encodeOid(asn.id_ce_authorityKeyIdentifier),
+  crlDistributionPoints: encodeOid(asn.id_ce_cRLDistributionPoints),
+  authorityInfoAccess: encodeOid(asn.id_pe_authorityInfoAccess),
+  caIssuers: encodeOid(ID_AD_CA_ISSUERS),
+};
+
+/** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
+function extensionDer(id: Buffer, critical: boolean, value: Buffer): Buffer {
+  return critical ? sequence(id, DER_TRUE, tlv(TAG.octetString, value)) : sequence(id, tlv(TAG.octetString, value));
+}
+
+const oidCache = new Map<string, Buffer>();
+function oidDer(oid: string): Buffer {
+  let der = oidCache.get(oid);
+  if (!der) {
+    der = encodeOid(oid);
+    // OIDs here are the few EKUs and signature algorithms: the bound only guards against misuse.
+    if (oidCache.size < 256) oidCache.set(oid, der);
   }
-  extensions.push(extension(asn.id_ce_subjectKeyIdentifier, false, new asn.SubjectKeyIdentifier(keyIdentifier(template.subjectPublicKey))));
-  extensions.push(extension(asn.id_ce_authorityKeyIdentifier, false, new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(template.issuerKeyId ?? keyIdentifier(template.issuerPublicKey)) })));
-  if (template.crlDistributionPoint) {
-    const point = new asn.DistributionPoint({
-      distributionPoint: new asn.DistributionPointName({ fullName: [new asn.GeneralName({ uniformResourceIdentifier: template.crlDistributionPoint })] }),
-    });
-    extensions.push(extension(asn.id_ce_cRLDistributionPoints, false, new asn.CRLDistributionPoints([point])));
+  return der;
+}
+
+/** AlgorithmIdentifier as asn1-x509 encodes it: NULL for `parameters: null`, none when absent. */
+export function algorithmIdentifierDer(algorithm: asn.AlgorithmIdentifier): Buffer {
+  const parameters = algorithm.parameters;
+  if (parameters === null) return sequence(oidDer(algorithm.algorithm), DER_NULL);
+  if (parameters === undefined) return sequence(oidDer(algorithm.algorithm));
+  return sequence(oidDer(algorithm.algorithm), Buffer.from(parameters));
+}
+
+/** KeyUsage BIT STRING in DER: as few octets as the highest bit needs, trailing zero bits unused. */
+export function keyUsageDer(bits: number): Buffer {
+  const bitLength = Math.max(1, 32 - Math.clz32(bits));
+  const octets = Buffer.alloc(Math.ceil(bitLength / 8));
+  for (let bit = 0; bit < bitLength; bit++) if (bits & (1 << bit)) octets[bit >> 3]! |= 0x80 >> (bit & 7);
+  return tlv(TAG.bitString, Buffer.from([octets.length * 8 - bitLength]), octets);
+}
+
+function generalNameDer(name: GeneralNameJson): Buffer {
+  switch (name.type) {
+    case 'dns':
+      return tlv(0x82, Buffer.from(name.value, 'latin1'));
+    case 'email':
+      return tlv(0x81, Buffer.from(name.value, 'latin1'));
+    case 'url':
+      return tlv(0x86, Buffer.from(name.value, 'latin1'));
+    case 'ip': {
+      const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(name.value);
+      if (v4 && v4.slice(1).every((part) => Number(part) <= 255)) return tlv(0x87, Buffer.from(v4.slice(1).map(Number)));
+      // IPv6 and address/mask forms are rare: asn1-x509 encodes them as it always did.
+      return Buffer.from(AsnConvert.serialize(toGeneralName(name)));
+    }
   }
-  if (template.caIssuersUrl) {
-    const access = new asn.AccessDescription({ accessMethod: ID_AD_CA_ISSUERS, accessLocation: new asn.GeneralName({ uniformResourceIdentifier: template.caIssuersUrl }) });
-    extensions.push(extension(asn.id_pe_authorityInfoAccess, false, new asn.AuthorityInfoAccessSyntax([access])));
+}
+
+/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
+export function keyIdentifier(spki: Buffer): Buffer {
+  const [, bits] = children(only(spki, TAG.sequence).value);
+  const value = expectTag(bits, TAG.bitString).value;
+  return createHash('sha1').update(value.subarray(1)).digest();
+}
+
+/** The AKI extension certificates and CRLs of one issuer carry. */
+export function authorityKeyIdentifierDer(keyId: Buffer): Buffer {
+  return extensionDer(OID.authorityKeyIdentifier, false, sequence(tlv(0x80, keyId)));
+}
+
+/** CRL distribution point and CA issuers URL (AIA) extensions, in that order. */
+export function issuerLocationsDer(crlDistributionPoint: string | undefined, caIssuersUrl: string | undefined): Buffer {
+  const parts: Buffer[] = [];
+  if (crlDistributionPoint) {
+    const fullName = tlv(0xa0, tlv(0x86, Buffer.from(crlDistributionPoint, 'latin1')));
+    parts.push(extensionDer(OID.crlDistributionPoints, false, sequence(sequence(tlv(0xa0, fullName)))));
   }
-  return extensions;
+  if (caIssuersUrl) {
+    parts.push(extensionDer(OID.authorityInfoAccess, false, sequence(sequence(OID.caIssuers, tlv(0x86, Buffer.from(caIssuersUrl, 'latin1'))))));
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * What every certificate one CA issues shares, made once per CA: its Name, the signature
+ * AlgorithmIdentifier, the AKI extension and the CDP/AIA extensions.
+ */
+export interface IssuerParts {
+  issuer: Buffer;
+  algorithm: Buffer;
+  authorityKeyIdentifier: Buffer;
+  locations: Buffer;
+}
+
+/** What varies per certificate. */
+export interface SubjectParts {
+  serialNumber: Buffer;
+  subject: Buffer;
+  notBefore: Date;
+  notAfter: Date;
+  subjectPublicKey: Buffer;
+  ca?: { pathLength?: number } | undefined;
+  keyUsages: number;
+  extendedKeyUsages?: string[] | undefined;
+  subjectAltNames?: GeneralNameJson[] | undefined;
+}
+
+const BASIC_CONSTRAINTS_LEAF = extensionDer(OID.basicConstraints, true, sequence());
+const VERSION_3 = tlv(0xa0, tlv(TAG.integer, Buffer.from([2])));
+
+/** DER TBSCertificate; extensions in the order openssl and the tests have always seen. */
+export function tbsCertificateDer(issuer: IssuerParts, subject: SubjectParts): Buffer {
+  const basicConstraints = subject.ca
+    ? extensionDer(OID.basicConstraints, true, sequence(DER_TRUE, ...(subject.ca.pathLength !== undefined ? [integerDer(subject.ca.pathLength)] : [])))
+    : BASIC_CONSTRAINTS_LEAF;
+  const extensions = [basicConstraints, extensionDer(OID.keyUsage, true, keyUsageDer(subject.keyUsages))];
+  if (subject.extendedKeyUsages?.length) extensions.push(extensionDer(OID.extKeyUsage, false, sequence(...subject.extendedKeyUsages.map(oidDer))));
+  if (subject.subjectAltNames?.length) {
+    const emptySubject = only(subject.subject, TAG.sequence).value.length === 0;
+    extensions.push(extensionDer(OID.subjectAltName, emptySubject, sequence(...subject.subjectAltNames.map(generalNameDer))));
+  }
+  extensions.push(extensionDer(OID.subjectKeyIdentifier, false, tlv(TAG.octetString, keyIdentifier(subject.subjectPublicKey))));
+  extensions.push(issuer.authorityKeyIdentifier, issuer.locations);
+  return sequence(
+    VERSION_3,
+    tlv(TAG.integer, subject.serialNumber),
+    issuer.algorithm,
+    issuer.issuer,
+    sequence(encodeTime(subject.notBefore), encodeTime(subject.notAfter)),
+    subject.subject,
+    subject.subjectPublicKey,
+    tlv(0xa3, sequence(...extensions)),
+  );
+}
+
+/** Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }. */
+export function certificateDer(tbs: Buffer, algorithm: Buffer, signature: Buffer): Buffer {
+  return sequence(tbs, algorithm, tlv(TAG.bitString, Buffer.from([0]), signature));
+}
+
+/** A small non-negative INTEGER (path lengths). */
+function integerDer(value: number): Buffer {
+  const bytes: number[] = [];
+  for (let rest = value; rest > 0; rest = Math.floor(rest / 256)) bytes.unshift(rest & 0xff);
+  if (bytes.length === 0 || bytes[0]! & 0x80) bytes.unshift(0);
+  return tlv(TAG.integer, Buffer.from(bytes));
+}
+
+export function issuerPartsOf(template: Pick<CertificateTemplate, 'issuer' | 'issuerPublicKey' | 'issuerKeyId' | 'crlDistributionPoint' | 'caIssuersUrl'>, algorithm: Buffer): IssuerParts {
+  return {
+    issuer: template.issuer,
+    algorithm,
+    authorityKeyIdentifier: authorityKeyIdentifierDer(template.issuerKeyId ?? keyIdentifier(template.issuerPublicKey)),
+    locations: issuerLocationsDer(template.crlDistributionPoint, template.caIssuersUrl),
+  };
 }
 
 /** Builds, signs and DER-encodes the certificate. */
 export async function buildCertificate(template: CertificateTemplate, signer: CertificateSigner): Promise<Buffer> {
-  const tbsCertificate = new asn.TBSCertificate({
-    version: asn.Version.v3,
-    serialNumber: new Uint8Array(template.serialNumber).buffer,
-    signature: signer.algorithm,
-    issuer: AsnConvert.parse(template.issuer, asn.Name),
-    validity: new asn.Validity({ notBefore: template.notBefore, notAfter: template.notAfter }),
-    subject: AsnConvert.parse(template.subject, asn.Name),
-    subjectPublicKeyInfo: AsnConvert.parse(template.subjectPublicKey, asn.SubjectPublicKeyInfo),
-    extensions: new asn.Extensions(extensionsOf(template)),
-  });
-  const tbs = Buffer.from(AsnConvert.serialize(tbsCertificate));
-  const signature = await signer.sign(tbs);
-  const certificate = new asn.Certificate({ tbsCertificate, signatureAlgorithm: signer.algorithm, signatureValue: new Uint8Array(signature).buffer });
-  return Buffer.from(AsnConvert.serialize(certificate));
+  const algorithm = algorithmIdentifierDer(signer.algorithm);
+  const tbs = tbsCertificateDer(issuerPartsOf(template, algorithm), template);
+  return certificateDer(tbs, algorithm, await signer.sign(tbs));
 }
 
 export function toPem(der: Buffer, label = 'CERTIFICATE'): string {

@@ -80,7 +80,19 @@ export interface PolicyVerdict {
   extendedKeyUsages: string[];
 }
 
+// Compiled once per pattern text rather than per request; keyed by the text itself, so an
+// updated profile never meets a stale expression. Bounded in case profiles churn.
+const compiled = new Map<string, RegExp>();
 function patternToRegExp(pattern: string): RegExp {
+  let regExp = compiled.get(pattern);
+  if (!regExp) {
+    if (compiled.size >= 1000) compiled.clear();
+    compiled.set(pattern, (regExp = compilePattern(pattern)));
+  }
+  return regExp;
+}
+
+function compilePattern(pattern: string): RegExp {
   const escaped = pattern
     .replace(/[.+?^${}()|[\]\\]/g, '\\$&')
     .replace(/\*\*/g, '\u0000')
@@ -88,6 +100,8 @@ function patternToRegExp(pattern: string): RegExp {
     .replace(/\u0000/g, '.+');
   return new RegExp(`^${escaped}$`, 'i');
 }
+
+const EKU_NAMES_BY_OID = new Map<string, ExtendedKeyUsageName>(Object.entries(EXTENDED_KEY_USAGE_OIDS).map(([name, oid]) => [oid, name as ExtendedKeyUsageName]));
 
 const matchesAny = (value: string, patterns: string[]) => patterns.some((pattern) => patternToRegExp(pattern).test(value));
 
@@ -170,10 +184,9 @@ export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): Polic
   for (const usage of requestedKu) if (!policy.keyUsages.allowed.includes(usage) && !policy.keyUsages.always.includes(usage)) violations.push(`key usage ${usage} is not allowed`);
   const keyUsages = [...requestedKu, ...policy.keyUsages.always].reduce((bits, usage) => bits | KEY_USAGE_BITS[usage], 0);
 
-  const oidToName = new Map<string, ExtendedKeyUsageName>(Object.entries(EXTENDED_KEY_USAGE_OIDS).map(([name, oid]) => [oid, name as ExtendedKeyUsageName]));
   const extendedKeyUsages = new Set<string>(policy.extendedKeyUsages.always.map((name) => EXTENDED_KEY_USAGE_OIDS[name]));
   for (const oid of csr.extendedKeyUsages ?? []) {
-    const usage = oidToName.get(oid);
+    const usage = EKU_NAMES_BY_OID.get(oid);
     if (!usage || (!policy.extendedKeyUsages.allowed.includes(usage) && !policy.extendedKeyUsages.always.includes(usage))) violations.push(`extended key usage ${usage ?? oid} is not allowed`);
     else extendedKeyUsages.add(oid);
   }

@@ -15,7 +15,17 @@ import type { KeySpec } from '../algorithms.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
-import { buildCaCsr, buildCertificate, SIGNATURE_ALGORITHMS, signatureAlgorithm, toPem, type CertificateSigner } from '../pki/certificate-builder.js';
+import {
+  algorithmIdentifierDer,
+  buildCaCsr,
+  buildCertificate,
+  issuerPartsOf,
+  SIGNATURE_ALGORITHMS,
+  signatureAlgorithm,
+  toPem,
+  type CertificateSigner,
+  type IssuerParts,
+} from '../pki/certificate-builder.js';
 import { buildCrl, type RevocationReason } from '../pki/crl.js';
 import { KEY_USAGE_BITS, type PolicyKeyAlgorithm } from '../pki/policy.js';
 import { newSerialNumber } from '../pki/serial.js';
@@ -95,6 +105,19 @@ export function pemToDer(pem: string, label: string): Buffer[] {
   return blocks.map((block) => Buffer.from(block[1]!.replace(/\s/g, ''), 'base64'));
 }
 
+/**
+ * What signing a certificate under one CA needs beyond the request: the parts of the
+ * TBSCertificate every certificate of this CA shares, the signature, and the PEM answers.
+ */
+export interface IssuingCa {
+  parts: IssuerParts;
+  /** Hashes the DER TBSCertificate here and signs the digest in the token. */
+  sign(tbs: Buffer): Promise<Buffer>;
+  issuingPem: string;
+  /** The issuing CA certificate and every certificate above it, PEM, issuer first. */
+  chainPem: string;
+}
+
 export interface CaDeps {
   pkiStore: PkiStore;
   token: Pick<Token, 'generateKey' | 'destroyObjects' | 'signDigest'>;
@@ -123,6 +146,41 @@ export function createCaService(deps: CaDeps) {
         return spec.kind === 'rsa' ? raw : ecdsaRawToDer(raw);
       },
     };
+  }
+
+  /**
+   * Per-CA parts of every certificate it issues, made once. Safe to keep because nothing in
+   * them changes once the CA has its certificate: the issuer name, key and SKI are the
+   * certificate's, written once when the CA turns active and never replaced; the chain above
+   * is made of certificates that likewise never change (this service's parents, or the outside
+   * chain imported together with the certificate). Entries are keyed by the CA certificate's
+   * serial, read afresh with the CA row on every request, so a CA that got its certificate in
+   * another process sharing the store is never served from a stale entry; and by the public
+   * base URL (the AIA/CDP URLs), known only once the service listens. What can change (the CA's
+   * status, the profile) is re-read per request by the caller.
+   */
+  const issuingCache = new Map<string, { key: string; issuing: Promise<IssuingCa> }>();
+  function issuing(ca: CaRecord): Promise<IssuingCa> {
+    const key = `${ca.serialNumber}|${publicBaseUrl()}`;
+    const cached = issuingCache.get(ca.id);
+    if (cached?.key === key) return cached.issuing;
+    const made = makeIssuing(ca);
+    issuingCache.set(ca.id, { key, issuing: made });
+    made.catch(() => {
+      if (issuingCache.get(ca.id)?.issuing === made) issuingCache.delete(ca.id);
+    });
+    return made;
+  }
+
+  async function makeIssuing(ca: CaRecord): Promise<IssuingCa> {
+    if (!ca.certificate) throw badRequest('The CA has no certificate yet: import it first');
+    const signer = signerFor(ca);
+    const parts = issuerPartsOf(
+      { issuer: ca.subject, issuerPublicKey: ca.publicKey, issuerKeyId: issuerKeyId(ca), crlDistributionPoint: crlUrl(ca.id), caIssuersUrl: certificateUrl(ca.id) },
+      algorithmIdentifierDer(signer.algorithm),
+    );
+    const issuingPem = toPem(ca.certificate);
+    return { parts, sign: signer.sign, issuingPem, chainPem: [issuingPem, ...(await chainAbove(ca))].join('\n') };
   }
 
   async function existing(caId: string): Promise<CaRecord> {
@@ -210,6 +268,7 @@ export function createCaService(deps: CaDeps) {
       notAfter: parsed.notAfter.toISOString(),
     };
     await store.updateCa(ca.id, changes);
+    issuingCache.delete(ca.id);
     const active = { ...ca, ...changes };
     await regenerateCrl(active);
     return (await store.getCa(ca.id))!;
@@ -217,6 +276,7 @@ export function createCaService(deps: CaDeps) {
 
   return {
     signerFor,
+    issuing,
     issuerKeyId,
     chainAbove,
     certificateUrl,
@@ -417,6 +477,7 @@ export function createCaService(deps: CaDeps) {
       for (const ca of pending) {
         await token.destroyObjects(ca.objectId);
         await store.removeCa(ca.id);
+        issuingCache.delete(ca.id);
       }
       return pending.length;
     },

@@ -8,11 +8,9 @@
  * the CSR valid and within the policy, and the ttl within both the profile's maximum and the
  * CA's own expiry (400, naming every violated rule).
  */
-import 'reflect-metadata';
 import { createHash, randomUUID } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
 import { badRequest, notFound } from '../errors.js';
-import { buildCertificate, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
+import { certificateDer, tbsCertificateDer, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
 import { parseCsr } from '../pki/csr.js';
 import type { RevocationReason } from '../pki/crl.js';
 import { evaluatePolicy, type CertificatePolicy } from '../pki/policy.js';
@@ -195,32 +193,26 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
       if (violations.length > 0) throw badRequest(`The certificate request was refused: ${violations.join('; ')}`);
 
       const serialNumber = newSerialNumber();
-      const der = await buildCertificate(
-        {
-          serialNumber,
-          issuer: ca.subject,
-          subject: csr.subjectDer,
-          notBefore,
-          notAfter,
-          subjectPublicKey: csr.publicKeySpki,
-          issuerPublicKey: ca.publicKey,
-          issuerKeyId: cas.issuerKeyId(ca),
-          ...(csr.requestsCa ? { ca: csr.requestedPathLength !== undefined ? { pathLength: csr.requestedPathLength } : {} } : {}),
-          keyUsages: verdict.keyUsages,
-          extendedKeyUsages: verdict.extendedKeyUsages,
-          subjectAltNames: csr.sans as GeneralNameJson[],
-          crlDistributionPoint: cas.crlUrl(ca.id),
-          caIssuersUrl: cas.certificateUrl(ca.id),
-        },
-        cas.signerFor(ca),
-      );
+      const issuer = await cas.issuing(ca);
+      const tbs = tbsCertificateDer(issuer.parts, {
+        serialNumber,
+        subject: csr.subjectDer,
+        notBefore,
+        notAfter,
+        subjectPublicKey: csr.publicKeySpki,
+        ca: csr.requestsCa ? (csr.requestedPathLength !== undefined ? { pathLength: csr.requestedPathLength } : {}) : undefined,
+        keyUsages: verdict.keyUsages,
+        extendedKeyUsages: verdict.extendedKeyUsages,
+        subjectAltNames: csr.sans as GeneralNameJson[],
+      });
+      const der = certificateDer(tbs, issuer.parts.algorithm, await issuer.sign(tbs));
       const record: CertificateRecord = {
         id: randomUUID(),
         projectId: profile.projectId,
         caId: ca.id,
         profileId: profile.id,
         serialNumber: serialNumber.toString('hex'),
-        subjectDn: new x509.Name(csr.subjectDer).toString(),
+        subjectDn: csr.subjectDn,
         sans: csr.sans,
         notBefore: notBefore.toISOString(),
         notAfter: notAfter.toISOString(),
@@ -232,11 +224,10 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
         createdAt: new Date(now).toISOString(),
       };
       await store.insertCertificate(record);
-      const issuing = toPem(ca.certificate!);
       return {
         certificate: toPem(der),
-        issuingCaCertificate: issuing,
-        certificateChain: [issuing, ...(await cas.chainAbove(ca))].join('\n'),
+        issuingCaCertificate: issuer.issuingPem,
+        certificateChain: issuer.chainPem,
         serialNumber: record.serialNumber,
         certificateId: record.id,
       };

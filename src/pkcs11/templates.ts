@@ -86,9 +86,12 @@ export function privateKeyTemplate(id: Buffer, label: string, kind: 'rsa' | 'ec'
   ];
 }
 
-/** The template that finds every object of this service's by its CKA_ID. */
-export function byIdTemplate(id: Buffer): pkcs11js.Template {
-  return [{ type: pkcs11js.CKA_ID, value: id }];
+/** The template that finds every token object of this service's by its CKA_ID (session copies aside). */
+export function tokenObjectsByIdTemplate(id: Buffer): pkcs11js.Template {
+  return [
+    { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+  ];
 }
 
 export type KeyObjectClass = 'private' | 'public' | 'secret';

@@ -19,8 +19,8 @@
  * - after any failed call between C_*Init and its final call, `work` is closed and reopened: it
  *   may still hold an active operation (CKR_OPERATION_ACTIVE);
  * - a cached handle that went stale (the token restarted, the key was destroyed) is looked up
- *   again once, by CKA_ID; destroying a key's objects by CKA_ID destroys every thread's copies
- *   too, since session objects belong to the process;
+ *   again once, by CKA_ID; when a key is destroyed, every thread is told to destroy its own
+ *   copies (`forget`), and one thread destroys the token objects;
  * - on `retire` the thread closes its sessions and exits; a thread stuck in a call retires when
  *   the call returns, since messages are handled in order.
  */
@@ -33,7 +33,7 @@ import { CURVE_ORDER_BYTES, type EcCurve, type KeySpec } from '../algorithms.js'
 import { isCode, toTokenError } from './errors.js';
 import { aesGcmMechanism, GCM_TAG_BYTES, signRequest } from './mechanisms.js';
 import { asBuffer, type TokenFailure, type TokenMessage, type TokenReply, type TokenRequest, type TokenThreadInit } from './token-protocol.js';
-import { EC_PARAMS, aesKeyTemplate, byIdTemplate, keyObjectTemplate, privateKeyTemplate, publicKeyTemplate, type KeyObjectClass } from './templates.js';
+import { EC_PARAMS, aesKeyTemplate, keyObjectTemplate, privateKeyTemplate, publicKeyTemplate, tokenObjectsByIdTemplate, type KeyObjectClass } from './templates.js';
 
 type Handle = Buffer;
 
@@ -221,7 +221,16 @@ function run(request: TokenRequest): unknown {
     case 'destroy': {
       const id = asBuffer(request.id);
       forget(id);
-      for (const object of find(objects!, byIdTemplate(id))) lib.C_DestroyObject(objects!, object);
+      // Token objects only: every other thread destroys its own copies on its `forget` notice,
+      // concurrently with this, so a copy found here could be gone by the time it is destroyed.
+      for (const object of find(objects!, tokenObjectsByIdTemplate(id))) {
+        try {
+          lib.C_DestroyObject(objects!, object);
+        } catch (error) {
+          // Destroyed meanwhile by another process deleting the same key: it is gone either way.
+          if (toTokenError(error, 'C_DestroyObject').errorClass !== 'stale-handle') throw error;
+        }
+      }
       return undefined;
     }
     case 'list': {

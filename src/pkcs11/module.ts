@@ -30,7 +30,7 @@ export interface EmbeddedTokenInit {
 const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 
 /** How much lower than the event loop the token threads run (token-worker.ts says why). */
-const TOKEN_THREAD_NICENESS = 5;
+const TOKEN_THREAD_NICENESS = 10;
 
 export class Pkcs11Module {
   readonly lib: pkcs11js.PKCS11;

@@ -194,6 +194,7 @@ interface Report {
   /** Before the service runs, and after them. */
   floorBefore?: Measured;
   floorAfter?: Measured;
+  expressFloor?: Measured;
   cfssl: CfsslRun[];
   service: ServiceRun[];
   health?: HealthRun;
@@ -249,8 +250,9 @@ async function measureRawToken(options: Options): Promise<Extract<RawTokenMessag
 
 const signBody = (signingAlgorithm: string) => JSON.stringify({ signingAlgorithm, data: randomBytes(32).toString('base64') });
 
-async function measureFloor(options: Options): Promise<Measured> {
-  const child = track(fork(join(BENCH_DIR, 'http-floor.ts'), [], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+/** `http-floor`: bare node:http; `express-floor`: the same through Express 5 (what Express itself costs). */
+async function measureFloor(options: Options, server: 'http-floor' | 'express-floor' = 'http-floor'): Promise<Measured> {
+  const child = track(fork(join(BENCH_DIR, `${server}.ts`), [], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   try {
     const { port } = await withTimeout(
       new Promise<FloorMessage>((resolve, reject) => {
@@ -877,8 +879,13 @@ function printRuns(out: string[], report: Report): void {
     const perReq = (ms: number | undefined) => (ms === undefined || f.ok === 0 ? '—' : fmtUs(ms / 1000 / f.ok));
     floorRows.push([`HTTP floor, ${label}`, fmtInt(f.okPerSec), fmtMs(f.p50), fmtMs(f.p99), perReq(f.cpu && f.cpu.serverMainMs + f.cpu.serverOtherMs), perReq(f.cpu?.loaderMs), fmtUs(cpuPerOk(f))]);
   }
+  if (report.expressFloor) {
+    const f = report.expressFloor;
+    const perReq = (ms: number | undefined) => (ms === undefined || f.ok === 0 ? '—' : fmtUs(ms / 1000 / f.ok));
+    floorRows.push(['Express floor (express.json, res.json)', fmtInt(f.okPerSec), fmtMs(f.p50), fmtMs(f.p99), perReq(f.cpu && f.cpu.serverMainMs + f.cpu.serverOtherMs), perReq(f.cpu?.loaderMs), fmtUs(cpuPerOk(f))]);
+  }
   if (floorRows.length) {
-    out.push('HTTP floor: bare node:http server reading the body and JSON.parse-ing it, same load');
+    out.push('HTTP floor: bare node:http server reading the body and JSON.parse-ing it, same load (and the same through Express 5, not part of the limit)');
     out.push(table(['run', 'req/s', 'p50 ms', 'p99 ms', 'server CPU µs/req', 'autocannon CPU µs/req', 'CPU µs/req'], floorRows));
     out.push('  CPU µs/req = (server CPU, all threads + autocannon CPU) ÷ requests: the HTTP share of the limit (both runs pooled).');
     out.push('');
@@ -912,6 +919,15 @@ function printRuns(out: string[], report: Report): void {
     out.push('  CPU µs/req: the service\'s CPU (all threads) and autocannon\'s per 2xx response, comparable with token µs/op + floor µs/req.');
     out.push('  * the limit is above what the ceiling itself reached: its threads used fewer cores than the machine has (the token serialising its');
     out.push('    callers, or a busy machine; see "cores used" above), so this limit assumes a token that scales to every core.');
+    const expressCpu = report.expressFloor && report.expressFloor.ok > 0 ? cpuPerOk(report.expressFloor) : undefined;
+    if (expressCpu !== undefined) {
+      const bounds = kmsOps.map((op) => {
+        const { tokenCpuPerOp, limit } = limitOf(report, op);
+        const bound = tokenCpuPerOp === undefined ? undefined : availableParallelism() / (tokenCpuPerOp + expressCpu);
+        return `${op} ${fmtInt(bound)} req/s (${fmtRatio(bound !== undefined && limit ? bound / limit : undefined)} × limit)`;
+      });
+      out.push(`  With Express: no Express service can pass cores ÷ (token CPU per op + Express floor CPU per request): ${bounds.join(', ')}.`);
+    }
     out.push('');
   }
 
@@ -986,6 +1002,7 @@ function printRuns(out: string[], report: Report): void {
   for (const run of report.cfssl) cpuRow(`cfssl serve, ${CFSSL_KIND[run.op] === 'rsa' ? 'RSA-2048' : 'P-256'} CA`, run.load);
   cpuRow('HTTP floor, before', report.floorBefore);
   cpuRow('HTTP floor, after', report.floorAfter);
+  cpuRow('Express floor', report.expressFloor);
   if (cpuRows.length) {
     out.push(`CPU during the measured runs (% of one core; µs per 2xx response; ${availableParallelism()} cores in all)`);
     out.push(table(['server', 'main thread', 'µs/req', 'other threads', 'µs/req', 'autocannon', 'µs/req', 'all µs/req'], cpuRows));
@@ -1077,6 +1094,8 @@ async function main(): Promise<number> {
       await measureService(options, report, csr);
       log('HTTP floor again, after the service runs');
       report.floorAfter = await measureFloor(options);
+      log('Express floor: the same request through Express 5 (express.json + res.json)');
+      report.expressFloor = await measureFloor(options, 'express-floor');
     }
   } catch (error) {
     report.failure = error instanceof Error ? error.message : String(error);

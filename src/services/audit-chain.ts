@@ -50,19 +50,11 @@ export function eventHash(event: ChainedEvent): string {
   return createHash('sha256').update(JSON.stringify(fields), 'utf8').digest('hex');
 }
 
-/** An event as recorded, before it has a place in the chain. */
-export interface UnchainedEvent {
+/** An event as recorded, before it has a place in the chain (no seq, id, hashes; time in ms). */
+export type UnchainedEvent = Omit<AuditEventRecord, 'seq' | 'id' | 'time' | 'prevHash' | 'hash'> & {
   /** When it was recorded (epoch ms); the chain may raise it, never lower it. */
   timeMs: number;
-  reqId: string;
-  identityId: string | null;
-  action: string;
-  resourceType: string | null;
-  resourceId: string | null;
-  outcome: string;
-  statusCode: number;
-  clientAddress: string | null;
-}
+};
 
 /**
  * Places `events` after `head` (undefined: an empty chain): seq head + 1, head + 2, ..., each

@@ -19,6 +19,7 @@ import { createHash, randomBytes, randomUUID, scrypt as scryptCallback, timingSa
 import { badRequest, notFound, permissionDenied, unauthorized } from '../errors.js';
 import type { ClientSecretRecord, IdentityRecord, IdentityStore, Permission, TokenHolder } from '../store/identity-store.js';
 import { canGrant, type Principal } from './permissions.js';
+import { backgroundRefresh } from './background-refresh.js';
 
 const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>
   new Promise<Buffer>((resolve, reject) => scryptCallback(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key))));
@@ -96,7 +97,6 @@ const principalOf = (identity: TokenHolder['identity']): Principal => ({ identit
 export function createIdentityService(deps: { identityStore: IdentityStore; settings: AuthSettings; onRefreshError?: (error: unknown) => void }) {
   const { identityStore: store, settings } = deps;
   const tokenCache = new Map<string, CachedToken>();
-  let refreshTimer: NodeJS.Timeout | undefined;
   let refreshing = false;
 
   /** Re-reads, in one batch, every cached token older than half the bound; evicts idle and gone ones. */
@@ -120,6 +120,7 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
       refreshing = false;
     }
   }
+  const background = backgroundRefresh(refresh, REFRESH_EVERY_MS, (error) => deps.onRefreshError?.(error));
 
   function cacheToken(tokenHash: string, entry: CachedToken): void {
     if (tokenCache.size >= TOKEN_CACHE_LIMIT && !tokenCache.has(tokenHash)) {
@@ -223,15 +224,11 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
 
     /** Keeps cached tokens fresh in the background (the bound holds without it; see the opening comment). */
     startRefresh(): void {
-      refreshTimer ??= setInterval(() => {
-        refresh().catch((error: unknown) => deps.onRefreshError?.(error));
-      }, REFRESH_EVERY_MS);
-      refreshTimer.unref();
+      background.start();
     },
 
     stopRefresh(): void {
-      clearInterval(refreshTimer);
-      refreshTimer = undefined;
+      background.stop();
     },
 
     /** One refresh pass now (what the timer runs). */

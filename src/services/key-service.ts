@@ -24,6 +24,7 @@ import type { Token } from '../pkcs11/token.js';
 import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../store/key-store.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { authorize, type Action, type Principal } from './permissions.js';
+import { backgroundRefresh } from './background-refresh.js';
 
 
 export interface PublicKmsKey {
@@ -106,7 +107,6 @@ export interface KeyServiceDeps {
 export function createKeyService(deps: KeyServiceDeps) {
   const { keyStore: store, token, orgId, logger } = deps;
   const cache = new Map<string, CachedKey>();
-  let refreshTimer: NodeJS.Timeout | undefined;
   let refreshing = false;
 
   function announceGone(objectIds: Buffer[]): void {
@@ -187,6 +187,7 @@ export function createKeyService(deps: KeyServiceDeps) {
       refreshing = false;
     }
   }
+  const background = backgroundRefresh(refresh, REFRESH_EVERY_MS, (error) => logger.warn({ err: error }, 'refreshing cached keys failed; requests read the store instead'));
 
   async function generateVersion(key: KeyRecord, versionNumber: number, objectId: Buffer): Promise<Buffer | null> {
     try {
@@ -330,15 +331,11 @@ export function createKeyService(deps: KeyServiceDeps) {
 
     /** Keeps cached rows fresh in the background (the bound holds without it; see the opening comment). */
     startRefresh(): void {
-      refreshTimer ??= setInterval(() => {
-        refresh().catch((error: unknown) => logger.warn({ err: error }, 'refreshing cached keys failed; requests read the store instead'));
-      }, REFRESH_EVERY_MS);
-      refreshTimer.unref();
+      background.start();
     },
 
     stopRefresh(): void {
-      clearInterval(refreshTimer);
-      refreshTimer = undefined;
+      background.stop();
     },
 
     /** One refresh pass now (what the timer runs). */

@@ -66,8 +66,17 @@ export interface CertificateRecord {
   createdAt: string;
 }
 
-const camel = (column: string) => column.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-const snake = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+/** Column ↔ field names, worked out once per name: rows are converted on every issuance. */
+function memoized(convert: (name: string) => string): (name: string) => string {
+  const known = new Map<string, string>();
+  return (name) => {
+    let converted = known.get(name);
+    if (converted === undefined) known.set(name, (converted = convert(name)));
+    return converted;
+  };
+}
+const camel = memoized((column) => column.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
+const snake = memoized((field) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`));
 
 function fromRow<T>(row: Record<string, unknown> | undefined, json: string[] = []): T | undefined {
   if (!row) return undefined;

@@ -4,7 +4,7 @@
  * `npm run bench -- --soak [--soak-requests 100000 --soak-warmup 10000]`
  *
  * Measures, side by side in one run on this machine (absolute figures drift between runs and
- * machines; PERFORMANCE.md's targets are ratios for that reason):
+ * machines; the README's targets are ratios for that reason):
  *   1. the token ceiling: SoftHSM2 through pkcs11js directly, N worker threads making blocking
  *      calls on their own sessions (scripts/bench/raw-token.ts), and the CPU it burns per
  *      operation;
@@ -17,7 +17,7 @@
  *      /healthz latency from a slow probe while RSA-4096 signing saturates the token;
  * then reads each KMS figure against the physical limit of the machine in this run,
  * `cores ÷ (token CPU per op + floor CPU per request)`, and each certificate figure against
- * cfssl's, with PERFORMANCE.md's targets beside them. `--soak` instead sends a long mixed load
+ * cfssl's, with the project's targets beside them. `--soak` instead sends a long mixed load
  * to one service process and reports its memory, threads and sessions (scripts/bench/soak.ts).
  *
  * It asserts nothing: a target not met is information, and the exit code says only whether
@@ -62,7 +62,7 @@ const MECHANISM_OF: Record<LoadOp, RawOp> = { rsa: 'rsa', p256: 'p256', aes: 'ae
 /** Which cfssl CA a sign-certificate run is read against. */
 const CFSSL_KIND: Record<CertOp, 'rsa' | 'p256'> = { 'cert-rsa': 'rsa', 'cert-p256': 'p256' };
 
-/** PERFORMANCE.md's targets: the issue's bar now, and the goal beyond it. */
+/** The project's targets (README, "Benchmark"): the bar now, and the goal beyond it. */
 const LIMIT_TARGET = { now: 0.6, goal: 0.9 };
 const CFSSL_TARGET: Record<CertOp, { now: number; goal: number }> = { 'cert-rsa': { now: 1.0, goal: 2.0 }, 'cert-p256': { now: 0.5, goal: 1.0 } };
 const HEALTHZ_P99_MS = { now: 5, goal: 2 };
@@ -985,7 +985,7 @@ function printRuns(out: string[], report: Report): void {
   }
 
   if (targets.length) {
-    out.push('targets from PERFORMANCE.md (information only; nothing is asserted)');
+    out.push('targets (README, "Benchmark"; information only, nothing is asserted)');
     out.push(table(['what', 'target', 'goal', 'measured', 'status'], targets, 1));
     out.push('');
   }
@@ -1035,7 +1035,7 @@ function printSoak(out: string[], soak: SoakResult, options: Options): void {
   const socketErrors = (soak.warm?.errors ?? 0) + (soak.main?.errors ?? 0);
   out.push(`  answers no mix entry asks for: ${unexpected.length ? unexpected.map(([c, n]) => `${c}×${fmtInt(n)}`).join(' ') : 'none'}; socket errors and timeouts: ${fmtInt(socketErrors)}`);
   out.push('');
-  out.push('targets from PERFORMANCE.md (information only; nothing is asserted)');
+  out.push('targets (README, "Benchmark"; information only, nothing is asserted)');
   out.push(
     table(
       ['what', 'target', 'measured', 'status'],

@@ -5,7 +5,7 @@
  *
  * Runs as a child process (forked by scripts/bench.ts) so that its CPU time is the token's
  * alone: cores used = process CPU time ÷ wall time over a measured run, and token CPU per
- * operation = CPU time ÷ operations, the first term of the physical limit (PERFORMANCE.md).
+ * operation = CPU time ÷ operations, the first term of the physical limit (README, "Benchmark").
  *
  * It makes a fresh token in the directory it is given, logs in once from this thread (login is
  * per process), generates RSA-2048, P-256 and AES-256 keys with the service's own templates

@@ -6,10 +6,9 @@
  * over IPC.
  */
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { FLOOR_REPLY } from './floor-reply.js';
+import { FLOOR_REPLY, serveFloor } from './floor.js';
 
-export type FloorMessage = { type: 'listening'; port: number };
+export type { FloorMessage } from './floor.js';
 
 const REPLY = JSON.stringify(FLOOR_REPLY);
 const REPLY_BYTES = Buffer.byteLength(REPLY);
@@ -33,13 +32,4 @@ const server = createServer((req, res) => {
   });
 });
 
-server.listen(0, '127.0.0.1', () => {
-  const message: FloorMessage = { type: 'listening', port: (server.address() as AddressInfo).port };
-  process.send?.(message);
-});
-
-const stop = () => server.close(() => process.exit(0));
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
-// Never outlive the benchmark.
-process.on('disconnect', () => process.exit(0));
+serveFloor(server);

@@ -20,9 +20,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import pkcs11js from 'pkcs11js';
 import { aesKeyTemplate, privateKeyTemplate, publicKeyTemplate } from '../../src/pkcs11/templates.js';
+import { spawnWorker } from '../../src/spawn-worker.js';
 import type { TokenWorkerCommand, TokenWorkerData, TokenWorkerReply } from './token-worker.js';
 
 export type RawOp = 'rsa' | 'p256' | 'aes';
@@ -77,16 +78,15 @@ function createToken(lib: pkcs11js.PKCS11): { slot: Handle; userPin: string } {
   return { slot, userPin };
 }
 
-/** A worker thread under tsx, and a queue of its replies. */
+/** A token worker thread (started as the service starts its own), and a queue of its replies. */
 class TokenThread {
   private readonly worker: Worker;
   private readonly replies: TokenWorkerReply[] = [];
   private waiting: ((reply: TokenWorkerReply) => void) | undefined;
   private failure: Error | undefined;
 
-  constructor(data: Omit<TokenWorkerData, 'entryUrl'>) {
-    const entryUrl = new URL('./token-worker.ts', import.meta.url).href;
-    this.worker = new Worker(new URL('./tsx-worker.mjs', import.meta.url), { workerData: { ...data, entryUrl } satisfies TokenWorkerData });
+  constructor(data: TokenWorkerData) {
+    this.worker = spawnWorker(import.meta.url, 'token-worker', { workerData: data });
     this.worker.on('message', (reply: TokenWorkerReply) => this.deliver(reply));
     this.worker.on('error', (error) => this.deliver({ type: 'error', message: error.stack ?? error.message }));
     this.worker.on('exit', (code) => {

@@ -10,7 +10,6 @@ import pkcs11js from 'pkcs11js';
 import type { RawOp } from './raw-token.js';
 
 export interface TokenWorkerData {
-  entryUrl: string;
   modulePath: string;
   slot: Uint8Array;
   /** Session copies of the keys, made by the parent thread (their handles are process-wide). */

@@ -85,10 +85,17 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       port: integer(env.PORT),
       publicBaseUrl: env.PUBLIC_BASE_URL || undefined,
       shutdownGraceMs: integer(env.SHUTDOWN_GRACE_MS),
+      httpWorkers: env.HTTP_WORKERS === 'auto' ? 'auto' : integer(env.HTTP_WORKERS),
+      opsPort: integer(env.OPS_PORT),
+      trustedProxies: env.TRUSTED_PROXIES
+        ? env.TRUSTED_PROXIES.split(',')
+            .map((cidr) => cidr.trim())
+            .filter(Boolean)
+        : undefined,
       tls: env.TLS_CERT_FILE || env.TLS_KEY_FILE ? { certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE, clientCaFile: env.TLS_CLIENT_CA_FILE || null } : undefined,
     },
     dataDir: env.DATA_DIR || undefined,
-    database: { path: env.DATABASE_PATH || undefined },
+    database: { path: env.DATABASE_PATH || undefined, url: env.DATABASE_URL || undefined },
     hsm,
     auth: { accessTokenTTL: integer(env.ACCESS_TOKEN_TTL), accessTokenMaxTTL: integer(env.ACCESS_TOKEN_MAX_TTL) },
     rateLimit: { perIdentityPerSecond: env.RATE_LIMIT_PER_SECOND ? Number(env.RATE_LIMIT_PER_SECOND) : undefined },

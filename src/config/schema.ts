@@ -18,6 +18,24 @@ export const configSchema = {
         publicBaseUrl: { type: ['string', 'null'], description: 'Base URL relying parties reach the service at, for URLs put in certificates (env PUBLIC_BASE_URL); default http://HOST:PORT.' },
         bodyLimitBytes: { type: 'integer', minimum: 1024, description: 'Largest JSON request body accepted.' },
         shutdownGraceMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight requests may take to finish before their connections are cut (env SHUTDOWN_GRACE_MS).' },
+        httpWorkers: {
+          anyOf: [{ type: 'integer', minimum: 1, maximum: 256 }, { const: 'auto' }],
+          default: 1,
+          description: 'Worker processes serving the port (node:cluster), each a full replica on the same store and token; "auto" is one per core (env HTTP_WORKERS).',
+        },
+        opsPort: {
+          type: ['integer', 'null'],
+          minimum: 0,
+          maximum: 65535,
+          default: null,
+          description: 'A separate plain-HTTP listener, on the same host, for /healthz, /readyz and /metrics only; 0 picks a free port (env OPS_PORT). Unset: they are served on the API port only.',
+        },
+        trustedProxies: {
+          type: 'array',
+          default: [],
+          items: { type: 'string', minLength: 1 },
+          description: 'CIDRs (or single addresses) of load balancers whose X-Forwarded-For is believed, for login throttling, rate limits and the audit trail (env TRUSTED_PROXIES, comma-separated). Empty: the peer address counts.',
+        },
         tls: {
           type: ['object', 'null'],
           additionalProperties: false,
@@ -36,7 +54,12 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       properties: {
-        path: { type: ['string', 'null'], description: 'SQLite file (env DATABASE_PATH); default DATA_DIR/hsm-signer.db.' },
+        path: { type: ['string', 'null'], description: 'SQLite file (env DATABASE_PATH); default DATA_DIR/hsm-signer.db. Ignored when `url` is set.' },
+        url: {
+          type: ['string', 'null'],
+          pattern: '^postgres(ql)?://',
+          description: 'PostgreSQL connection URL, postgres://user@host:port/db (env DATABASE_URL). Set: the store is that database, shared by every replica; unset: SQLite under DATA_DIR. Its password never appears in logs or errors.',
+        },
       },
     },
     hsm: {
@@ -115,10 +138,13 @@ export interface Config {
     publicBaseUrl?: string | null;
     bodyLimitBytes: number;
     shutdownGraceMs: number;
+    httpWorkers: number | 'auto';
+    opsPort: number | null;
+    trustedProxies: string[];
     tls?: { certFile: string; keyFile: string; clientCaFile?: string | null } | null;
   };
   dataDir: string;
-  database: { path?: string | null };
+  database: { path?: string | null; url?: string | null };
   hsm: {
     embedded: boolean;
     modulePath: string;

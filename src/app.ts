@@ -28,10 +28,10 @@ import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
 import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
-import { openDatabase } from './store/database.js';
-import { createSqliteIdentityStore } from './store/identity-store.js';
-import { createSqliteKeyStore } from './store/key-store.js';
-import { createSqlitePkiStore } from './store/pki-store.js';
+import { describeLocation, openStore, storeLocation, type Store } from './store/database.js';
+import { createIdentityStore } from './store/identity-store.js';
+import { createKeyStore } from './store/key-store.js';
+import { createPkiStore } from './store/pki-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
 
 export interface RunningService {
@@ -90,26 +90,26 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
 
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const { module, pool, token } = connectToken(config, logger);
-  const db = openDatabase(config.database.path ?? join(config.dataDir, 'hsm-signer.db'));
-  const orgId = getOrCreateSetting(db, 'orgId', randomUUID);
-  const identityStore = createSqliteIdentityStore(db);
+  const store = await openConfiguredStore(config, logger);
+  const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
+  const identityStore = createIdentityStore(store);
   const identities = createIdentityService({
     identityStore,
     settings: config.auth,
     onRefreshError: (error) => logger.warn({ err: error }, 'refreshing cached access tokens failed; requests read the store instead'),
   });
   // A key deleted (here or by another process) takes its session copies in every token thread with it.
-  const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger, onKeyObjectsGone: (objectIds) => token.forgetObjects(objectIds) });
+  const keys = createKeyService({ keyStore: createKeyStore(store), token, orgId, logger, onKeyObjectsGone: (objectIds) => token.forgetObjects(objectIds) });
   identities.startRefresh();
   keys.startRefresh();
   const crypto = createCryptoService({ keys, token });
-  const pkiStore = createSqlitePkiStore(db);
+  const pkiStore = createPkiStore(store);
 
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
   const certificates = createCertificateService({ pkiStore, cas });
 
-  const audit = createAuditService({ db, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
+  const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   await audit.start();
 
   const undone = (await keys.reconcile()) + (await cas.reconcile());
@@ -190,16 +190,32 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         await audit.close();
         const poolClosed = pool.close();
         if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {
-          db.close();
+          await store.close();
           throw new Error(`A token call still had not returned after the grace period (${pool.insideModule} token threads still inside the module); exiting without C_Finalize`);
         }
         module.finalize();
         observePool(undefined);
-        db.close();
+        await store.close();
       })();
       return closing;
     },
   };
+}
+
+/**
+ * The store the configuration names (PostgreSQL with database.url, else SQLite under
+ * DATA_DIR), opened and migrated. A failure is a StartupError naming the store without its
+ * password (main.ts prints it and exits).
+ */
+async function openConfiguredStore(config: Config, logger: Logger): Promise<Store> {
+  const location = storeLocation(config.database, join(config.dataDir, 'hsm-signer.db'));
+  try {
+    return await openStore(location, {
+      onConnectionError: (error) => logger.warn({ err: error }, 'a database connection failed; the pool replaces it'),
+    });
+  } catch (error) {
+    throw new StartupError(`Cannot open the store ${describeLocation(location)}: ${(error as Error).message}`);
+  }
 }
 
 /** Resolves true when `promise` settles before `deadline` (epoch ms), false otherwise. */

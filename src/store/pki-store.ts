@@ -3,8 +3,7 @@
  * material only (certificates, CRLs, CSRs); CA private keys are token objects named by
  * `objectId`.
  */
-import type { Statement } from 'better-sqlite3';
-import type { Db } from './database.js';
+import type { Store } from './database.js';
 import type { RowState } from './key-store.js';
 
 export type CaType = 'root' | 'intermediate';
@@ -91,94 +90,169 @@ function toRow(record: object, json: string[] = []): Record<string, unknown> {
   return out;
 }
 
-function insertSql(table: string, row: Record<string, unknown>): string {
-  const columns = Object.keys(row);
-  return `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`;
-}
-
-function updateSql(table: string, changes: Record<string, unknown>): string {
-  return `UPDATE ${table} SET ${Object.keys(changes).map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`;
-}
-
 const PROFILE_JSON = ['policy', 'defaults'];
 const CERT_JSON = ['sans'];
 
-export function createSqlitePkiStore(db: Db) {
-  // Statements are prepared once per SQL text: preparing on every call showed up in profiles.
-  const statements = new Map<string, Statement<any[]>>(); // bindings vary per statement
-  const sql = (text: string) => {
-    let statement = statements.get(text);
-    if (!statement) statements.set(text, (statement = db.prepare(text)));
-    return statement;
-  };
+/** Columns a CaRecord does not carry (bookkeeping of this store's own). */
+const CA_INTERNAL = ['crlStoredNumber'];
+function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
+  const ca = fromRow<CaRecord & { crlStoredNumber?: unknown }>(row);
+  if (ca) for (const field of CA_INTERNAL) delete (ca as unknown as Record<string, unknown>)[field];
+  return ca;
+}
+
+export interface PkiStore {
+  insertCa(ca: CaRecord): Promise<void>;
+  updateCa(id: string, changes: Partial<Omit<CaRecord, 'crlNumber' | 'crl'>>): Promise<void>;
+  getCa(id: string): Promise<CaRecord | undefined>;
+  listCas(projectId: string): Promise<CaRecord[]>;
+  allActiveCas(): Promise<CaRecord[]>;
+  pendingCas(): Promise<CaRecord[]>;
+  removeCa(id: string): Promise<void>;
+  caObjectIds(): Promise<Buffer[]>;
+  /**
+   * Takes the CA's next CRL number: raises cas.crl_number by one and returns the new value, in
+   * one statement, so callers anywhere (other replicas included) never get the same number.
+   */
+  nextCrlNumber(caId: string): Promise<number>;
+  /**
+   * Stores a CRL signed under `crlNumber` unless one with a higher number is stored already
+   * (a caller that took its number earlier but finished later); true when stored.
+   */
+  saveCrl(caId: string, crlNumber: number, crl: Buffer, nextUpdate: string): Promise<boolean>;
+
+  insertProfile(profile: ProfileRecord): Promise<void>;
+  updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void>;
+  getProfile(id: string): Promise<ProfileRecord | undefined>;
+  listProfiles(projectId: string): Promise<ProfileRecord[]>;
+  removeProfile(id: string): Promise<void>;
+
+  insertCertificate(certificate: CertificateRecord): Promise<void>;
+  getCertificate(id: string): Promise<CertificateRecord | undefined>;
+  listCertificates(projectId: string, offset: number, limit: number): Promise<{ certificates: CertificateRecord[]; totalCount: number }>;
+  /** Marks a certificate revoked; false when it already was. */
+  revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean>;
+  revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>>;
+}
+
+export function createPkiStore(store: Store): PkiStore {
+  const { db } = store;
+  // The rows are converted by name (toRow/fromRow): the tables' column names are the records'
+  // field names in snake case, so the casts below only restate that.
+  type Values = never;
   return {
-    async insertCa(ca: CaRecord): Promise<void> {
-      const row = toRow(ca);
-      sql(insertSql('cas', row)).run(row);
+    async insertCa(ca) {
+      await db.insertInto('cas').values(toRow(ca) as Values).execute();
     },
-    async updateCa(id: string, changes: Partial<CaRecord>): Promise<void> {
-      const row = toRow({ ...changes, updatedAt: new Date().toISOString() });
-      sql(updateSql('cas', row)).run({ ...row, id });
+    async updateCa(id, changes) {
+      await db
+        .updateTable('cas')
+        .set(toRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
+        .where('id', '=', id)
+        .execute();
     },
-    async getCa(id: string): Promise<CaRecord | undefined> {
-      return fromRow<CaRecord>(sql(`SELECT * FROM cas WHERE id = ? AND state = 'active'`).get(id) as Record<string, unknown> | undefined);
+    async getCa(id) {
+      return toCa(await db.selectFrom('cas').selectAll().where('id', '=', id).where('state', '=', 'active').executeTakeFirst());
     },
-    async listCas(projectId: string): Promise<CaRecord[]> {
-      return (sql(`SELECT * FROM cas WHERE project_id = ? AND state = 'active' ORDER BY created_at, id`).all(projectId) as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+    async listCas(projectId) {
+      const rows = await db.selectFrom('cas').selectAll().where('project_id', '=', projectId).where('state', '=', 'active').orderBy('created_at').orderBy('id').execute();
+      return rows.map((row) => toCa(row)!);
     },
-    async allActiveCas(): Promise<CaRecord[]> {
-      return (sql(`SELECT * FROM cas WHERE state = 'active' AND status != 'pending-certificate'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+    async allActiveCas() {
+      const rows = await db.selectFrom('cas').selectAll().where('state', '=', 'active').where('status', '!=', 'pending-certificate').execute();
+      return rows.map((row) => toCa(row)!);
     },
-    async pendingCas(): Promise<CaRecord[]> {
-      return (sql(`SELECT * FROM cas WHERE state != 'active'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+    async pendingCas() {
+      return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => toCa(row)!);
     },
-    async removeCa(id: string): Promise<void> {
-      sql('DELETE FROM cas WHERE id = ?').run(id);
+    async removeCa(id) {
+      await db.deleteFrom('cas').where('id', '=', id).execute();
     },
-    async caObjectIds(): Promise<Buffer[]> {
-      return (sql('SELECT object_id FROM cas').all() as Array<{ object_id: Buffer }>).map((row) => row.object_id);
+    async caObjectIds() {
+      return (await db.selectFrom('cas').select('object_id').execute()).map((row) => row.object_id);
+    },
+    async nextCrlNumber(caId) {
+      const row = await db
+        .updateTable('cas')
+        .set((eb) => ({ crl_number: eb('crl_number', '+', 1) }))
+        .where('id', '=', caId)
+        .returning('crl_number')
+        .executeTakeFirst();
+      if (!row) throw new Error(`No CA ${caId} to number a CRL for`);
+      return Number(row.crl_number);
+    },
+    async saveCrl(caId, crlNumber, crl, nextUpdate) {
+      const result = await db
+        .updateTable('cas')
+        .set({ crl, crl_stored_number: crlNumber, crl_next_update: nextUpdate, updated_at: new Date().toISOString() })
+        .where('id', '=', caId)
+        .where((eb) => eb.or([eb('crl_stored_number', 'is', null), eb('crl_stored_number', '<', crlNumber)]))
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
     },
 
-    async insertProfile(profile: ProfileRecord): Promise<void> {
-      const row = toRow(profile, PROFILE_JSON);
-      sql(insertSql('certificate_profiles', row)).run(row);
+    async insertProfile(profile) {
+      await db.insertInto('certificate_profiles').values(toRow(profile, PROFILE_JSON) as Values).execute();
     },
-    async updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void> {
-      const row = toRow({ ...changes, updatedAt: new Date().toISOString() }, PROFILE_JSON);
-      sql(updateSql('certificate_profiles', row)).run({ ...row, id });
+    async updateProfile(id, changes) {
+      await db
+        .updateTable('certificate_profiles')
+        .set(toRow({ ...changes, updatedAt: new Date().toISOString() }, PROFILE_JSON) as Values)
+        .where('id', '=', id)
+        .execute();
     },
-    async getProfile(id: string): Promise<ProfileRecord | undefined> {
-      return fromRow<ProfileRecord>(sql('SELECT * FROM certificate_profiles WHERE id = ?').get(id) as Record<string, unknown> | undefined, PROFILE_JSON);
+    async getProfile(id) {
+      return fromRow<ProfileRecord>(await db.selectFrom('certificate_profiles').selectAll().where('id', '=', id).executeTakeFirst(), PROFILE_JSON);
     },
-    async listProfiles(projectId: string): Promise<ProfileRecord[]> {
-      return (sql('SELECT * FROM certificate_profiles WHERE project_id = ? ORDER BY slug').all(projectId) as Record<string, unknown>[]).map((row) => fromRow<ProfileRecord>(row, PROFILE_JSON)!);
+    async listProfiles(projectId) {
+      const rows = await db.selectFrom('certificate_profiles').selectAll().where('project_id', '=', projectId).orderBy('slug').execute();
+      return rows.map((row) => fromRow<ProfileRecord>(row, PROFILE_JSON)!);
     },
-    async removeProfile(id: string): Promise<void> {
-      sql('DELETE FROM certificate_profiles WHERE id = ?').run(id);
+    async removeProfile(id) {
+      await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
     },
 
-    async insertCertificate(certificate: CertificateRecord): Promise<void> {
-      const row = toRow(certificate, CERT_JSON);
-      sql(insertSql('certificates', row)).run(row);
+    async insertCertificate(certificate) {
+      await db.insertInto('certificates').values(toRow(certificate, CERT_JSON) as Values).execute();
     },
-    async getCertificate(id: string): Promise<CertificateRecord | undefined> {
-      return fromRow<CertificateRecord>(sql('SELECT * FROM certificates WHERE id = ?').get(id) as Record<string, unknown> | undefined, CERT_JSON);
+    async getCertificate(id) {
+      return fromRow<CertificateRecord>(await db.selectFrom('certificates').selectAll().where('id', '=', id).executeTakeFirst(), CERT_JSON);
     },
-    async listCertificates(projectId: string, offset: number, limit: number): Promise<{ certificates: CertificateRecord[]; totalCount: number }> {
-      const rows = sql('SELECT * FROM certificates WHERE project_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?').all(projectId, limit, offset) as Record<string, unknown>[];
-      const { count } = sql('SELECT COUNT(*) AS count FROM certificates WHERE project_id = ?').get(projectId) as { count: number };
-      return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: count };
+    async listCertificates(projectId, offset, limit) {
+      const rows = await db
+        .selectFrom('certificates')
+        .selectAll()
+        .where('project_id', '=', projectId)
+        .orderBy('created_at', 'desc')
+        .orderBy('id')
+        .limit(limit)
+        .offset(offset)
+        .execute();
+      const { count } = await db
+        .selectFrom('certificates')
+        .select((eb) => eb.fn.countAll<number>().as('count'))
+        .where('project_id', '=', projectId)
+        .executeTakeFirstOrThrow();
+      return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: Number(count) };
     },
-    /** Marks a certificate revoked; false when it already was. */
-    async revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean> {
-      return sql(`UPDATE certificates SET status = 'revoked', revocation_reason = ?, revoked_at = ? WHERE id = ? AND status = 'active'`).run(reason, revokedAt, id).changes > 0;
+    async revokeCertificate(id, reason, revokedAt) {
+      const result = await db
+        .updateTable('certificates')
+        .set({ status: 'revoked', revocation_reason: reason, revoked_at: revokedAt })
+        .where('id', '=', id)
+        .where('status', '=', 'active')
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
     },
-    async revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>> {
-      return (sql(`SELECT serial_number, revocation_reason, revoked_at FROM certificates WHERE ca_id = ? AND status = 'revoked' ORDER BY revoked_at`).all(caId) as Record<string, unknown>[]).map(
-        (row) => fromRow(row)!,
-      );
+    async revokedCertificates(caId) {
+      const rows = await db
+        .selectFrom('certificates')
+        .select(['serial_number', 'revocation_reason', 'revoked_at'])
+        .where('ca_id', '=', caId)
+        .where('status', '=', 'revoked')
+        .orderBy('revoked_at')
+        .execute();
+      return rows.map((row) => ({ serialNumber: row.serial_number, revocationReason: row.revocation_reason, revokedAt: row.revoked_at }));
     },
   };
 }
-
-export type PkiStore = ReturnType<typeof createSqlitePkiStore>;

@@ -3,7 +3,7 @@
  * the bearer value only): a stolen database file holds nothing that logs anyone in.
  */
 import type { Store } from './database.js';
-import { chunks } from './key-store.js';
+import { chunks } from './queries.js';
 
 export interface Permission {
   projectId: string;

@@ -22,16 +22,20 @@ export function openDatabase(path: string): Db {
   return db;
 }
 
+/**
+ * Applies the migrations not yet applied, all in one IMMEDIATE transaction: it takes the write
+ * lock before reading what is applied, so replicas opening one new file together migrate it
+ * once (the others wait on busy_timeout, then find nothing left to do).
+ */
 function migrate(db: Db): void {
   db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
-  const applied = new Set(db.prepare<[], { name: string }>('SELECT name FROM schema_migrations').all().map((row) => row.name));
   const files = readdirSync(MIGRATIONS_DIR).filter((file) => file.endsWith('.sql')).sort();
-  for (const file of files) {
-    if (applied.has(file)) continue;
-    const sql = readFileSync(MIGRATIONS_DIR + file, 'utf8');
-    db.transaction(() => {
-      db.exec(sql);
+  db.transaction(() => {
+    const applied = new Set(db.prepare<[], { name: string }>('SELECT name FROM schema_migrations').all().map((row) => row.name));
+    for (const file of files) {
+      if (applied.has(file)) continue;
+      db.exec(readFileSync(MIGRATIONS_DIR + file, 'utf8'));
       db.prepare('INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)').run(file, new Date().toISOString());
-    })();
-  }
+    }
+  }).immediate();
 }

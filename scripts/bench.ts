@@ -37,7 +37,7 @@ import { loadConfig } from '../src/config/load.js';
 import { BENCH_CSR_NAME, BENCH_CSR_TTL, checkIssuedCertificate, makeBenchCsr, type BenchCsr } from './bench/certificates.js';
 import { CFSSL_SIGN_PATH, cfsslSignBody, checkCfsslAnswer, makeCfsslCa, startCfssl } from './bench/cfssl.js';
 import { runLoad, type LoadResult } from './bench/load.js';
-import { cleanup, cleanupSync, freePort, isRunning, memoryOf, removeDir, stopChild, tempDir, threadCpuOf, track, waitFor, withTimeout, type ExitStatus } from './bench/procs.js';
+import { cleanup, cleanupSync, freePort, isRunning, removeDir, stopChild, tempDir, track, treeCpuOf, treeMemoryOf, waitFor, withTimeout, type ExitStatus } from './bench/procs.js';
 import { runSoak, soakStatusSummary, type SoakMixEntry, type SoakResult } from './bench/soak.js';
 import type { FloorMessage } from './bench/http-floor.js';
 import type { RawOp, RawOpResult, RawTokenMessage, RawTokenRequest } from './bench/raw-token.js';
@@ -79,6 +79,7 @@ interface Options {
   durationS: number;
   warmupS: number;
   sessions: number;
+  httpWorkers: number;
   tokenThreads: number;
   connections: number;
   ops: BenchOp[];
@@ -92,6 +93,8 @@ interface Options {
 const USAGE = `usage: npm run bench -- [options]
   --duration S        seconds per measured run (default 5)
   --warmup S          unmeasured seconds before each run (default 2; 0 for none)
+  --http-workers N    HTTP_WORKERS of the service: worker processes, each with HSM_SESSIONS
+                      token threads (default 1); CPU and memory are summed over them all
   --sessions N        HSM_SESSIONS of the service (default: hsm.sessions from loadConfig(),
                       i.e. config/default.json or HSM_SESSIONS)
   --token-threads N   worker threads of the token ceiling, one session each (default 2)
@@ -120,6 +123,7 @@ function parseOptions(): Options | undefined {
       duration: { type: 'string' },
       warmup: { type: 'string' },
       sessions: { type: 'string' },
+      'http-workers': { type: 'string' },
       'token-threads': { type: 'string' },
       connections: { type: 'string' },
       ops: { type: 'string' },
@@ -148,6 +152,7 @@ function parseOptions(): Options | undefined {
     durationS: positiveNumber('duration', values.duration, 5, false, 1),
     warmupS: positiveNumber('warmup', values.warmup, 2, false, 0),
     sessions: positiveNumber('sessions', values.sessions, configured, true, 1),
+    httpWorkers: positiveNumber('http-workers', values['http-workers'], 1, true, 1),
     tokenThreads: positiveNumber('token-threads', values['token-threads'], 2, true, 1),
     connections: positiveNumber('connections', values.connections, 32, true, 1),
     ops: ALL_OPS.filter((op) => ops.includes(op)),
@@ -290,11 +295,11 @@ const cpuPerOk = (m: Measured | undefined) => (m?.cpu && m.ok > 0 ? (m.cpu.serve
 
 async function load(options: Options, url: string, body: string | undefined, headers: Record<string, string>, serverPid: number | undefined, extra: { warmup?: boolean } = {}): Promise<Measured> {
   if (options.warmupS > 0 && extra.warmup !== false) await runLoad({ url, body, headers, connections: options.connections, durationS: options.warmupS });
-  const serverBefore = serverPid === undefined ? undefined : threadCpuOf(serverPid);
+  const serverBefore = serverPid === undefined ? undefined : treeCpuOf(serverPid);
   const loaderBefore = process.cpuUsage();
   const result: Measured = await runLoad({ url, body, headers, connections: options.connections, durationS: options.durationS });
   const loader = process.cpuUsage(loaderBefore);
-  const serverAfter = serverPid === undefined ? undefined : threadCpuOf(serverPid);
+  const serverAfter = serverPid === undefined ? undefined : treeCpuOf(serverPid);
   if (serverBefore && serverAfter) {
     result.cpu = {
       serverMainMs: serverAfter.mainMs - serverBefore.mainMs,
@@ -545,6 +550,7 @@ function serviceEnv(options: Options, dataDir: string, port: number): NodeJS.Pro
     HOST: '127.0.0.1',
     PORT: String(port),
     HSM_SESSIONS: String(options.sessions),
+    HTTP_WORKERS: String(options.httpWorkers),
     LOG_LEVEL: 'warn',
     // The benchmark is one identity at full speed: measure the service, not its rate limit.
     RATE_LIMIT_PER_SECOND: '0',
@@ -573,7 +579,7 @@ async function measureService(options: Options, report: Report, csr: BenchCsr | 
     mkdirSync(profileDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
   }
-  log(`starting the service on ${base} (HSM_SESSIONS=${options.sessions})`);
+  log(`starting the service on ${base} (HTTP_WORKERS=${options.httpWorkers}, HSM_SESSIONS=${options.sessions})`);
   const child = track(spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'main.js')], { cwd: ROOT, env: serviceEnv(options, dataDir, port), stdio: ['ignore', 'pipe', 'pipe'] }));
   const serviceLog = new ServiceLog();
   report.serviceLog = serviceLog;
@@ -610,7 +616,7 @@ async function measureService(options: Options, report: Report, csr: BenchCsr | 
     expectStatus('login', login);
     const token = login.body.accessToken as string;
 
-    report.rssBefore = memoryOf(child.pid!);
+    report.rssBefore = treeMemoryOf(child.pid!);
     if (options.soak) {
       await soak(options, report, base, token, csr, child.pid!);
     } else {
@@ -627,11 +633,11 @@ async function measureService(options: Options, report: Report, csr: BenchCsr | 
         log(`service ${op}: sample ${run.sample}; loading for ${options.warmupS} s warm-up + ${options.durationS} s`);
         run.load = await load(options, `${base}${path}`, body, { authorization: `Bearer ${token}` }, child.pid);
         if (!isRunning(child)) throw new Error(`the service exited during the ${op} run (code ${child.exitCode}, signal ${child.signalCode})`);
-        run.rssAfterKiB = memoryOf(child.pid!)?.rssKiB;
+        run.rssAfterKiB = treeMemoryOf(child.pid!)?.rssKiB;
       }
       if (options.ops.includes('healthz')) await healthBesideSaturation(options, report, base, token, child);
     }
-    report.rssAfter = memoryOf(child.pid!);
+    report.rssAfter = treeMemoryOf(child.pid!);
     runsDone = true;
   } finally {
     runsDone = true;
@@ -801,7 +807,7 @@ function printReport(report: Report, versions: { softhsm: string; cfssl: string 
   out.push(`  machine   ${cores} cores (${cpu[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${platform()} ${release()} ${arch()}, load avg ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   out.push(`  software  node ${process.version}, SoftHSM2 ${versions.softhsm}, pkcs11js ${version('pkcs11js')}, autocannon ${version('autocannon')}, cfssl ${versions.cfssl}`);
   out.push(
-    `  settings  service HSM_SESSIONS ${options.sessions}; token ceiling ${options.tokenThreads} worker threads; ` +
+    `  settings  service HTTP_WORKERS ${options.httpWorkers}, HSM_SESSIONS ${options.sessions}; token ceiling ${options.tokenThreads} worker threads; ` +
       `${options.durationS} s per run after ${options.warmupS} s warm-up, autocannon ${options.connections} connections, pipelining 1, 127.0.0.1`,
   );
   out.push('');

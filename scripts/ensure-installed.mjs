@@ -1,13 +1,12 @@
 #!/usr/bin/env node
 // Installs what `npm start` and `npm test` need and a fresh machine lacks: the npm packages
 // (when node_modules is missing or older than package-lock.json) and Debian's softhsm2
-// (plus openssl; for the tests also gnutls-bin for certificates, prometheus for promtool,
-// gcc for the fault-injecting PKCS#11 module, and postgresql for the throwaway cluster the
-// store's PostgreSQL tests run on; for the benchmark golang-cfssl, the peer it
+// (plus openssl; for the tests also gnutls-bin for certificates, prometheus for promtool, gcc
+// for the fault-injecting PKCS#11 module and postgresql for the store tests on PostgreSQL; for the benchmark golang-cfssl, the peer it
 // measures in the same run) when running as root or with passwordless sudo. Otherwise it says exactly what to install. Node built-ins only: it runs
 // before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -41,7 +40,8 @@ const wanted = [
         { pkg: 'prometheus', present: () => onPath('promtool') },
         { pkg: 'gcc', present: () => onPath('gcc') },
         { pkg: 'libc6-dev', present: () => existsSync('/usr/include/dlfcn.h') },
-        { pkg: 'postgresql', present: () => existsSync('/usr/lib/postgresql') && spawnSync('sh', ['-c', 'ls /usr/lib/postgresql/*/bin/initdb'], { stdio: 'ignore' }).status === 0 },
+        // The store tests run on PostgreSQL too, in a throwaway cluster (test/helpers/postgres-cluster.ts).
+        { pkg: 'postgresql', present: () => existsSync('/usr/lib/postgresql') && readdirSync('/usr/lib/postgresql').some((v) => existsSync(join('/usr/lib/postgresql', v, 'bin', 'initdb'))) && onPath('psql') },
       ]
     : []),
   ...(forBench ? [{ pkg: 'golang-cfssl', present: () => onPath('cfssl') }] : []),

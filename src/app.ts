@@ -10,13 +10,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
+import { embeddedTokenLockPath, ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
+import { withFileLockSync } from './file-lock.js';
 import { pinReader } from './config/pin.js';
 import type { Config } from './config/schema.js';
 import { answerClientErrors } from './http/client-error.js';
 import { createHttpApp } from './http/create-app.js';
 import type { Logger } from './logger.js';
-import { auditRecordFailures, observePool } from './metrics.js';
+import { auditRecordFailures, maintenanceLeader, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
 import { Pkcs11Token } from './pkcs11/token.js';
@@ -28,11 +29,16 @@ import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
 import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
+import { startMaintenance, underLease } from './services/leases.js';
 import { describeLocation, openStore, storeLocation, type Store } from './store/database.js';
 import { createIdentityStore } from './store/identity-store.js';
 import { createKeyStore } from './store/key-store.js';
 import { createPkiStore } from './store/pki-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
+import { createLeaseStore } from './store/lease-store.js';
+
+/** How often the maintainer replica purges expired tokens and checks CRLs for renewal. */
+const MAINTENANCE_INTERVAL_MS = 60_000;
 
 export interface RunningService {
   server: Server;
@@ -52,16 +58,24 @@ export interface RunningService {
 export class StartupError extends Error {}
 
 function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; pool: TokenThreadPool; token: Pkcs11Token } {
-  const embedded = config.hsm.embedded ? prepareEmbeddedSoftHsm(config) : undefined;
-  const readPin = pinReader(config);
   const module = new Pkcs11Module({
     modulePath: config.hsm.modulePath,
     ...(config.hsm.tokenLabel ? { tokenLabel: config.hsm.tokenLabel } : {}),
     ...(config.hsm.tokenSerial ? { tokenSerial: config.hsm.tokenSerial } : {}),
   });
+  let readPin!: () => string;
   try {
-    module.initialize();
-    if (module.findToken(embedded && { soPin: embedded.soPin, userPin: readPin() })) logger.info({ label: config.hsm.tokenLabel }, 'created the embedded SoftHSM2 token');
+    const findToken = () => {
+      const embedded = config.hsm.embedded ? prepareEmbeddedSoftHsm(config) : undefined;
+      readPin = pinReader(config);
+      module.initialize();
+      if (module.findToken(embedded && { soPin: embedded.soPin, userPin: readPin() })) logger.info({ label: config.hsm.tokenLabel }, 'created the embedded SoftHSM2 token');
+    };
+    // Replicas and cluster workers starting together on one DATA_DIR would each create a token
+    // of the same label; under the lock the first creates it and the others, initializing the
+    // module after it, find it. A real HSM's token exists beforehand: no lock needed.
+    if (config.hsm.embedded) withFileLockSync(embeddedTokenLockPath(config), findToken);
+    else findToken();
     module.login(readPin());
   } catch (error) {
     module.finalize();
@@ -92,6 +106,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const { module, pool, token } = connectToken(config, logger);
   const store = await openConfiguredStore(config, logger);
   const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
+  const leases = createLeaseStore(store);
   const identityStore = createIdentityStore(store);
   const identities = createIdentityService({
     identityStore,
@@ -110,11 +125,16 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const certificates = createCertificateService({ pkiStore, cas });
 
   const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
-  await audit.start();
-
-  const undone = (await keys.reconcile()) + (await cas.reconcile());
-  const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
-  if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
+  // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
+  // starting at the same moment may be between writing a pending CA row and activating it, or
+  // between generating its audit key and saving it, and the reconcile and the orphan sweep
+  // must not take that work in progress for a crash's leftovers.
+  await underLease(leases, 'bootstrap', 60_000, async () => {
+    await audit.start();
+    const undone = (await keys.reconcile()) + (await cas.reconcile());
+    const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
+    if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
+  });
   let draining = false;
   const app = createHttpApp({
     logger,
@@ -157,14 +177,25 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   publicBaseUrl ||= url;
 
   // After listening, since the demo CAs name the service's own URLs in their extensions.
-  const credentialsPath = await ensureAdminIdentity(config, identities, identityStore, { cas, certificates });
+  // Under a lease, so replicas starting together on an empty store make one admin and one demo PKI.
+  const credentialsPath = await underLease(leases, 'bootstrap', 60_000, () => ensureAdminIdentity(config, identities, identityStore, { cas, certificates }));
   if (credentialsPath) logger.info({ path: credentialsPath }, 'created the admin machine identity; its credentials are in this file');
   bootstrapped();
 
-  const purge = setInterval(() => void identities.purgeExpiredTokens().catch(() => undefined), 60_000);
-  purge.unref();
-  const crlRenewal = setInterval(() => void cas.renewExpiringCrls().catch((error: unknown) => logger.warn({ err: error }, 'renewing CRLs failed; will retry')), 3_600_000);
-  crlRenewal.unref();
+  // One replica at a time runs these for all (services/leases.ts); each is idempotent.
+  const maintenance = startMaintenance({
+    leases,
+    intervalMs: MAINTENANCE_INTERVAL_MS,
+    ttlMs: 3 * MAINTENANCE_INTERVAL_MS,
+    logger,
+    onLeadership: (leading) => maintenanceLeader.set(leading ? 1 : 0),
+    duties: [
+      { name: 'purge expired access tokens', run: () => identities.purgeExpiredTokens() },
+      { name: 'renew expiring CRLs', run: () => cas.renewExpiringCrls() },
+    ],
+  });
+  // A first round now: the purge and the CRL check need not wait a whole interval after a restart.
+  void maintenance.runNow();
 
   let closing: Promise<void> | undefined;
   return {
@@ -175,8 +206,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       closing ??= (async () => {
         draining = true;
         for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
-        clearInterval(purge);
-        clearInterval(crlRenewal);
+        await maintenance.stop();
         identities.stopRefresh();
         keys.stopRefresh();
         const deadline = Date.now() + config.server.shutdownGraceMs;

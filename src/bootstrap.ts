@@ -17,6 +17,9 @@ import type { IdentityStore } from './store/identity-store.js';
 
 export const DEFAULT_PROJECT_ID = 'default';
 
+/** Held while the embedded token is looked for and, on first start, created (file-lock.ts). */
+export const embeddedTokenLockPath = (config: Config) => join(config.dataDir, 'softhsm.lock');
+
 /** Points SoftHSM2 at DATA_DIR/softhsm; must run before the module is initialized. */
 export function prepareEmbeddedSoftHsm(config: Config): { soPin: string } {
   const dir = embeddedTokenDir(config);

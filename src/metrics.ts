@@ -32,6 +32,12 @@ export const pkcs11OperationDuration = new Histogram({
   registers: [registry],
 });
 
+export const maintenanceLeader = new Gauge({
+  name: `${PREFIX}maintenance_leader`,
+  help: '1 while this replica holds the maintenance lease and runs the periodic duties (token purge, CRL renewal) for all replicas.',
+  registers: [registry],
+});
+
 export const tokenErrors = new Counter({
   name: `${PREFIX}pkcs11_errors_total`,
   help: 'Token calls that failed, by CKR code name (POOL_TIMEOUT, OPERATION_TIMEOUT and POOL_DOWN are the pool\'s own).',

@@ -145,3 +145,50 @@ export function threadCpuOf(pid: number): { mainMs: number; otherMs: number } | 
     return undefined;
   }
 }
+
+/**
+ * A process and its descendants (the service's worker processes under HTTP_WORKERS), by each
+ * process's parent in /proc/PID/stat.
+ */
+export function processTree(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parentOf.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // Exited while listing.
+    }
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) for (const [child, parent] of parentOf) if (parent === tree[i]) tree.push(child);
+  return tree;
+}
+
+/** threadCpuOf summed over a process tree: every process's main thread, and all other threads. */
+export function treeCpuOf(pid: number): { mainMs: number; otherMs: number } | undefined {
+  const root = threadCpuOf(pid);
+  if (!root) return undefined;
+  for (const descendant of processTree(pid).slice(1)) {
+    const cpu = threadCpuOf(descendant);
+    if (!cpu) continue;
+    root.mainMs += cpu.mainMs;
+    root.otherMs += cpu.otherMs;
+  }
+  return root;
+}
+
+/** memoryOf summed over a process tree. */
+export function treeMemoryOf(pid: number): { rssKiB: number; hwmKiB: number; threads: number } | undefined {
+  const root = memoryOf(pid);
+  if (!root) return undefined;
+  for (const descendant of processTree(pid).slice(1)) {
+    const memory = memoryOf(descendant);
+    if (!memory) continue;
+    root.rssKiB += memory.rssKiB;
+    root.hwmKiB += memory.hwmKiB;
+    root.threads += memory.threads;
+  }
+  return root;
+}

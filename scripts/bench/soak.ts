@@ -7,7 +7,7 @@
  * they are read again.
  */
 import { runLoad, type LoadRequest, type LoadResult } from './load.js';
-import { memoryOf } from './procs.js';
+import { treeMemoryOf } from './procs.js';
 
 export interface SoakMixEntry {
   label: string;
@@ -53,7 +53,7 @@ const SETTLE_MS = 2_000;
 
 async function pointOf(base: string, pid: number, afterRequests: number): Promise<SoakPoint> {
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-  const memory = memoryOf(pid);
+  const memory = treeMemoryOf(pid);
   if (!memory) throw new Error('soak: the service process is gone');
   return { afterRequests, rssKiB: memory.rssKiB, hwmKiB: memory.hwmKiB, threads: memory.threads, ...(await gaugesOf(base)) };
 }
@@ -70,7 +70,7 @@ export async function runSoak(spec: { base: string; pid: number; connections: nu
   result.rssMaxKiB = result.afterWarmup.rssKiB;
   result.rssMinKiB = result.afterWarmup.rssKiB;
   const sampler = setInterval(() => {
-    const rss = memoryOf(spec.pid)?.rssKiB;
+    const rss = treeMemoryOf(spec.pid)?.rssKiB;
     if (rss === undefined || !Number.isFinite(rss)) return;
     result.rssMaxKiB = Math.max(result.rssMaxKiB!, rss);
     result.rssMinKiB = Math.min(result.rssMinKiB!, rss);

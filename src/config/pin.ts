@@ -5,17 +5,30 @@
  * errors.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './schema.js';
 
 export const embeddedTokenDir = (config: Config) => join(config.dataDir, 'softhsm');
 
-/** Writes a secret file readable by its owner only, unless it already exists. */
+/**
+ * Writes a secret file readable by its owner only, unless it already exists. Safe when several
+ * processes start at once on one DATA_DIR: the value is written whole to a file of this
+ * process's own and then hard-linked into place, which fails if the name exists, so every
+ * process ends up reading the one value that won, and never a half-written file.
+ */
 export function writeSecretFileOnce(path: string, value: string): void {
   if (existsSync(path)) return;
-  writeFileSync(path, value, { mode: 0o600, flag: 'wx' });
-  chmodSync(path, 0o600);
+  const draft = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(draft, value, { mode: 0o600, flag: 'wx' });
+  chmodSync(draft, 0o600);
+  try {
+    linkSync(draft, path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  } finally {
+    rmSync(draft, { force: true });
+  }
 }
 
 function readSecretFile(path: string, what: string): string {

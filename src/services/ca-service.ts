@@ -460,7 +460,10 @@ export function createCaService(deps: CaDeps) {
     async publicCrl(caId: string): Promise<Buffer> {
       const ca = await existing(caId);
       if (!ca.certificate) throw notFound('The CA has no CRL yet');
-      if (!ca.crl || !ca.crlNextUpdate || Date.parse(ca.crlNextUpdate) - Date.now() < CRL_RENEW_BEFORE_MS) return regenerateCrl(ca);
+      // The maintainer replica renews CRLs a day before they run out (renewExpiringCrls); every
+      // replica serves the stored one, and makes one itself only when there is none or it has
+      // run out (no maintainer has run for a day), so relying parties never get a stale CRL.
+      if (!ca.crl || !ca.crlNextUpdate || Date.parse(ca.crlNextUpdate) <= Date.now()) return regenerateCrl(ca);
       return ca.crl;
     },
 
@@ -468,7 +471,7 @@ export function createCaService(deps: CaDeps) {
       await regenerateCrl(await existing(caId));
     },
 
-    /** Makes every CRL that would run out within a day again (called on a timer). */
+    /** Makes every CRL that would run out within a day again (a maintenance duty: one replica runs it). */
     async renewExpiringCrls(): Promise<void> {
       for (const ca of await store.allActiveCas()) {
         if (!ca.crlNextUpdate || Date.parse(ca.crlNextUpdate) - Date.now() < CRL_RENEW_BEFORE_MS) await regenerateCrl(ca);

@@ -1,7 +1,9 @@
 /**
- * Named leases, for replicas sharing one store: a lease has at most one holder until it
- * expires, so a job that must run once (a periodic sweep, say) runs on whichever replica holds
- * its lease, and another takes over when that one stops renewing.
+ * Leases: a named piece of work is done by one replica at a time, the lease's holder, until
+ * the lease expires or is released (services/leases.ts runs the bootstrap and the periodic
+ * maintenance under them). A holder that dies simply stops renewing, and after `ttlMs` another
+ * replica takes over; work done under a lease must therefore be safe to do twice (it is: the
+ * bootstrap re-checks the store, CRL renewal and the purge are idempotent).
  *
  * tryAcquire is one statement on both engines: an INSERT that, when the name is taken, updates
  * the row only if this holder already has it (a renewal) or it has expired (a takeover), and

@@ -82,7 +82,7 @@ export interface CasTable {
   crl_number: Generated<number>;
   crl: Buffer | null;
   crl_next_update: string | null;
-  /** The number of the CRL in `crl` (crl_number may have run ahead of it); 004-replicas. */
+  /** The number of the CRL in `crl` (crl_number may have run ahead of it); migration 005. */
   crl_stored_number: number | null;
   created_at: string;
   updated_at: string;

@@ -1,22 +1,23 @@
 /**
- * Fresh PostgreSQL databases for tests, on the cluster that postgres-global-setup.ts started
- * for the run: each call makes a new empty database and returns its URL.
+ * Fresh, empty PostgreSQL databases for a test file, in the run's throwaway cluster
+ * (postgres-global-setup.ts). Made with psql (Debian's postgresql-client, installed with
+ * postgresql) so the helper needs nothing from the code under test.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { inject } from 'vitest';
 
-export async function createTestDatabase(): Promise<string> {
+/** The URL of a new empty database, named so that parallel test files never collide. */
+export function createTestDatabase(): string {
   const adminUrl = inject('postgresAdminUrl');
-  const name = `test_${randomBytes(8).toString('hex')}`;
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await client.end();
-  }
+  const name = `hsm_signer_test_${randomBytes(6).toString('hex')}`;
+  execFileSync('psql', ['--no-psqlrc', '-v', 'ON_ERROR_STOP=1', '-q', '-d', adminUrl, '-c', `CREATE DATABASE ${name}`], { stdio: 'pipe' });
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/** Runs SQL in `databaseUrl` with psql and returns its unaligned, tuples-only output. */
+export function psql(databaseUrl: string, sql: string): string {
+  return execFileSync('psql', ['--no-psqlrc', '-v', 'ON_ERROR_STOP=1', '-qAt', '-d', databaseUrl, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
 }

@@ -6,8 +6,7 @@
  * identity deleted, on A is refused by B within 1 s of A's answer. The 1 s is a correctness
  * bound (a cache that never re-reads fails it by far), not a performance figure.
  *
- * The audit trail's in-memory chain head is per process, so its appends from the second writer
- * may fail; nothing here looks at the audit trail or at audit errors in the logs.
+ * Both processes append to one audit chain; test/integration/audit-writers.test.ts checks that.
  */
 import { createPublicKey, randomBytes, randomUUID, verify, type KeyObject } from 'node:crypto';
 import { rmSync } from 'node:fs';

@@ -564,7 +564,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const location = await freshLocation(engine);
       const [a, b] = await Promise.all([open(location), open(location)]);
       const applied = await a.db.selectFrom('schema_migrations').select('name').orderBy('name').execute();
-      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-replicas.sql'];
+      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql'];
       expect(applied.map((row) => row.name)).toEqual(files);
       // A third open finds nothing to do, and both first openers work on the one schema.
       await open(location);
@@ -587,15 +587,16 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
 });
 
 describe('SQLite specifics', () => {
-  it('a database made before the per-engine migration folders (001–003 recorded by name) opens and gets 004 only', async () => {
+  it('a database made before the per-engine migration folders (001–004 recorded by name) opens, keeps its rows and gets 005 only', async () => {
     const path = join(dir, 'old.db');
     const old = new Database(path);
     old.exec('CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
-    for (const name of ['001-initial.sql', '002-pki.sql', '003-audit.sql']) {
+    for (const name of ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql']) {
       old.exec(readFileSync(join(MIGRATIONS, 'sqlite', name), 'utf8'));
       old.prepare('INSERT INTO schema_migrations VALUES (?, ?)').run(name, '2026-01-01T00:00:00.000Z');
     }
     old.prepare(`INSERT INTO settings VALUES ('orgId', 'kept')`).run();
+    old.prepare(`INSERT INTO leases VALUES ('maintenance', 'old-replica', 1)`).run();
     old.close();
     const store = await open({ engine: 'sqlite', path });
     expect(await getOrCreateSetting(store, 'orgId', () => 'new')).toBe('kept');
@@ -604,9 +605,14 @@ describe('SQLite specifics', () => {
       ['001-initial.sql', true],
       ['002-pki.sql', true],
       ['003-audit.sql', true],
-      ['004-replicas.sql', false],
+      ['004-leases.sql', true],
+      ['005-crl-stored-number.sql', false],
     ]);
-    expect(await createLeaseStore(store).tryAcquire('job', 'me', 1000)).toBe(true);
+    // The expired lease of the old run is taken over; the new column is there.
+    expect(await createLeaseStore(store).tryAcquire('maintenance', 'me', 1000)).toBe(true);
+    const root = ca();
+    await createPkiStore(store).insertCa(root);
+    expect(await createPkiStore(store).saveCrl(root.id, await createPkiStore(store).nextCrlNumber(root.id), Buffer.from('crl'), iso(1))).toBe(true);
   });
 
   it('keeps the pragmas: WAL, synchronous NORMAL, foreign keys, busy_timeout', async () => {

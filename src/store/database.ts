@@ -15,6 +15,12 @@
  *   not interleaved with the same section in any other connection or process.
  * - Secrets: the connection URL's password never appears in an error this module throws or in a
  *   description of the store (errors from pg are scrubbed of it before they leave).
+ *
+ * One SQLite store per thread per file: better-sqlite3 waits for a lock synchronously (up to
+ * busy_timeout), so a second connection in the same thread whose transaction overlaps the
+ * first's, now that transactions span awaits, would block the very thread the first needs to
+ * commit. The service keeps to that (one store on the main thread, one in each audit writer
+ * thread); within one store Kysely runs one query or transaction at a time.
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';

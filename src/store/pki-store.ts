@@ -4,6 +4,7 @@
  * `objectId`.
  */
 import type { Store } from './database.js';
+import { prepared } from './queries.js';
 import type { RowState } from './key-store.js';
 
 export type CaType = 'root' | 'intermediate';
@@ -92,6 +93,23 @@ function toRow(record: object, json: string[] = []): Record<string, unknown> {
 
 const PROFILE_JSON = ['policy', 'defaults'];
 const CERT_JSON = ['sans'];
+const CERTIFICATE_COLUMNS = [
+  'id',
+  'project_id',
+  'ca_id',
+  'profile_id',
+  'serial_number',
+  'subject_dn',
+  'sans',
+  'not_before',
+  'not_after',
+  'der',
+  'fingerprint_sha256',
+  'status',
+  'revocation_reason',
+  'revoked_at',
+  'created_at',
+] as const;
 
 /** Columns a CaRecord does not carry (bookkeeping of this store's own). */
 const CA_INTERNAL = ['crlStoredNumber'];
@@ -140,6 +158,13 @@ export function createPkiStore(store: Store): PkiStore {
   // The rows are converted by name (toRow/fromRow): the tables' column names are the records'
   // field names in snake case, so the casts below only restate that.
   type Values = never;
+  // The issue path's statements, compiled once (queries.ts prepared).
+  const selectCa = prepared(db, 1, (id: string) => db.selectFrom('cas').selectAll().where('id', '=', id).where('state', '=', 'active'));
+  const selectProfile = prepared(db, 1, (id: string) => db.selectFrom('certificate_profiles').selectAll().where('id', '=', id));
+  const selectCertificate = prepared(db, 1, (id: string) => db.selectFrom('certificates').selectAll().where('id', '=', id));
+  const insertCertificate = prepared(db, CERTIFICATE_COLUMNS.length, (...values: unknown[]) =>
+    db.insertInto('certificates').values(Object.fromEntries(CERTIFICATE_COLUMNS.map((column, i) => [column, values[i]])) as Values),
+  );
   return {
     async insertCa(ca) {
       await db.insertInto('cas').values(toRow(ca) as Values).execute();
@@ -152,7 +177,7 @@ export function createPkiStore(store: Store): PkiStore {
         .execute();
     },
     async getCa(id) {
-      return toCa(await db.selectFrom('cas').selectAll().where('id', '=', id).where('state', '=', 'active').executeTakeFirst());
+      return toCa((await selectCa(id))[0]);
     },
     async listCas(projectId) {
       const rows = await db.selectFrom('cas').selectAll().where('project_id', '=', projectId).where('state', '=', 'active').orderBy('created_at').orderBy('id').execute();
@@ -202,7 +227,7 @@ export function createPkiStore(store: Store): PkiStore {
         .execute();
     },
     async getProfile(id) {
-      return fromRow<ProfileRecord>(await db.selectFrom('certificate_profiles').selectAll().where('id', '=', id).executeTakeFirst(), PROFILE_JSON);
+      return fromRow<ProfileRecord>((await selectProfile(id))[0], PROFILE_JSON);
     },
     async listProfiles(projectId) {
       const rows = await db.selectFrom('certificate_profiles').selectAll().where('project_id', '=', projectId).orderBy('slug').execute();
@@ -213,10 +238,11 @@ export function createPkiStore(store: Store): PkiStore {
     },
 
     async insertCertificate(certificate) {
-      await db.insertInto('certificates').values(toRow(certificate, CERT_JSON) as Values).execute();
+      const row = toRow(certificate, CERT_JSON);
+      await insertCertificate(...CERTIFICATE_COLUMNS.map((column) => row[column] ?? null));
     },
     async getCertificate(id) {
-      return fromRow<CertificateRecord>(await db.selectFrom('certificates').selectAll().where('id', '=', id).executeTakeFirst(), CERT_JSON);
+      return fromRow<CertificateRecord>((await selectCertificate(id))[0], CERT_JSON);
     },
     async listCertificates(projectId, offset, limit) {
       const rows = await db

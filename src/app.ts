@@ -18,6 +18,7 @@ import { createDeniedSummary } from './http/audit-trail.js';
 import { createHttpApp, processHealth } from './http/create-app.js';
 import { observeRequests } from './http/observe-requests.js';
 import { createOpsApp, listenOps } from './http/ops-app.js';
+import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
 import { auditRecordFailures, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
@@ -43,6 +44,8 @@ export interface RunningService {
   url: string;
   /** The ops listener's http://host:port, when server.opsPort is set. */
   opsUrl?: string;
+  /** What /healthz, /readyz and /metrics answer for this process (the cluster primary asks it over IPC). */
+  health: HealthSource;
   token: Pkcs11Token;
   /**
    * Stops accepting, lets in-flight requests finish (up to server.shutdownGraceMs), signs the
@@ -166,9 +169,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   // The ops listener, when configured: plain HTTP, health and metrics only, open until the
   // API port has drained so probes see /readyz fail while it does.
+  const health = processHealth({ token, readyTimeoutMs: config.hsm.readyTimeoutMs, draining: () => draining, alive: () => pool.state !== 'failed' });
   let ops: { server: Server; url: string } | undefined;
   if (config.server.opsPort !== null) {
-    const health = processHealth({ token, readyTimeoutMs: config.hsm.readyTimeoutMs, draining: () => draining, alive: () => pool.state !== 'failed' });
     try {
       ops = await listenOps(createOpsApp(health, { logger, draining: () => draining, observe: observeRequests(logger) }), config.server.host, config.server.opsPort);
     } catch (error) {
@@ -193,6 +196,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     url,
     ...(ops ? { opsUrl: ops.url } : {}),
     token,
+    health,
     close() {
       closing ??= (async () => {
         draining = true;

@@ -133,7 +133,7 @@ const noStore: RequestHandler = (_req, res, next) => {
 /** This process's own health, for /healthz, /readyz and /metrics on either listener. */
 export function processHealth(deps: Pick<HttpDeps, 'token' | 'readyTimeoutMs' | 'draining' | 'alive'>): HealthSource {
   return {
-    failed: () => (deps.alive() ? undefined : 'The HSM refused the PIN while reconnecting; restart with the right PIN'),
+    failed: async () => (deps.alive() ? undefined : 'The HSM refused the PIN while reconnecting; restart with the right PIN'),
     async notReady() {
       if (deps.draining()) return 'Shutting down';
       // A real call on a pooled session, bounded by the pool: a hung token is a 503 in

@@ -7,7 +7,7 @@ import { Router } from 'express';
 
 export interface HealthSource {
   /** Why the service is in a state no retry can leave (an orchestrator should restart it), or undefined. */
-  failed(): string | undefined;
+  failed(): Promise<string | undefined>;
   /** Why the service should get no traffic now, or undefined when it is ready. */
   notReady(): Promise<string | undefined>;
   /** Prometheus text and its Content-Type. */
@@ -17,9 +17,9 @@ export interface HealthSource {
 export function healthRoutes(source: HealthSource): Router {
   const router = Router();
 
-  router.get('/healthz', (_req, res) => {
+  router.get('/healthz', async (_req, res) => {
     res.locals.route = '/healthz';
-    const failed = source.failed();
+    const failed = await source.failed();
     if (failed !== undefined) return res.status(503).json({ status: 'failed', message: failed });
     res.json({ status: 'ok' });
   });

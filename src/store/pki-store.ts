@@ -44,9 +44,16 @@ export interface ProfileRecord {
   description: string;
   policy: unknown;
   defaults: { ttl?: string };
+  /** EST enrollment (RFC 7030) is open for this profile. */
+  estEnabled: boolean;
+  /** scrypt hash of the EST passphrase; never leaves the service. */
+  estPassphraseHash: string | null;
   createdAt: string;
   updatedAt: string;
 }
+
+/** What an OCSP answer needs of a certificate. */
+export type CertificateStatusRecord = Pick<CertificateRecord, 'status' | 'revocationReason' | 'revokedAt'>;
 
 export interface CertificateRecord {
   id: string;
@@ -101,6 +108,13 @@ function updateSql(table: string, changes: Record<string, unknown>): string {
 }
 
 const PROFILE_JSON = ['policy', 'defaults'];
+/** SQLite has no BOOLEAN: est_enabled is 0 or 1. */
+const profileToRow = (profile: Partial<ProfileRecord>) => toRow('estEnabled' in profile ? { ...profile, estEnabled: profile.estEnabled ? 1 : 0 } : profile, PROFILE_JSON);
+const profileFromRow = (row: Record<string, unknown> | undefined) => {
+  const profile = fromRow<ProfileRecord>(row, PROFILE_JSON);
+  if (profile) profile.estEnabled = Boolean(profile.estEnabled);
+  return profile;
+};
 const CERT_JSON = ['sans'];
 
 export function createSqlitePkiStore(db: Db) {
@@ -140,18 +154,18 @@ export function createSqlitePkiStore(db: Db) {
     },
 
     async insertProfile(profile: ProfileRecord): Promise<void> {
-      const row = toRow(profile, PROFILE_JSON);
+      const row = profileToRow(profile);
       sql(insertSql('certificate_profiles', row)).run(row);
     },
     async updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void> {
-      const row = toRow({ ...changes, updatedAt: new Date().toISOString() }, PROFILE_JSON);
+      const row = profileToRow({ ...changes, updatedAt: new Date().toISOString() });
       sql(updateSql('certificate_profiles', row)).run({ ...row, id });
     },
     async getProfile(id: string): Promise<ProfileRecord | undefined> {
-      return fromRow<ProfileRecord>(sql('SELECT * FROM certificate_profiles WHERE id = ?').get(id) as Record<string, unknown> | undefined, PROFILE_JSON);
+      return profileFromRow(sql('SELECT * FROM certificate_profiles WHERE id = ?').get(id) as Record<string, unknown> | undefined);
     },
     async listProfiles(projectId: string): Promise<ProfileRecord[]> {
-      return (sql('SELECT * FROM certificate_profiles WHERE project_id = ? ORDER BY slug').all(projectId) as Record<string, unknown>[]).map((row) => fromRow<ProfileRecord>(row, PROFILE_JSON)!);
+      return (sql('SELECT * FROM certificate_profiles WHERE project_id = ? ORDER BY slug').all(projectId) as Record<string, unknown>[]).map((row) => profileFromRow(row)!);
     },
     async removeProfile(id: string): Promise<void> {
       sql('DELETE FROM certificate_profiles WHERE id = ?').run(id);
@@ -168,6 +182,16 @@ export function createSqlitePkiStore(db: Db) {
       const rows = sql('SELECT * FROM certificates WHERE project_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?').all(projectId, limit, offset) as Record<string, unknown>[];
       const { count } = sql('SELECT COUNT(*) AS count FROM certificates WHERE project_id = ?').get(projectId) as { count: number };
       return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: count };
+    },
+    /** By the issuing CA and serial (lowercase hex): one read on the serial's unique index. */
+    async certificateBySerial(caId: string, serialHex: string): Promise<CertificateRecord | undefined> {
+      return fromRow<CertificateRecord>(sql('SELECT * FROM certificates WHERE serial_number = ? AND ca_id = ?').get(serialHex, caId) as Record<string, unknown> | undefined, CERT_JSON);
+    },
+    /** The status columns only, for OCSP: the same indexed read without the certificate itself. */
+    async certificateStatus(caId: string, serialHex: string): Promise<CertificateStatusRecord | undefined> {
+      return fromRow<CertificateStatusRecord>(
+        sql('SELECT status, revocation_reason, revoked_at FROM certificates WHERE serial_number = ? AND ca_id = ?').get(serialHex, caId) as Record<string, unknown> | undefined,
+      );
     },
     /** Marks a certificate revoked; false when it already was. */
     async revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean> {

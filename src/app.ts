@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { BlockList, isIP, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { embeddedTokenLockPath, ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
@@ -27,6 +27,8 @@ import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
+import { createEstService } from './services/est-service.js';
+import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { startMaintenance, underLease } from './services/leases.js';
@@ -123,6 +125,15 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
   const certificates = createCertificateService({ pkiStore, cas });
+  const ocsp = createOcspService({ pkiStore, cas });
+  const est = createEstService({ pkiStore, cas, certificates });
+  const trustedProxies = new BlockList();
+  for (const entry of config.server.trustedProxies) {
+    const [address, prefix] = entry.split('/');
+    const family = isIP(address ?? '') === 6 ? 'ipv6' : 'ipv4';
+    if (prefix === undefined) trustedProxies.addAddress(address!, family);
+    else trustedProxies.addSubnet(address!, Number(prefix), family);
+  }
 
   const audit = createAuditService({ db, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   await audit.start();
@@ -139,6 +150,13 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     crypto,
     cas,
     certificates,
+    ocsp,
+    est,
+    estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
+    fromTrustedProxy: (req) => {
+      const peer = req.socket.remoteAddress;
+      return peer !== undefined && trustedProxies.check(peer.replace(/^::ffff:/, ''), isIP(peer.replace(/^::ffff:/, '')) === 6 ? 'ipv6' : 'ipv4');
+    },
     audit,
     token,
     readyTimeoutMs: config.hsm.readyTimeoutMs,
@@ -248,7 +266,12 @@ function listener(config: Config, handler: RequestListener<typeof IncomingMessag
         cert: readFileSync(tls.certFile),
         key: readFileSync(tls.keyFile),
         minVersion: 'TLSv1.2',
-        ...(tls.clientCaFile ? { ca: readFileSync(tls.clientCaFile), requestCert: true, rejectUnauthorized: true } : {}),
+        ...(tls.clientCaFile
+          ? { ca: readFileSync(tls.clientCaFile), requestCert: true, rejectUnauthorized: true }
+          : tls.requestClientCertificate
+            ? // Asked, not required: the EST service decides which certificates it honours.
+              { requestCert: true, rejectUnauthorized: false }
+            : {}),
       },
       handler,
     );

@@ -56,6 +56,10 @@ const ACTIONS: Record<string, [action: string, resourceType: AuditResourceType |
   'POST /api/v1/cert-manager/certificates/:certificateId/revoke': ['pki.certificate.revoke', 'certificate'],
 
   'GET /api/v1/audit-logs/': ['audit.list', 'audit'],
+
+  'GET /.well-known/est/:profileId/cacerts': ['pki.est.cacerts', 'profile'],
+  'POST /.well-known/est/:profileId/simpleenroll': ['pki.est.enroll', 'certificate'],
+  'POST /.well-known/est/:profileId/simplereenroll': ['pki.est.reenroll', 'certificate'],
 };
 
 /** The path parameter that names the resource, by resource type. */
@@ -69,7 +73,12 @@ const ID_PARAM: Record<AuditResourceType, string> = {
 };
 
 /** Route families whose requests are audited even when they are refused before a route. */
-const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs'];
+const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs', '/.well-known/est/'];
+/**
+ * OCSP is a public status read like the CRL, asked by every TLS client on every connection: an
+ * event per query would drown the trail; its answers are counted in metrics instead.
+ */
+const UNAUDITED_PREFIXES = ['/api/v1/cert-manager/ocsp/'];
 
 /** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
 export function outcomeOf(statusCode: number): AuditOutcome {
@@ -89,7 +98,7 @@ function resourceIdOf(req: Request, res: Response, resourceType: AuditResourceTy
 export function auditTrail(audit: Pick<AuditService, 'record'>): RequestHandler {
   return (req, res, next) => {
     const path = req.path;
-    if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix))) return next();
+    if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || UNAUDITED_PREFIXES.some((prefix) => path.startsWith(prefix))) return next();
     res.once('close', () => {
       const status = statusOf(res);
       const route = res.locals.route as string | undefined;

@@ -5,7 +5,7 @@
  * handler.
  */
 import { isUtf8 } from 'node:buffer';
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type Express, type Request, type RequestHandler } from 'express';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
@@ -13,6 +13,8 @@ import type { AuditService } from '../services/audit-service.js';
 import type { CaService } from '../services/ca-service.js';
 import type { CertificateService } from '../services/certificate-service.js';
 import type { CryptoService } from '../services/crypto-service.js';
+import type { EstService } from '../services/est-service.js';
+import type { OcspService } from '../services/ocsp-service.js';
 import type { IdentityService } from '../services/identity-service.js';
 import type { KeyService } from '../services/key-service.js';
 import { auditTrail } from './audit-trail.js';
@@ -25,6 +27,8 @@ import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
 import { kmsRoutes } from './routes/kms.js';
+import { estRoutes } from './routes/est.js';
+import { ocspRoutes } from './routes/ocsp.js';
 import { certManagerRoutes, publicPkiRoutes, signCertificateRoutes } from './routes/pki.js';
 
 export interface HttpDeps {
@@ -35,6 +39,12 @@ export interface HttpDeps {
   crypto: CryptoService;
   cas: CaService;
   certificates: CertificateService;
+  ocsp: OcspService;
+  est: EstService;
+  /** server.estClientCertificateHeader: where a trusted proxy passes an EST client's certificate. */
+  estClientCertificateHeader?: string | undefined;
+  /** True when a request's peer is a configured trusted proxy. */
+  fromTrustedProxy: (req: Request) => boolean;
   audit: AuditService;
   token: Pick<Token, 'ping'>;
   readyTimeoutMs: number;
@@ -185,7 +195,11 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v1/kms', noStore, bearer, rateLimit, json, kmsRoutes(deps));
   app.use('/api/v1/identities', noStore, bearer, rateLimit, json, identityRoutes(deps));
   app.use('/api/v3/pki', noStore, bearer, rateLimit, json, signCertificateRoutes(deps));
+  // Before the rest of cert-manager: relying parties ask OCSP without credentials.
+  app.use('/api/v1/cert-manager/ocsp', ocspRoutes(deps));
   app.use('/api/v1/cert-manager', noStore, bearer, rateLimit, json, certManagerRoutes(deps));
+  // EST authenticates per profile (passphrase or client certificate), not with bearer tokens.
+  app.use('/.well-known/est', noStore, estRoutes({ ...deps, estThrottle: new LoginThrottle(deps.loginThrottle) }));
   app.use('/api/v1/audit-logs', noStore, bearer, rateLimit, auditRoutes(deps));
   app.use('/pki', publicPkiRoutes(deps));
   app.use(routeNotFound);

@@ -597,8 +597,9 @@ function serviceEnv(options: Options, dataDir: string, port: number): NodeJS.Pro
     HSM_SESSIONS: String(options.sessions),
     HTTP_WORKERS: String(options.httpWorkers),
     LOG_LEVEL: 'warn',
-    // The benchmark is one identity at full speed: measure the service, not its rate limit.
+    // The benchmark is one identity from one address at full speed: measure the service, not its rate limits.
     RATE_LIMIT_PER_SECOND: '0',
+    RATE_LIMIT_PER_ADDRESS_PER_SECOND: '0',
     // Set here so dist/main.js does not re-exec itself: the pid we watch is the service.
     UV_THREADPOOL_SIZE: String(2 * options.sessions + 2),
   };

@@ -15,7 +15,11 @@ import { withFileLockSync } from './file-lock.js';
 import { pinReader } from './config/pin.js';
 import type { Config } from './config/schema.js';
 import { answerClientErrors } from './http/client-error.js';
-import { createHttpApp } from './http/create-app.js';
+import { createDeniedSummary } from './http/audit-trail.js';
+import { createHttpApp, processHealth } from './http/create-app.js';
+import { observeRequests } from './http/observe-requests.js';
+import { createOpsApp, listenOps } from './http/ops-app.js';
+import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
 import { auditRecordFailures, maintenanceLeader, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
@@ -46,6 +50,10 @@ export interface RunningService {
   server: Server;
   /** http://host:port with the port actually bound. */
   url: string;
+  /** The ops listener's http://host:port, when server.opsPort is set. */
+  opsUrl?: string;
+  /** What /healthz, /readyz and /metrics answer for this process (the cluster primary asks it over IPC). */
+  health: HealthSource;
   token: Pkcs11Token;
   /**
    * Stops accepting, lets in-flight requests finish (up to server.shutdownGraceMs), signs the
@@ -137,6 +145,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   const audit = createAuditService({ db, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   await audit.start();
+  const deniedRequests = createDeniedSummary(audit, { intervalMs: config.audit.deniedSummaryIntervalMs });
 
   const undone = (await keys.reconcile()) + (await cas.reconcile());
   const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
@@ -158,9 +167,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       return peer !== undefined && trustedProxies.check(peer.replace(/^::ffff:/, ''), isIP(peer.replace(/^::ffff:/, '')) === 6 ? 'ipv6' : 'ipv4');
     },
     audit,
+    deniedRequests,
     token,
     readyTimeoutMs: config.hsm.readyTimeoutMs,
     rateLimit: config.rateLimit,
+    trustedProxies: config.server.trustedProxies,
     loginThrottle: config.auth.loginThrottle,
     draining: () => draining,
     alive: () => pool.state !== 'failed',
@@ -189,6 +200,19 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // Certificates name URLs on the public base; without one configured, the address bound.
   publicBaseUrl ||= url;
 
+  // The ops listener, when configured: plain HTTP, health and metrics only, open until the
+  // API port has drained so probes see /readyz fail while it does.
+  const health = processHealth({ token, readyTimeoutMs: config.hsm.readyTimeoutMs, draining: () => draining, alive: () => pool.state !== 'failed' });
+  let ops: { server: Server; url: string } | undefined;
+  if (config.server.opsPort !== null) {
+    try {
+      ops = await listenOps(createOpsApp(health, { logger, draining: () => draining, observe: observeRequests(logger) }), config.server.host, config.server.opsPort);
+    } catch (error) {
+      server.close();
+      throw new StartupError(`Cannot listen on the ops port ${config.server.opsPort}: ${(error as Error).message}`);
+    }
+  }
+
   // After listening, since the demo CAs name the service's own URLs in their extensions.
   // Under a lease, so replicas starting together on an empty store make one admin and one demo PKI.
   const credentialsPath = await underLease(leases, 'bootstrap', 60_000, () => ensureAdminIdentity(config, identities, identityStore, { cas, certificates }));
@@ -214,7 +238,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   return {
     server,
     url,
+    ...(ops ? { opsUrl: ops.url } : {}),
     token,
+    health,
     close() {
       closing ??= (async () => {
         draining = true;
@@ -230,6 +256,14 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           logger.warn({ graceMs: config.server.shutdownGraceMs }, 'requests still running at the end of the grace period; cutting their connections');
           server.closeAllConnections();
         }
+        if (ops) {
+          const opsServer = ops.server;
+          const opsClosed = new Promise<void>((resolve) => opsServer.close(() => resolve()));
+          opsServer.closeAllConnections();
+          await opsClosed;
+        }
+        // Summaries of refused requests go into the chain before its last checkpoint.
+        deniedRequests.close();
         await audit.close();
         const poolClosed = pool.close();
         if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {

@@ -2,6 +2,10 @@
  * Every Prometheus metric of the service, on one private registry (never prom-client's global
  * one, so nothing a dependency registers leaks into /metrics).
  *
+ * In cluster mode (server.httpWorkers > 1) the primary's ops port serves these summed over the
+ * workers by prom-client's AggregatorRegistry: counters and histograms add up, and so do the
+ * gauges, except where the metric says otherwise (`aggregator`).
+ *
  * Label values come from fixed sets only: route templates (never raw paths), PKCS#11 function
  * and mechanism names, CKR names, outcomes. A key id or a path in a label would grow the series
  * without bound.
@@ -89,11 +93,12 @@ export function observePool(source: PoolGaugeSource | undefined): void {
 }
 
 /** A gauge read from the pool's stats when scraped (0 while no pool is observed). */
-function poolGauge(name: string, help: string, read: (stats: PoolGaugeSource['stats']) => number): void {
+function poolGauge(name: string, help: string, read: (stats: PoolGaugeSource['stats']) => number, aggregator: 'sum' | 'min' = 'sum'): void {
   new Gauge({
     name: `${PREFIX}${name}`,
     help,
     registers: [registry],
+    aggregator,
     collect() {
       this.set(poolSource ? read(poolSource.stats) : 0);
     },
@@ -104,4 +109,6 @@ poolGauge('pkcs11_sessions', 'Usable token threads, each with its own sessions (
 poolGauge('pkcs11_sessions_busy', 'Token threads in a call right now.', (stats) => stats.busy);
 poolGauge('pkcs11_sessions_stuck', 'Token threads whose call outlived its request; never used again, they exit when the call returns.', (stats) => stats.stuck);
 poolGauge('pkcs11_session_waiters', 'Requests waiting for a free token thread.', (stats) => stats.waiting);
-poolGauge('token_up', '1 while the token answers, 0 while the pool is down and reconnecting.', (stats) => (stats.state === 'up' ? 1 : 0));
+// Over several workers (the cluster primary's /metrics) the thread gauges add up, but the token
+// is up only if it is up for every worker: one reconnecting worker answers 503s for its share.
+poolGauge('token_up', '1 while the token answers, 0 while the pool is down and reconnecting.', (stats) => (stats.state === 'up' ? 1 : 0), 'min');

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
+import { trustedProxyList } from '../http/client-address.js';
 import { configSchema, type Config } from './schema.js';
 
 export type { Config } from './schema.js';
@@ -31,6 +32,13 @@ function merge(base: Json, overlay: Json): Json {
 
 function readJson(path: string): Json {
   return JSON.parse(readFileSync(path, 'utf8')) as Json;
+}
+
+/** A number from the environment; what is not one is left as text for the schema to name. */
+function number(value: string | undefined): number | string | undefined {
+  if (value === undefined || value === '') return undefined;
+  const parsed = Number(value);
+  return Number.isFinite(parsed) ? parsed : value;
 }
 
 function integer(value: string | undefined): number | undefined {
@@ -102,7 +110,11 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
     database: { path: env.DATABASE_PATH || undefined, url: env.DATABASE_URL || undefined },
     hsm,
     auth: { accessTokenTTL: integer(env.ACCESS_TOKEN_TTL), accessTokenMaxTTL: integer(env.ACCESS_TOKEN_MAX_TTL) },
-    rateLimit: { perIdentityPerSecond: env.RATE_LIMIT_PER_SECOND ? Number(env.RATE_LIMIT_PER_SECOND) : undefined },
+    rateLimit: {
+      perIdentityPerSecond: number(env.RATE_LIMIT_PER_SECOND),
+      perAddressPerSecond: number(env.RATE_LIMIT_PER_ADDRESS_PER_SECOND),
+      perAddressBurst: integer(env.RATE_LIMIT_PER_ADDRESS_BURST),
+    },
     logLevel: env.LOG_LEVEL || undefined,
   };
 }
@@ -122,6 +134,9 @@ export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.Proc
   const config = raw as unknown as Config;
   config.dataDir = isAbsolute(config.dataDir) ? config.dataDir : resolve(process.cwd(), config.dataDir);
   if (!config.hsm.tokenLabel && !config.hsm.tokenSerial) throw new Error('Invalid configuration: hsm.tokenLabel or hsm.tokenSerial is required');
+  // Parsed here too (the HTTP layer parses it again to use it) so a bad entry stops the start
+  // with its name, before anything is opened.
+  trustedProxyList(config.server.trustedProxies);
   if (config.auth.accessTokenMaxTTL < config.auth.accessTokenTTL) throw new Error('Invalid configuration: auth.accessTokenMaxTTL is shorter than auth.accessTokenTTL');
   return config;
 }

@@ -124,10 +124,17 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      description: 'Per-identity request rate limit (token bucket) on authenticated routes; 429 past it.',
+      description: 'Request rate limits (token buckets), per process: per identity on authenticated routes, and per client address in front of every API route before authentication; 429 past them.',
       properties: {
         perIdentityPerSecond: { type: 'number', minimum: 0, default: 1000, description: 'Sustained requests per second per identity; 0 turns the limit off (env RATE_LIMIT_PER_SECOND).' },
         burst: { type: 'integer', minimum: 1, default: 2000, description: 'Requests an identity may send at once after being idle.' },
+        perAddressPerSecond: {
+          type: 'number',
+          minimum: 0,
+          default: 2000,
+          description: 'Sustained requests per second per client address (see server.trustedProxies), before authentication; 0 turns the limit off (env RATE_LIMIT_PER_ADDRESS_PER_SECOND).',
+        },
+        perAddressBurst: { type: 'integer', minimum: 1, default: 4000, description: 'Requests an address may send at once after being idle (env RATE_LIMIT_PER_ADDRESS_BURST).' },
       },
     },
     audit: {
@@ -136,6 +143,12 @@ export const configSchema = {
       default: {},
       properties: {
         signIntervalMs: { type: 'integer', minimum: 100, default: 60000, description: 'How often the head of the audit chain is signed by the audit key in the token (and once more at shutdown).' },
+        deniedSummaryIntervalMs: {
+          type: 'integer',
+          minimum: 100,
+          default: 60000,
+          description: 'Requests refused before any identity was established are not audited one by one: each interval (and at shutdown) one auth.denied event per client address and status carries their count.',
+        },
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'pino log level (env LOG_LEVEL).' },
@@ -173,7 +186,7 @@ export interface Config {
     accessTokenMaxTTL: number;
     loginThrottle: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
   };
-  rateLimit: { perIdentityPerSecond: number; burst: number };
-  audit: { signIntervalMs: number };
+  rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
+  audit: { signIntervalMs: number; deniedSummaryIntervalMs: number };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }

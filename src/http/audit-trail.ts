@@ -1,12 +1,21 @@
 /**
- * Every request to an audited route leaves one audit event when its response is sent, whatever
- * the outcome: the route template says which action it was, the path parameters (or, for a
- * create, the id the handler put in `res.locals.auditResourceId`) which resource. Requests that
- * never reached a route (no token, a body too large) are recorded too, as `http.rejected`:
- * a denied attempt is exactly what an audit trail is for.
+ * Every request to an audited route leaves a trace in the audit trail when its response is
+ * sent, whatever the outcome: the route template says which action it was, the path parameters
+ * (or, for a create, the id the handler put in `res.locals.auditResourceId`) which resource.
+ *
+ * One event per request for everything an identity did (a valid bearer token), for every login
+ * whose secret was checked (those are bounded by login throttling, and each one matters), and
+ * for every successful renew. Requests refused before any of that (no token or a bad one, a
+ * renew of a dead token, a login refused by throttling or for its body, the per-address limit)
+ * are counted instead: anyone can send them, as fast as the network allows, and one row each
+ * would let them grow the table without bound. Each interval (and at shutdown) every counter
+ * becomes one `auth.denied` event (see DeniedSummary), so what a flood leaves is bounded by the
+ * number of distinct counters per interval, never by the number of requests.
  */
+import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler, Response } from 'express';
-import type { AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import type { AuditEventInput, AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import { clientAddressOf } from './client-address.js';
 import { statusOf } from './observe-requests.js';
 import { reqIdOf } from './request-context.js';
 
@@ -95,26 +104,120 @@ function resourceIdOf(req: Request, res: Response, resourceType: AuditResourceTy
   return params[ID_PARAM[resourceType]] ?? null;
 }
 
-export function auditTrail(audit: Pick<AuditService, 'record'>): RequestHandler {
+/** Set by a route when its request must be audited on its own although no bearer token was given. */
+export const auditIndividually = (res: Response): void => {
+  res.locals.auditIndividually = true;
+};
+
+export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
   return (req, res, next) => {
     const path = req.path;
     if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || UNAUDITED_PREFIXES.some((prefix) => path.startsWith(prefix))) return next();
     res.once('close', () => {
       const status = statusOf(res);
+      const principal = res.locals.principal as { identityId: string } | undefined;
+      const identityId = principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null;
+      if (!principal && res.locals.auditIndividually !== true) {
+        denied.count({ reqId: reqIdOf(res), identityId, statusCode: status, clientAddress: clientAddressOf(res) });
+        return;
+      }
       const route = res.locals.route as string | undefined;
       const [action, resourceType] = (route && ACTIONS[`${req.method} ${route}`]) || ['http.rejected', null];
-      const principal = res.locals.principal as { identityId: string } | undefined;
       audit.record({
         reqId: reqIdOf(res),
-        identityId: principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null,
+        identityId,
         action,
         resourceType,
         resourceId: resourceIdOf(req, res, resourceType),
         outcome: outcomeOf(status),
         statusCode: status,
-        clientAddress: req.socket.remoteAddress ?? null,
+        clientAddress: clientAddressOf(res),
       });
     });
     next();
+  };
+}
+
+/** The action of a summary event. */
+export const DENIED_SUMMARY_ACTION = 'auth.denied';
+
+/** Past this many distinct counters in one interval, further ones share one per status code. */
+const MAX_COUNTERS = 1000;
+
+interface Counter {
+  firstReqId: string;
+  identityId: string | null;
+  statusCode: number;
+  clientAddress: string | null;
+  count: number;
+}
+
+export interface DeniedSummary {
+  /** Counts one refused unauthenticated request. */
+  count(request: { reqId: string; identityId: string | null; statusCode: number; clientAddress: string }): void;
+  /** Records one summary event per counter now and starts counting afresh. */
+  flush(): void;
+  /** Stops the timer and flushes; call before the audit service closes. */
+  close(): void;
+}
+
+/**
+ * Counters of refused unauthenticated requests, one per (client address, status code, the
+ * identity a login's clientId named), each recorded every `intervalMs` as one event:
+ * action `auth.denied`, `resourceId` the number of requests (decimal), `reqId` the first of
+ * them (to find it in the access log), status, outcome, address and identity as counted.
+ * At most MAX_COUNTERS + a handful of events per interval, whatever arrives: past that, new
+ * keys fall into one counter per status code with no address and no identity.
+ */
+export function createDeniedSummary(audit: Pick<AuditService, 'record'>, options: { intervalMs: number }): DeniedSummary {
+  let counters = new Map<string, Counter>();
+  const flush = () => {
+    if (counters.size === 0) return;
+    const done = counters;
+    counters = new Map();
+    for (const counter of done.values()) {
+      const event: AuditEventInput = {
+        reqId: counter.firstReqId,
+        identityId: counter.identityId,
+        action: DENIED_SUMMARY_ACTION,
+        resourceType: null,
+        resourceId: String(counter.count),
+        outcome: outcomeOf(counter.statusCode),
+        statusCode: counter.statusCode,
+        clientAddress: counter.clientAddress,
+      };
+      audit.record(event);
+    }
+  };
+  const timer = setInterval(flush, options.intervalMs);
+  timer.unref();
+  return {
+    count(request) {
+      let key = `${request.statusCode} ${request.clientAddress} ${request.identityId ?? ''}`;
+      let counter = counters.get(key);
+      if (!counter) {
+        const overflow = counters.size >= MAX_COUNTERS;
+        if (overflow) {
+          key = `${request.statusCode} overflow`;
+          counter = counters.get(key);
+        }
+        if (!counter) {
+          counter = {
+            firstReqId: request.reqId || `req-${randomUUID()}`,
+            identityId: overflow ? null : request.identityId,
+            statusCode: request.statusCode,
+            clientAddress: overflow ? null : request.clientAddress,
+            count: 0,
+          };
+          counters.set(key, counter);
+        }
+      }
+      counter.count++;
+    },
+    flush,
+    close() {
+      clearInterval(timer);
+      flush();
+    },
   };
 }

@@ -1,6 +1,7 @@
 /**
- * The Express application: request id and security headers (one middleware), metrics and audit hooks, then per
- * route family authentication (before the body is even parsed), the per-identity rate limit,
+ * The Express application: client address, request id and security headers (one middleware),
+ * metrics and audit hooks, health routes, the per-address limit, then per route family
+ * authentication (before the body is even parsed), the per-identity rate limit,
  * JSON body parsing with the size limit, validation inside each route, and the one error
  * handler.
  */
@@ -17,14 +18,17 @@ import type { EstService } from '../services/est-service.js';
 import type { OcspService } from '../services/ocsp-service.js';
 import type { IdentityService } from '../services/identity-service.js';
 import type { KeyService } from '../services/key-service.js';
-import { auditTrail } from './audit-trail.js';
+import { registry } from '../metrics.js';
+import { auditTrail, type DeniedSummary } from './audit-trail.js';
+import { trustedProxyList, trustFunction } from './client-address.js';
 import { errorHandler, routeNotFound } from './error-handler.js';
+import { frontDoor } from './front-door.js';
 import { observeRequests } from './observe-requests.js';
-import { identityRateLimit, LoginThrottle, type LoginThrottleOptions } from './rate-limit.js';
-import { authenticate, requestIdFrom } from './request-context.js';
+import { addressRateLimit, identityRateLimit, LoginThrottle, type LoginThrottleOptions } from './rate-limit.js';
+import { authenticate } from './request-context.js';
 import { auditRoutes } from './routes/audit.js';
 import { authRoutes } from './routes/auth.js';
-import { healthRoutes } from './routes/health.js';
+import { healthRoutes, type HealthSource } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
 import { kmsRoutes } from './routes/kms.js';
 import { estRoutes } from './routes/est.js';
@@ -46,9 +50,13 @@ export interface HttpDeps {
   /** True when a request's peer is a configured trusted proxy. */
   fromTrustedProxy: (req: Request) => boolean;
   audit: AuditService;
+  /** Where refused unauthenticated requests are counted instead of audited one by one. */
+  deniedRequests: Pick<DeniedSummary, 'count'>;
   token: Pick<Token, 'ping'>;
   readyTimeoutMs: number;
-  rateLimit: { perIdentityPerSecond: number; burst: number };
+  rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
+  /** server.trustedProxies: whose X-Forwarded-For is believed (client-address.ts). */
+  trustedProxies: readonly string[];
   loginThrottle: LoginThrottleOptions;
   /** True once shutdown began: readiness fails so balancers stop sending, connections close. */
   draining: () => boolean;
@@ -56,43 +64,7 @@ export interface HttpDeps {
   alive: () => boolean;
 }
 
-/**
- * An API of JSON and DER: no page may frame it, run script from it, or sniff its types. These
- * are the headers (names and values) helmet 8 set with this service's options
- * (`contentSecurityPolicy: {useDefaults: false, directives: {defaultSrc: ["'none'"],
- * frameAncestors: ["'none'"]}}, frameguard: {action: 'deny'}`), fixed here once instead of
- * being worked out by helmet on every request.
- */
-export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
-  ['Content-Security-Policy', "default-src 'none';frame-ancestors 'none'"],
-  ['Cross-Origin-Opener-Policy', 'same-origin'],
-  ['Cross-Origin-Resource-Policy', 'same-origin'],
-  ['Origin-Agent-Cluster', '?1'],
-  ['Referrer-Policy', 'no-referrer'],
-  ['Strict-Transport-Security', 'max-age=31536000; includeSubDomains'],
-  ['X-Content-Type-Options', 'nosniff'],
-  ['X-DNS-Prefetch-Control', 'off'],
-  ['X-Download-Options', 'noopen'],
-  ['X-Frame-Options', 'DENY'],
-  ['X-Permitted-Cross-Domain-Policies', 'none'],
-  ['X-XSS-Protection', '0'],
-];
-
-/**
- * What every request gets before anything else, in one step: its id (echoed as X-Request-Id),
- * the security headers, and while draining `Connection: close`, so clients reconnect elsewhere.
- */
-function frontDoor(draining: () => boolean): RequestHandler {
-  return (req, res, next) => {
-    const given = req.headers['x-request-id'];
-    const id = requestIdFrom(typeof given === 'string' ? given : given?.[0]);
-    res.locals.reqId = id;
-    res.setHeader('X-Request-Id', id);
-    for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
-    if (draining()) res.setHeader('Connection', 'close');
-    next();
-  };
-}
+export { SECURITY_HEADERS } from './front-door.js';
 
 // body-parser would decode broken UTF-8 to U+FFFD and carry on: a name or key that is not the
 // one the client sent must be refused, not stored.
@@ -168,10 +140,31 @@ const noStore: RequestHandler = (_req, res, next) => {
   next();
 };
 
+/** This process's own health, for /healthz, /readyz and /metrics on either listener. */
+export function processHealth(deps: Pick<HttpDeps, 'token' | 'readyTimeoutMs' | 'draining' | 'alive'>): HealthSource {
+  return {
+    failed: async () => (deps.alive() ? undefined : 'The HSM refused the PIN while reconnecting; restart with the right PIN'),
+    async notReady() {
+      if (deps.draining()) return 'Shutting down';
+      // A real call on a pooled session, bounded by the pool: a hung token is a 503 in
+      // readyTimeoutMs, and the session it hung on is never used again.
+      try {
+        await deps.token.ping(deps.readyTimeoutMs);
+        return undefined;
+      } catch {
+        return 'The HSM does not answer';
+      }
+    },
+    metrics: async () => ({ contentType: registry.contentType, text: await registry.metrics() }),
+  };
+}
+
 export function createHttpApp(deps: HttpDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  const trustsProxies = deps.trustedProxies.length > 0;
+  if (trustsProxies) app.set('trust proxy', trustFunction(trustedProxyList(deps.trustedProxies)));
 
   const json = leanJson(
     deps.bodyLimitBytes,
@@ -187,10 +180,13 @@ export function createHttpApp(deps: HttpDeps): Express {
   const rateLimit = identityRateLimit({ perSecond: deps.rateLimit.perIdentityPerSecond, burst: deps.rateLimit.burst });
   const loginThrottle = new LoginThrottle(deps.loginThrottle);
 
-  app.use(frontDoor(deps.draining));
+  app.use(frontDoor(deps.draining, trustsProxies));
   app.use(observeRequests(deps.logger));
-  app.use(auditTrail(deps.audit));
-  app.use(healthRoutes(deps));
+  app.use(auditTrail(deps.audit, deps.deniedRequests));
+  // Probes and scrapers come before the per-address limit: a busy load balancer's health
+  // checks must not be refused for its own address's traffic.
+  app.use(healthRoutes(processHealth(deps)));
+  app.use(addressRateLimit({ perSecond: deps.rateLimit.perAddressPerSecond, burst: deps.rateLimit.perAddressBurst }));
   app.use('/api/v1/auth', noStore, json, authRoutes({ identities: deps.identities, loginThrottle }));
   app.use('/api/v1/kms', noStore, bearer, rateLimit, json, kmsRoutes(deps));
   app.use('/api/v1/identities', noStore, bearer, rateLimit, json, identityRoutes(deps));

@@ -1,16 +1,26 @@
 /**
- * Per-identity request rate limits and login throttling, both in memory (one process owns the
- * token, so there is one process to count in).
+ * Request rate limits and login throttling, all in memory, per process. With several worker
+ * processes (server.httpWorkers) and several replicas behind a load balancer, each process
+ * counts only what it serves itself: a client spread over R replicas of N workers each can
+ * reach up to R × N × each configured figure (per identity, per address, and failed logins
+ * per clientId and per address). Keeping them local is deliberate: a shared counter would put
+ * a store round trip in front of every request, and these limits exist to blunt floods and
+ * guessing, not to meter usage exactly.
  *
- * The request limit is a token bucket per identity: `burst` requests at once, refilled at
- * `perSecond`. Login throttling counts failed logins per clientId and per client address in a
- * fixed window; past the limit every login for that clientId or address is a 429 until the
- * window that started with the first failure has passed, so guessing a secret costs the
- * attacker the window, not just a scrypt.
+ * The request limits are token buckets: `burst` requests at once, refilled at `perSecond`.
+ * One is keyed by identity (after authentication); the other by client address
+ * (client-address.ts), in front of every API route and before authentication, so a flood
+ * without credentials is refused before it costs a token lookup or a body parse.
+ *
+ * Login throttling counts failed logins per clientId and per client address in a fixed
+ * window; past the limit every login for that clientId or address is a 429 until the window
+ * that started with the first failure has passed, so guessing a secret costs the attacker the
+ * window, not just a scrypt.
  */
 import type { RequestHandler } from 'express';
 import { rateLimitExceeded } from '../errors.js';
 import { rateLimited } from '../metrics.js';
+import { clientAddressOf } from './client-address.js';
 import { principalOf } from './request-context.js';
 
 interface Bucket {
@@ -18,37 +28,72 @@ interface Bucket {
   updatedAt: number;
 }
 
-/** Buckets of identities idle this long are full again, so they can be dropped. */
+/** Buckets idle this long are full again, so they can be dropped. */
 const SWEEP_EVERY_MS = 60_000;
+/** Bounded memory under a flood from many addresses: past this many buckets, the oldest go. */
+const MAX_BUCKETS = 100_000;
+
+/**
+ * Token buckets by key; `take` answers 0 when a request may pass, else the seconds to wait.
+ * A dropped bucket (idle, or evicted past MAX_BUCKETS) starts full again, which is what it
+ * would have refilled to anyway for an idle key.
+ */
+class TokenBuckets {
+  private readonly buckets = new Map<string, Bucket>();
+  private lastSweep = Date.now();
+  private readonly refillMs: number;
+
+  constructor(private readonly perSecond: number, private readonly burst: number) {
+    this.refillMs = (burst / perSecond) * 1000;
+  }
+
+  take(key: string): number {
+    const now = Date.now();
+    if (now - this.lastSweep > SWEEP_EVERY_MS) {
+      for (const [id, bucket] of this.buckets) if (now - bucket.updatedAt > this.refillMs) this.buckets.delete(id);
+      this.lastSweep = now;
+    }
+    let bucket = this.buckets.get(key);
+    if (!bucket) {
+      if (this.buckets.size >= MAX_BUCKETS) {
+        let drop = MAX_BUCKETS / 10;
+        for (const id of this.buckets.keys()) {
+          this.buckets.delete(id);
+          if (--drop === 0) break;
+        }
+      }
+      bucket = { tokens: this.burst, updatedAt: now };
+      this.buckets.set(key, bucket);
+    } else {
+      bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.updatedAt) / 1000) * this.perSecond);
+      bucket.updatedAt = now;
+    }
+    if (bucket.tokens < 1) return Math.max(1, Math.ceil((1 - bucket.tokens) / this.perSecond));
+    bucket.tokens -= 1;
+    return 0;
+  }
+}
 
 export function identityRateLimit(options: { perSecond: number; burst: number }): RequestHandler {
   if (options.perSecond <= 0) return (_req, _res, next) => next();
-  const buckets = new Map<string, Bucket>();
-  let lastSweep = Date.now();
-  const refillMs = (options.burst / options.perSecond) * 1000;
-
+  const buckets = new TokenBuckets(options.perSecond, options.burst);
   return (_req, res, next) => {
-    const now = Date.now();
-    if (now - lastSweep > SWEEP_EVERY_MS) {
-      for (const [id, bucket] of buckets) if (now - bucket.updatedAt > refillMs) buckets.delete(id);
-      lastSweep = now;
-    }
-    const identityId = principalOf(res).identityId;
-    let bucket = buckets.get(identityId);
-    if (!bucket) {
-      bucket = { tokens: options.burst, updatedAt: now };
-      buckets.set(identityId, bucket);
-    } else {
-      bucket.tokens = Math.min(options.burst, bucket.tokens + ((now - bucket.updatedAt) / 1000) * options.perSecond);
-      bucket.updatedAt = now;
-    }
-    if (bucket.tokens < 1) {
-      rateLimited.inc({ reason: 'identity' });
-      const waitSeconds = Math.max(1, Math.ceil((1 - bucket.tokens) / options.perSecond));
-      return next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this identity exceeded; retry in ${waitSeconds} s`, waitSeconds));
-    }
-    bucket.tokens -= 1;
-    next();
+    const waitSeconds = buckets.take(principalOf(res).identityId);
+    if (waitSeconds === 0) return next();
+    rateLimited.inc({ reason: 'identity' });
+    next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this identity exceeded; retry in ${waitSeconds} s`, waitSeconds));
+  };
+}
+
+/** The per-address limit, before authentication; perSecond 0 turns it off. */
+export function addressRateLimit(options: { perSecond: number; burst: number }): RequestHandler {
+  if (options.perSecond <= 0) return (_req, _res, next) => next();
+  const buckets = new TokenBuckets(options.perSecond, options.burst);
+  return (_req, res, next) => {
+    const waitSeconds = buckets.take(clientAddressOf(res));
+    if (waitSeconds === 0) return next();
+    rateLimited.inc({ reason: 'address' });
+    next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this client address exceeded; retry in ${waitSeconds} s`, waitSeconds));
   };
 }
 

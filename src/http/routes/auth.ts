@@ -2,19 +2,23 @@
 import { Router } from 'express';
 import type { IdentityService } from '../../services/identity-service.js';
 import { inputOf, validate } from '../ajv.js';
+import { auditIndividually } from '../audit-trail.js';
+import { clientAddressOf } from '../client-address.js';
 import type { LoginThrottle } from '../rate-limit.js';
 import { loginBody, renewBody } from '../schemas/auth.js';
 
 export function authRoutes(deps: { identities: IdentityService; loginThrottle: LoginThrottle }): Router {
   const router = Router();
 
-  router.post('/universal-auth/login', validate({ body: loginBody }), async (req, res) => {
+  router.post('/universal-auth/login', validate({ body: loginBody }), async (_req, res) => {
     const { body } = inputOf<{}, {}, { clientId: string; clientSecret: string }>(res);
-    const address = req.socket.remoteAddress ?? 'unknown';
+    const address = clientAddressOf(res);
     // For the audit trail: who tried, whether or not the secret was right.
     res.locals.auditIdentityId = await deps.identities.identityIdOf(body.clientId);
     deps.loginThrottle.check(body.clientId, address);
     deps.loginThrottle.attempting(body.clientId, address);
+    // Its secret gets checked: one audit event of its own (throttling bounds how many there are).
+    auditIndividually(res);
     const result = await deps.identities.login(body.clientId, body.clientSecret);
     deps.loginThrottle.succeeded(body.clientId, address);
     res.json(result);
@@ -22,7 +26,10 @@ export function authRoutes(deps: { identities: IdentityService; loginThrottle: L
 
   router.post('/token/renew', validate({ body: renewBody }), async (_req, res) => {
     const { body } = inputOf<{}, {}, { accessToken: string }>(res);
-    res.json(await deps.identities.renew(body.accessToken));
+    const renewed = await deps.identities.renew(body.accessToken);
+    // Whoever holds a live token is audited like any identity; a dead one is only counted.
+    auditIndividually(res);
+    res.json(renewed);
   });
 
   return router;

@@ -1,36 +1,41 @@
-/** Liveness, readiness and metrics, without authentication. */
+/**
+ * Liveness, readiness and metrics, without authentication. What they read is a HealthSource:
+ * this process's own state (createApp's), or, in the cluster primary, its workers' over IPC
+ * (src/cluster/primary.ts); the answers have the same shape either way.
+ */
 import { Router } from 'express';
-import { registry } from '../../metrics.js';
-import type { Token } from '../../pkcs11/token.js';
 
-export function healthRoutes(deps: { token: Pick<Token, 'ping'>; readyTimeoutMs: number; draining: () => boolean; alive: () => boolean }): Router {
+export interface HealthSource {
+  /** Why the service is in a state no retry can leave (an orchestrator should restart it), or undefined. */
+  failed(): Promise<string | undefined>;
+  /** Why the service should get no traffic now, or undefined when it is ready. */
+  notReady(): Promise<string | undefined>;
+  /** Prometheus text and its Content-Type. */
+  metrics(): Promise<{ contentType: string; text: string }>;
+}
+
+export function healthRoutes(source: HealthSource): Router {
   const router = Router();
 
-  router.get('/healthz', (_req, res) => {
+  router.get('/healthz', async (_req, res) => {
     res.locals.route = '/healthz';
-    // Only a state no retry can leave: an orchestrator should restart the process.
-    if (!deps.alive()) return res.status(503).json({ status: 'failed', message: 'The HSM refused the PIN while reconnecting; restart with the right PIN' });
+    const failed = await source.failed();
+    if (failed !== undefined) return res.status(503).json({ status: 'failed', message: failed });
     res.json({ status: 'ok' });
   });
 
   router.get('/readyz', async (_req, res) => {
     res.locals.route = '/readyz';
-    const unavailable = (message: string) => res.status(503).setHeader('Retry-After', '1').json({ status: 'unavailable', message });
-    if (deps.draining()) return unavailable('Shutting down');
-    // A real call on a pooled session, bounded by the pool: a hung token is a 503 in
-    // readyTimeoutMs, and the session it hung on is never used again.
-    try {
-      await deps.token.ping(deps.readyTimeoutMs);
-      res.json({ status: 'ready' });
-    } catch {
-      unavailable('The HSM does not answer');
-    }
+    const why = await source.notReady();
+    if (why === undefined) return res.json({ status: 'ready' });
+    res.status(503).setHeader('Retry-After', '1').json({ status: 'unavailable', message: why });
   });
 
   router.get('/metrics', async (_req, res) => {
     res.locals.route = '/metrics';
-    res.setHeader('Content-Type', registry.contentType);
-    res.send(await registry.metrics());
+    const { contentType, text } = await source.metrics();
+    res.setHeader('Content-Type', contentType);
+    res.send(text);
   });
 
   return router;

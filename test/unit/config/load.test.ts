@@ -24,6 +24,18 @@ describe('configuration', () => {
     expect(() => loadConfig({}, { LOG_LEVEL: 'loud' })).toThrow(/logLevel/);
   });
 
+  it('reads the edge settings from the environment: workers, ops port, trusted proxies, per-address limit', () => {
+    const config = loadConfig({}, { HTTP_WORKERS: 'auto', OPS_PORT: '9100', TRUSTED_PROXIES: ' 10.0.0.0/8 ,, ::1 ', RATE_LIMIT_PER_ADDRESS_PER_SECOND: '0.5', RATE_LIMIT_PER_ADDRESS_BURST: '7' });
+    expect(config.server).toMatchObject({ httpWorkers: 'auto', opsPort: 9100, trustedProxies: ['10.0.0.0/8', '::1'] });
+    expect(config.rateLimit).toMatchObject({ perAddressPerSecond: 0.5, perAddressBurst: 7, perIdentityPerSecond: 1000 });
+    const defaults = loadConfig({}, {});
+    expect(defaults.server).toMatchObject({ httpWorkers: 1, opsPort: null, trustedProxies: [] });
+    expect(defaults.rateLimit).toMatchObject({ perAddressPerSecond: 2000, perAddressBurst: 4000 });
+    expect(defaults.audit.deniedSummaryIntervalMs).toBe(60000);
+    expect(() => loadConfig({}, { RATE_LIMIT_PER_ADDRESS_PER_SECOND: 'lots' })).toThrow(/perAddressPerSecond/);
+    expect(() => loadConfig({}, { HTTP_WORKERS: '0' })).toThrow(/httpWorkers/);
+  });
+
   it('reads an RFC 7512 PKCS#11 URI and refuses an inline PIN', () => {
     expect(parsePkcs11Uri('pkcs11:token=my%20hsm;serial=42?module-path=/usr/lib/x.so&pin-source=file:/run/pin')).toEqual({
       tokenLabel: 'my hsm',

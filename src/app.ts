@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { BlockList, isIP, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { embeddedTokenLockPath, ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
@@ -135,13 +135,6 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const certificates = createCertificateService({ pkiStore, cas });
   const ocsp = createOcspService({ pkiStore, cas });
   const est = createEstService({ pkiStore, cas, certificates });
-  const trustedProxies = new BlockList();
-  for (const entry of config.server.trustedProxies) {
-    const [address, prefix] = entry.split('/');
-    const family = isIP(address ?? '') === 6 ? 'ipv6' : 'ipv4';
-    if (prefix === undefined) trustedProxies.addAddress(address!, family);
-    else trustedProxies.addSubnet(address!, Number(prefix), family);
-  }
 
   const audit = createAuditService({ db, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   await audit.start();
@@ -162,10 +155,6 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     ocsp,
     est,
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
-    fromTrustedProxy: (req) => {
-      const peer = req.socket.remoteAddress;
-      return peer !== undefined && trustedProxies.check(peer.replace(/^::ffff:/, ''), isIP(peer.replace(/^::ffff:/, '')) === 6 ? 'ipv6' : 'ipv4');
-    },
     audit,
     deniedRequests,
     token,

@@ -20,7 +20,7 @@ import type { IdentityService } from '../services/identity-service.js';
 import type { KeyService } from '../services/key-service.js';
 import { registry } from '../metrics.js';
 import { auditTrail, type DeniedSummary } from './audit-trail.js';
-import { trustedProxyList, trustFunction } from './client-address.js';
+import { normalizeAddress, trustedProxyList, trustFunction } from './client-address.js';
 import { errorHandler, routeNotFound } from './error-handler.js';
 import { frontDoor } from './front-door.js';
 import { observeRequests } from './observe-requests.js';
@@ -47,8 +47,6 @@ export interface HttpDeps {
   est: EstService;
   /** server.estClientCertificateHeader: where a trusted proxy passes an EST client's certificate. */
   estClientCertificateHeader?: string | undefined;
-  /** True when a request's peer is a configured trusted proxy. */
-  fromTrustedProxy: (req: Request) => boolean;
   audit: AuditService;
   /** Where refused unauthenticated requests are counted instead of audited one by one. */
   deniedRequests: Pick<DeniedSummary, 'count'>;
@@ -164,7 +162,10 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   const trustsProxies = deps.trustedProxies.length > 0;
-  if (trustsProxies) app.set('trust proxy', trustFunction(trustedProxyList(deps.trustedProxies)));
+  const trusted = trustFunction(trustedProxyList(deps.trustedProxies));
+  if (trustsProxies) app.set('trust proxy', trusted);
+  /** Whether the TCP peer itself (not a forwarded address) is a trusted proxy. */
+  const fromTrustedProxy = (req: Request) => trustsProxies && req.socket.remoteAddress !== undefined && trusted(normalizeAddress(req.socket.remoteAddress), 0);
 
   const json = leanJson(
     deps.bodyLimitBytes,
@@ -195,7 +196,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v1/cert-manager/ocsp', ocspRoutes(deps));
   app.use('/api/v1/cert-manager', noStore, bearer, rateLimit, json, certManagerRoutes(deps));
   // EST authenticates per profile (passphrase or client certificate), not with bearer tokens.
-  app.use('/.well-known/est', noStore, estRoutes({ ...deps, estThrottle: new LoginThrottle(deps.loginThrottle) }));
+  app.use('/.well-known/est', noStore, estRoutes({ ...deps, estThrottle: new LoginThrottle(deps.loginThrottle), fromTrustedProxy }));
   app.use('/api/v1/audit-logs', noStore, bearer, rateLimit, auditRoutes(deps));
   app.use('/pki', publicPkiRoutes(deps));
   app.use(routeNotFound);

@@ -3,6 +3,9 @@
  * `simpleenroll` and `simplereenroll` with HTTP Basic (the profile's EST passphrase) or, for
  * re-enrollment, a client certificate (services/est-service.ts says which are honoured).
  *
+ * Enrollments are audited one event each (pki.est.enroll / pki.est.reenroll) whenever the
+ * client presented a credential; `cacerts` is a public read, like the CRL, and is not.
+ *
  * Bodies are `application/pkcs10`, base64 of the DER CSR (PEM and bare DER are taken too);
  * answers are `application/pkcs7-mime; smime-type=certs-only`, base64 in 64-character lines
  * (RFC 8951). Errors are the service's JSON envelope, a 401 with a Basic challenge.
@@ -16,6 +19,8 @@ import { AppError } from '../../errors.js';
 import { base64Lines, EST_CERTS_ONLY_TYPE } from '../../pki/est.js';
 import type { EstOperation, EstService } from '../../services/est-service.js';
 import { validate, inputOf } from '../ajv.js';
+import { auditIndividually } from '../audit-trail.js';
+import { clientAddressOf } from '../client-address.js';
 import { basicPassword, certificateFromHeader, tlsClientCertificate } from '../est-credentials.js';
 import type { LoginThrottle } from '../rate-limit.js';
 import { profileIdParams } from '../schemas/pki.js';
@@ -52,13 +57,16 @@ export function estRoutes(deps: EstRouteDeps): Router {
 
   const enroll = (operation: EstOperation) => async (req: Request, res: Response) => {
     const { profileId } = inputOf<Params>(res).params;
-    const address = req.ip ?? req.socket.remoteAddress ?? '';
+    const address = clientAddressOf(res);
     const throttleKey = `est:${profileId}`;
     deps.estThrottle.check(throttleKey, address);
     const header = deps.estClientCertificateHeader;
     const clientCertificate = tlsClientCertificate(req.socket) ?? (header && deps.fromTrustedProxy(req) ? certificateFromHeader(req.headers, header) : undefined);
     const password = basicPassword(req.headers.authorization);
     if (password !== undefined) deps.estThrottle.attempting(throttleKey, address);
+    // Like a login whose secret is checked: one audit event each (passphrase guesses are
+    // throttled, so these stay bounded). Requests with no credentials at all are only counted.
+    if (password !== undefined || clientCertificate) auditIndividually(res);
     try {
       const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       const issued = await deps.est.enroll(profileId, operation, { password, clientCertificate }, body, () => {

@@ -192,6 +192,23 @@ describe('EST enrollment', () => {
     expect((await enroll('simpleenroll', empty, ['-u', `x:${PASSPHRASE}`])).status).toBe(400);
   });
 
+  it('hostile requests are 4xx envelopes, never a 500: oversized body, bad profile id, unknown profile, broken Basic, binary garbage', async () => {
+    const huge = write('huge.b64', 'A'.repeat(100 * 1024));
+    const tooLarge = await enroll('simpleenroll', huge, ['-u', `x:${PASSPHRASE}`]);
+    expect(tooLarge.status).toBe(413);
+    expect(JSON.parse(tooLarge.body.toString()).error).toBe('PayloadTooLarge');
+    const badId = await curl(['-X', 'POST', '--data-binary', 'x', `${svc.url}/.well-known/est/not-a-uuid/simpleenroll`]);
+    expect(badId.status).toBe(422);
+    const unknown = await curl(['-X', 'POST', '-u', `x:${PASSPHRASE}`, '--data-binary', 'x', `${svc.url}/.well-known/est/00000000-0000-4000-8000-000000000000/simpleenroll`]);
+    expect(unknown.status).toBe(404);
+    const broken = await curl(['-X', 'POST', '-H', 'Authorization: Basic %%%', '--data-binary', 'x', `${base}/simpleenroll`]);
+    expect(broken.status).toBe(401);
+    const binary = write('binary.bin', Buffer.from([0x30, 0x82, 0xff, 0xff, 0x00, 0x01, 0x02]));
+    const garbage = await enroll('simpleenroll', binary, ['-u', `x:${PASSPHRASE}`]);
+    expect(garbage.status).toBe(400);
+    expect(JSON.parse(garbage.body.toString()).error).toBe('BadRequest');
+  });
+
   it('simplereenroll with the client certificate from a trusted proxy: same subject and SANs, new key; another subject is 400', async () => {
     const header = `X-SSL-Client-Cert: ${encodeURIComponent(readFileSync(enrolled.path, 'utf8'))}`;
     const body = csr('device1-next', '/CN=device1.est.test', 'DNS:device1.est.test');

@@ -126,11 +126,11 @@ export function createOcspService(deps: OcspDeps) {
   }
 
   /** A kept answer for these CertIDs and statuses, or one signed now (once, however many ask at the same time). */
-  function signedFor(caId: string, responder: Responder, responses: Array<{ certId: OcspCertId; status: CertStatus }>): Promise<Signed> & { fromCache?: boolean } {
+  function signedFor(caId: string, responder: Responder, responses: Array<{ certId: OcspCertId; status: CertStatus }>): { signed: Promise<Signed>; reused: boolean } {
     let key = caId;
     for (const { certId, status } of responses) key += `|${certId.raw.toString('base64')}:${statusKey(status)}`;
     const kept = signedAnswers.get(key);
-    if (kept && now() - kept.signedAt < refreshAfterMs) return Object.assign(Promise.resolve(kept), { fromCache: true });
+    if (kept && now() - kept.signedAt < refreshAfterMs) return { signed: Promise.resolve(kept), reused: true };
     let pending = signing.get(key);
     if (!pending) {
       pending = sign(responder, responses, undefined);
@@ -138,6 +138,7 @@ export function createOcspService(deps: OcspDeps) {
       pending.then(
         (signed) => {
           signing.delete(key);
+          // Re-inserted at the end, so the first key in the map is always the oldest answer.
           signedAnswers.delete(key);
           if (signedAnswers.size >= cacheEntries) signedAnswers.delete(signedAnswers.keys().next().value!);
           signedAnswers.set(key, signed);
@@ -145,7 +146,7 @@ export function createOcspService(deps: OcspDeps) {
         () => signing.delete(key),
       );
     }
-    return pending;
+    return { signed: pending, reused: false };
   }
 
   async function statusOf(caId: string, certId: OcspCertId): Promise<CertStatus> {
@@ -183,9 +184,9 @@ export function createOcspService(deps: OcspDeps) {
           const signed = await sign(responder, responses, parsed.nonce);
           return { der: signed.der, responseStatus: 'successful', thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate, cacheable: false, source: 'token' };
         }
-        const pending = signedFor(caId, responder, responses);
+        const { signed: pending, reused } = signedFor(caId, responder, responses);
         const signed = await pending;
-        return { der: signed.der, responseStatus: 'successful', thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate, cacheable: true, source: pending.fromCache ? 'cache' : 'token' };
+        return { der: signed.der, responseStatus: 'successful', thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate, cacheable: true, source: reused ? 'cache' : 'token' };
       } catch (error) {
         // The token busy, timing out or down is temporary: RFC 6960's tryLater says so to the client.
         if (error instanceof TokenError && error.errorClass !== 'operation' && error.errorClass !== 'stale-handle') return failure('tryLater');

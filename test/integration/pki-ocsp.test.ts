@@ -89,6 +89,12 @@ describe('OCSP responder', () => {
     return ask('openssl', ['ocsp', '-url', url, '-issuer', file('inter.pem'), '-CAfile', file('root.pem'), '-resp_text', '-timeout', '20', ...args]);
   }
 
+  /** hsm_signer_ocsp_responses_total of successful answers whose signature was reused. */
+  async function reusedAnswers(): Promise<number> {
+    const text = await (await fetch(`${svc.url}/metrics`)).text();
+    return Number(/hsm_signer_ocsp_responses_total\{status="successful",source="cache"\} (\d+)/.exec(text)?.[1] ?? 0);
+  }
+
   const post = (caId: string, body: Buffer | string, headers: Record<string, string> = { 'content-type': 'application/ocsp-request' }) =>
     fetch(`${svc.url}/api/v1/cert-manager/ocsp/${caId}`, { method: 'POST', headers, body });
 
@@ -138,9 +144,14 @@ describe('OCSP responder', () => {
     expect(good.text).toMatch(/Signature Algorithm: ecdsa-with-SHA256/);
     expect(good.text).toMatch(/Responder Id: [0-9A-F]{40}/);
 
+    // Without a nonce, twice: the second answer reuses the signature made for "good".
+    const reusedBefore = await reusedAnswers();
+    for (let i = 0; i < 2; i++) expect((await opensslAsk(ocspUrl, ['-cert', leaf.path, '-no_nonce'])).text).toContain(`${leaf.path}: good`);
+    expect(await reusedAnswers()).toBeGreaterThan(reusedBefore);
+
     const revoked = await request(svc.url, 'POST', `/api/v1/cert-manager/certificates/${leaf.certificateId}/revoke`, { token, body: { revocationReason: 'KEY_COMPROMISE' } });
     expect(revoked.status).toBe(200);
-    // Asked without a nonce, as a cached answer could serve: the revocation must show anyway.
+    // Asked without a nonce again, where the "good" signed above would be reused if the status were not read: revoked.
     const after = await opensslAsk(ocspUrl, ['-cert', leaf.path, '-no_nonce']);
     expect(after.text).toContain('Response verify OK');
     expect(after.text).toContain(`${leaf.path}: revoked`);

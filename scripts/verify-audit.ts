@@ -1,75 +1,78 @@
 /**
- * `npx tsx scripts/verify-audit.ts [--db PATH] [--data-dir DIR] [--public-key PEM]`
+ * `npx tsx scripts/verify-audit.ts [--db PATH | --url URL] [--data-dir DIR] [--public-key PEM]`
  *
- * Verifies the audit trail in a hsm-signer database: recomputes every event's hash in seq
- * order, checks each link, and checks every signed checkpoint (its signature with the audit
- * public key, and that the chain's hash at its seq is the one signed). Prints one line: the
- * summary of an intact chain (exit 0), or the first problem with its seq, event id, time and
- * kind (exit 1). Exit 2 when the database cannot be read. Every process that shares the store
- * appends to the same one chain (src/services/audit-writer.ts), so this checks every replica's
- * events and every checkpoint, whichever process signed it.
+ * Verifies the audit trail in a hsm-signer store: recomputes every event's hash in seq order,
+ * checks each link, and checks every signed checkpoint (its signature with the audit public
+ * key, and that the chain's hash at its seq is the one signed). Prints one line: the summary
+ * of an intact chain (exit 0), or the first problem with its seq, event id, time and kind
+ * (exit 1). Exit 2 when the store cannot be read. Every process that shares the store appends
+ * to the same one chain (src/services/audit-writer.ts), so this checks every replica's events
+ * and every checkpoint, whichever process signed it.
  *
- * The database is opened read-only and no migration runs, so it is safe against a live
- * service. Without --db, the path comes from the service's own configuration (DATA_DIR,
- * DATABASE_PATH, CONFIG_FILE), as `npm start` would use it. --public-key names a PEM copy of
- * the audit public key kept outside the database; without it, the key stored in the database
- * is trusted.
+ * The store is the one the service's own configuration names, as `npm start` would use it:
+ * PostgreSQL when DATABASE_URL (database.url) is set, else the SQLite file (DATA_DIR,
+ * DATABASE_PATH, CONFIG_FILE); --url and --db name one directly. It only reads: SQLite is
+ * opened read-only, no migration runs, and on PostgreSQL it issues SELECTs only, so it is safe
+ * against a live service. --public-key names a PEM copy of the audit public key kept outside
+ * the database; without it, the key stored in the database is trusted.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import Database from 'better-sqlite3';
 import { loadConfig } from '../src/config/load.js';
 import { formatAuditReport, verifyAuditChain, type AuditChainReport } from '../src/services/audit-chain.js';
 import { readAuditChain } from '../src/store/audit-store.js';
-import type { Db } from '../src/store/database.js';
+import { describeLocation, openStore, storeLocation, type Store, type StoreLocation } from '../src/store/database.js';
 
-export function verifyAuditDatabase(db: Db, options: { trustedPublicKey?: KeyObject } = {}): AuditChainReport {
-  return verifyAuditChain(readAuditChain(db), options);
+export function verifyAuditDatabase(store: Store, options: { trustedPublicKey?: KeyObject } = {}): Promise<AuditChainReport> {
+  return verifyAuditChain(readAuditChain(store), options);
 }
 
-function databasePath(values: { db?: string | undefined; 'data-dir'?: string | undefined }): string {
-  if (values.db) return values.db;
+function locationOf(values: { db?: string | undefined; url?: string | undefined; 'data-dir'?: string | undefined }): StoreLocation {
+  if (values.url) return { engine: 'postgres', url: values.url };
+  if (values.db) return { engine: 'sqlite', path: values.db };
   const config = loadConfig(values['data-dir'] ? { dataDir: values['data-dir'] } : {});
-  return config.database.path ?? join(config.dataDir, 'hsm-signer.db');
+  return storeLocation(config.database, join(config.dataDir, 'hsm-signer.db'));
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
       db: { type: 'string' },
+      url: { type: 'string' },
       'data-dir': { type: 'string' },
       'public-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    console.log('usage: npx tsx scripts/verify-audit.ts [--db PATH] [--data-dir DIR] [--public-key PEM]');
+    console.log('usage: npx tsx scripts/verify-audit.ts [--db PATH | --url URL] [--data-dir DIR] [--public-key PEM]');
     return 0;
   }
-  let db: Db | undefined;
-  let path = '(no path)';
+  let store: Store | undefined;
+  let where = '(no store)';
   try {
-    path = databasePath(values);
+    const location = locationOf(values);
+    where = describeLocation(location);
     const trustedPublicKey = values['public-key'] ? createPublicKey(readFileSync(values['public-key'])) : undefined;
-    db = new Database(path, { readonly: true, fileMustExist: true });
-    const tables = db.prepare<[], { name: string }>(`SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('audit_events', 'audit_checkpoints')`).all();
-    if (tables.length !== 2) {
-      console.error(`${path} has no audit trail (the service that made it predates migration 003-audit)`);
+    store = await openStore(location, { migrate: false, readonly: true, poolSize: 1 });
+    const tables = new Set((await store.db.introspection.getTables()).map((table) => table.name));
+    if (!tables.has('audit_events') || !tables.has('audit_checkpoints')) {
+      console.error(`${where} has no audit trail (the service that made it predates migration 003-audit)`);
       return 2;
     }
-    const report = verifyAuditDatabase(db, trustedPublicKey ? { trustedPublicKey } : {});
+    const report = await verifyAuditDatabase(store, trustedPublicKey ? { trustedPublicKey } : {});
     console.log(formatAuditReport(report));
     return report.ok ? 0 : 1;
   } catch (error) {
-    console.error(`cannot verify the audit trail in ${path}: ${(error as Error).message}`);
+    console.error(`cannot verify the audit trail in ${where}: ${(error as Error).message}`);
     return 2;
   } finally {
-    db?.close();
+    await store?.close();
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) process.exitCode = main(process.argv.slice(2));
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) process.exitCode = await main(process.argv.slice(2));

@@ -36,10 +36,10 @@ import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { startMaintenance, underLease } from './services/leases.js';
-import { openDatabase } from './store/database.js';
-import { createSqliteIdentityStore } from './store/identity-store.js';
-import { createSqliteKeyStore } from './store/key-store.js';
-import { createSqlitePkiStore } from './store/pki-store.js';
+import { describeLocation, openStore, storeLocation, type Store } from './store/database.js';
+import { createIdentityStore } from './store/identity-store.js';
+import { createKeyStore } from './store/key-store.js';
+import { createPkiStore } from './store/pki-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
 import { createLeaseStore } from './store/lease-store.js';
 
@@ -114,21 +114,21 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
 
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const { module, pool, token } = connectToken(config, logger);
-  const db = openDatabase(config.database.path ?? join(config.dataDir, 'hsm-signer.db'));
-  const orgId = getOrCreateSetting(db, 'orgId', randomUUID);
-  const leases = createLeaseStore(db);
-  const identityStore = createSqliteIdentityStore(db);
+  const store = await openConfiguredStore(config, logger);
+  const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
+  const leases = createLeaseStore(store);
+  const identityStore = createIdentityStore(store);
   const identities = createIdentityService({
     identityStore,
     settings: config.auth,
     onRefreshError: (error) => logger.warn({ err: error }, 'refreshing cached access tokens failed; requests read the store instead'),
   });
   // A key deleted (here or by another process) takes its session copies in every token thread with it.
-  const keys = createKeyService({ keyStore: createSqliteKeyStore(db), token, orgId, logger, onKeyObjectsGone: (objectIds) => token.forgetObjects(objectIds) });
+  const keys = createKeyService({ keyStore: createKeyStore(store), token, orgId, logger, onKeyObjectsGone: (objectIds) => token.forgetObjects(objectIds) });
   identities.startRefresh();
   keys.startRefresh();
   const crypto = createCryptoService({ keys, token });
-  const pkiStore = createSqlitePkiStore(db);
+  const pkiStore = createPkiStore(store);
 
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
@@ -136,13 +136,18 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const ocsp = createOcspService({ pkiStore, cas });
   const est = createEstService({ pkiStore, cas, certificates });
 
-  const audit = createAuditService({ db, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
-  await audit.start();
+  const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
+  // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
+  // starting at the same moment may be between writing a pending CA row and activating it, or
+  // between generating its audit key and saving it, and the reconcile and the orphan sweep
+  // must not take that work in progress for a crash's leftovers.
+  await underLease(leases, 'bootstrap', 60_000, async () => {
+    await audit.start();
+    const undone = (await keys.reconcile()) + (await cas.reconcile());
+    const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
+    if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
+  });
   const deniedRequests = createDeniedSummary(audit, { intervalMs: config.audit.deniedSummaryIntervalMs });
-
-  const undone = (await keys.reconcile()) + (await cas.reconcile());
-  const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
-  if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
   let draining = false;
   const app = createHttpApp({
     logger,
@@ -256,16 +261,32 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         await audit.close();
         const poolClosed = pool.close();
         if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {
-          db.close();
+          await store.close();
           throw new Error(`A token call still had not returned after the grace period (${pool.insideModule} token threads still inside the module); exiting without C_Finalize`);
         }
         module.finalize();
         observePool(undefined);
-        db.close();
+        await store.close();
       })();
       return closing;
     },
   };
+}
+
+/**
+ * The store the configuration names (PostgreSQL with database.url, else SQLite under
+ * DATA_DIR), opened and migrated. A failure is a StartupError naming the store without its
+ * password (main.ts prints it and exits).
+ */
+async function openConfiguredStore(config: Config, logger: Logger): Promise<Store> {
+  const location = storeLocation(config.database, join(config.dataDir, 'hsm-signer.db'));
+  try {
+    return await openStore(location, {
+      onConnectionError: (error) => logger.warn({ err: error }, 'a database connection failed; the pool replaces it'),
+    });
+  } catch (error) {
+    throw new StartupError(`Cannot open the store ${describeLocation(location)}: ${(error as Error).message}`);
+  }
 }
 
 /** Resolves true when `promise` settles before `deadline` (epoch ms), false otherwise. */

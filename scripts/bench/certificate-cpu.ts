@@ -21,8 +21,8 @@ import type { KeySpec } from '../../src/algorithms.js';
 import { createCaService } from '../../src/services/ca-service.js';
 import { createCertificateService } from '../../src/services/certificate-service.js';
 import type { Principal } from '../../src/services/permissions.js';
-import { openDatabase } from '../../src/store/database.js';
-import { createSqlitePkiStore } from '../../src/store/pki-store.js';
+import { openStore } from '../../src/store/database.js';
+import { createPkiStore } from '../../src/store/pki-store.js';
 import { makeBenchCsr } from './certificates.js';
 
 const iterations = Number(process.argv[2] ?? 1000);
@@ -52,8 +52,8 @@ const CLOCK_TICKS = 100;
 const FIXED_P256 = randomBytes(64);
 
 async function main() {
-  const db = openDatabase(join(dir, 'pki.db'));
-  const pkiStore = createSqlitePkiStore(db);
+  const store = await openStore({ engine: 'sqlite', path: join(dir, 'pki.db') });
+  const pkiStore = createPkiStore(store);
   const logger = createLogger('error');
   const cas = createCaService({ pkiStore, token: token as never, publicBaseUrl: () => 'http://127.0.0.1:8080', logger });
   const certificates = createCertificateService({ pkiStore, cas });
@@ -93,7 +93,7 @@ async function main() {
     const median = rounds.map((r) => r.main).sort((a, b) => a - b)[2]!;
     console.log(`${keyAlgorithm}: main thread best ${best.main.toFixed(0)} µs/certificate (median ${median.toFixed(0)}); whole process ${best.process.toFixed(0)} µs in that round; 5 rounds of ${iterations}`);
   }
-  db.close();
+  await store.close();
 }
 
 main()

@@ -123,11 +123,11 @@ export type AuditChainReport =
   | { ok: false; problem: AuditChainProblem };
 
 export interface AuditChainSource {
-  /** Every event in seq order; called again (once) to explain a problem. */
-  events(): Iterable<AuditEventRecord>;
-  checkpoints(): AuditCheckpointRecord[];
+  /** Every event in seq order; called again (once) to explain a problem. Async: the store may be PostgreSQL. */
+  events(): AsyncIterable<AuditEventRecord> | Iterable<AuditEventRecord>;
+  checkpoints(): Promise<AuditCheckpointRecord[]> | AuditCheckpointRecord[];
   /** DER SubjectPublicKeyInfo of the audit key, as the service stored it. */
-  publicKey(): Buffer | undefined;
+  publicKey(): Promise<Buffer | undefined> | Buffer | undefined;
 }
 
 export interface VerifyOptions {
@@ -156,10 +156,10 @@ function problem(kind: AuditChainProblemKind, seq: number, event: AuditEventReco
  * at each checkpoint's seq its signature and the hash it signed. The classification of a broken
  * event (edited, removed, reordered) is what the evidence points to, not proof of intent.
  */
-export function verifyAuditChain(source: AuditChainSource, options: VerifyOptions = {}): AuditChainReport {
-  const checkpoints = [...source.checkpoints()].sort((a, b) => a.seq - b.seq);
+export async function verifyAuditChain(source: AuditChainSource, options: VerifyOptions = {}): Promise<AuditChainReport> {
+  const checkpoints = [...(await source.checkpoints())].sort((a, b) => a.seq - b.seq);
   let key: KeyObject | undefined = options.trustedPublicKey;
-  const stored = source.publicKey();
+  const stored = await source.publicKey();
   if (stored) {
     try {
       const storedKey = createPublicKey({ key: stored, format: 'der', type: 'spki' });
@@ -176,13 +176,13 @@ export function verifyAuditChain(source: AuditChainSource, options: VerifyOption
   let checkpointIndex = 0;
   let lastMatchedCheckpointSeq = 0;
   let count = 0;
-  for (const event of source.events()) {
+  for await (const event of source.events()) {
     const expectedSeq = (previous?.seq ?? 0) + 1;
     if (event.seq !== expectedSeq) {
       const missing = event.seq - 1 === expectedSeq ? `event ${expectedSeq} is missing` : `events ${expectedSeq}–${event.seq - 1} are missing`;
       return problem('removed', expectedSeq, undefined, `${missing} (the next event present is seq ${event.seq}, id ${event.id}, time ${event.time})`);
     }
-    const broken = checkEvent(source, event, previous);
+    const broken = await checkEvent(source, event, previous);
     if (broken) return broken;
     // The hashes link: a time going backwards means the chain was rebuilt with events moved
     // (the service never writes a time earlier than the one before).
@@ -229,13 +229,13 @@ export function verifyAuditChain(source: AuditChainSource, options: VerifyOption
 }
 
 /** The problem with `event`, whose seq follows `previous`'s, or undefined when it links. */
-function checkEvent(source: AuditChainSource, event: AuditEventRecord, previous: AuditEventRecord | undefined): AuditChainReport | undefined {
+async function checkEvent(source: AuditChainSource, event: AuditEventRecord, previous: AuditEventRecord | undefined): Promise<AuditChainReport | undefined> {
   const expectedPrev = previous?.hash ?? GENESIS_HASH;
   const intact = eventHash(event) === event.hash;
   const linked = event.prevHash === expectedPrev;
   if (intact && linked) return undefined;
 
-  const index = indexEvents(source);
+  const index = await indexEvents(source);
   if (intact) {
     // The event is self-consistent yet names another predecessor: its own hash was recomputed
     // after it was moved, or the event before it was edited and rehashed (the usual case).
@@ -262,16 +262,16 @@ interface EventIndex {
   maxSeq: number;
 }
 
-function indexEvents(source: AuditChainSource): EventIndex {
+async function indexEvents(source: AuditChainSource): Promise<EventIndex> {
   const seqsOfHash = new Map<string, number[]>();
   let maxSeq = 0;
-  for (const event of source.events()) {
+  for await (const event of source.events()) {
     const seqs = seqsOfHash.get(event.hash);
     if (seqs) seqs.push(event.seq);
     else seqsOfHash.set(event.hash, [event.seq]);
     maxSeq = Math.max(maxSeq, event.seq);
   }
-  for (const checkpoint of source.checkpoints()) maxSeq = Math.max(maxSeq, checkpoint.seq);
+  for (const checkpoint of await source.checkpoints()) maxSeq = Math.max(maxSeq, checkpoint.seq);
   return { seqsOfHash, maxSeq };
 }
 

@@ -6,8 +6,9 @@
  * The main thread only collects. record() packs the event's fields and the time into this
  * event-loop turn's batch, posted as one message to the writer thread (audit-writer.ts) at the
  * end of the turn; the writer numbers, hashes and stores each batch in one transaction that
- * reads the stored head under SQLite's write lock (BEGIN IMMEDIATE). That is what keeps several
- * writers right (another service in this process, other processes on the same file): each batch
+ * reads the stored head under the store's audit lock (SQLite: BEGIN IMMEDIATE, the write lock;
+ * PostgreSQL: pg_advisory_xact_lock). That is what keeps several writers right (another service
+ * in this process, other processes and replicas on the same store): each batch
  * goes after whatever any writer committed before it, on one chain without gaps or forks, and
  * no process keeps a head in memory that another could make stale.
  *
@@ -16,9 +17,11 @@
  *   that event-loop turn.
  * - Durable: committed by the writer's first transaction after the batch arrives, typically
  *   within a millisecond of the response. No hard time bound: the writer needs the CPU, and
- *   waits for another writer's lock up to busy_timeout (5 s), after which that batch fails as
- *   below. Committed means in the WAL: it survives a crash of the process; a power cut may roll
- *   back the last commits before it (synchronous=NORMAL, as for everything in the store).
+ *   waits for another writer's lock up to busy_timeout (SQLite) or lock_timeout (PostgreSQL),
+ *   5 s, after which that batch fails as below. On SQLite committed means in the WAL: it
+ *   survives a crash of the process; a power cut may roll back the last commits before it
+ *   (synchronous=NORMAL, as for everything in the store). On PostgreSQL it means what the
+ *   server's durability settings make of a COMMIT.
  * - A crash loses what was recorded but not committed: the current turn's batch and the ones
  *   queued behind the transaction in progress (normally milliseconds of traffic; up to
  *   busy_timeout's worth while another writer holds the lock). Events lost with a dead writer thread are
@@ -46,8 +49,8 @@ import { badRequest, permissionDenied } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import { spawnWorker } from '../spawn-worker.js';
-import type { Db } from '../store/database.js';
-import { createSqliteAuditStore, type AuditEventRecord, type AuditKeySettings, type AuditListQuery } from '../store/audit-store.js';
+import type { Store } from '../store/database.js';
+import { createAuditStore, type AuditEventRecord, type AuditKeySettings, type AuditListQuery } from '../store/audit-store.js';
 import { CHECKPOINT_ALGORITHM, checkpointMessage } from './audit-chain.js';
 import { FIELDS_PER_EVENT, packEvent, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
 import { ecdsaRawToDer } from './kms-encoding.js';
@@ -123,7 +126,7 @@ const toView = (event: AuditEventRecord): AuditEventView => ({
   outcome: event.outcome as AuditOutcome,
 });
 
-/** SQLite's wait for another writer's lock, as the main connection's (store/database.ts). */
+/** The wait for another writer's lock, as the main connection's (store/database.ts). */
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 /** After a writer thread died, how long batches are counted as failed before another starts. */
 const WRITER_RESTART_DELAY_MS = 1000;
@@ -138,8 +141,8 @@ interface Writer {
 }
 
 export function createAuditService(deps: {
-  /** The main connection; the writer thread opens the same file (`db.name`) on its own. */
-  db: Db;
+  /** The service's store; the writer thread opens the same one (`store.location`) on a connection of its own. */
+  store: Store;
   token: Pick<Token, 'generateKey' | 'signDigest'>;
   logger: Logger;
   signIntervalMs: number;
@@ -149,12 +152,15 @@ export function createAuditService(deps: {
   busyTimeoutMs?: number;
 }): AuditService {
   const { token, logger } = deps;
-  if (deps.db.memory) throw new Error('The audit trail needs a database file: its writer thread opens the file on a connection of its own');
-  const databasePath = deps.db.name;
+  const { location } = deps.store;
+  if (location.engine === 'sqlite' && (location.path === ':memory:' || location.path === '')) {
+    throw new Error('The audit trail needs a database file: its writer thread opens the file on a connection of its own');
+  }
   const busyTimeoutMs = deps.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-  const store = createSqliteAuditStore(deps.db);
+  const store = createAuditStore(deps.store);
 
-  let auditKey: AuditKeySettings | undefined = store.auditKey();
+  /** Read from the store by start(). */
+  let auditKey: AuditKeySettings | undefined;
   let timer: NodeJS.Timeout | undefined;
   let signing: Promise<void> = Promise.resolve();
   let closing: Promise<void> | undefined;
@@ -183,7 +189,7 @@ export function createAuditService(deps: {
 
   function startWriter(): Writer {
     const settledBuffer = new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT);
-    const workerData: AuditWriterData = { databasePath, busyTimeoutMs, settled: settledBuffer };
+    const workerData: AuditWriterData = { location, busyTimeoutMs, settled: settledBuffer };
     const worker = spawnWorker(import.meta.url, 'audit-writer', { workerData, name: 'audit-writer' });
     // Idle, the writer must not keep the process alive; a flush or close holds it (ref) meanwhile.
     worker.unref();
@@ -265,8 +271,8 @@ export function createAuditService(deps: {
     if (!key) throw new Error('The audit service has not started: there is no audit key yet');
     await flush();
     // The head as stored, whoever wrote it: a checkpoint must name an event that exists.
-    const head = store.head();
-    if (!head || (store.lastCheckpoint()?.seq ?? 0) >= head.seq) return;
+    const head = await store.head();
+    if (!head || ((await store.lastCheckpoint())?.seq ?? 0) >= head.seq) return;
     const { seq, hash } = head;
     const signedAt = new Date().toISOString();
     const message = checkpointMessage(seq, hash, signedAt);
@@ -277,7 +283,7 @@ export function createAuditService(deps: {
       throw new Error('The audit key in the token does not match the public key in the settings');
     }
     // Another process may have signed this head meanwhile; its checkpoint serves as well.
-    store.insertCheckpoint({ seq, headHash: hash, signedAt, algorithm: CHECKPOINT_ALGORITHM, signature });
+    await store.insertCheckpoint({ seq, headHash: hash, signedAt, algorithm: CHECKPOINT_ALGORITHM, signature });
   }
 
   function signHead(): Promise<void> {
@@ -307,13 +313,14 @@ export function createAuditService(deps: {
     },
 
     async start() {
+      auditKey ??= await store.auditKey();
       if (!auditKey) {
         const objectId = randomBytes(16);
         const { publicKeySpki } = await token.generateKey(objectId, AUDIT_KEY_LABEL, AUDIT_KEY_SPEC);
         if (!publicKeySpki) throw new Error('The token returned no public key for the audit key');
         // Only now that the key exists: a crash before this line leaves an object no row names,
         // which the orphan sweep destroys at the next start.
-        auditKey = store.saveAuditKey({ objectId, publicKey: publicKeySpki });
+        auditKey = await store.saveAuditKey({ objectId, publicKey: publicKeySpki });
         if (auditKey.objectId.equals(objectId)) logger.info({ objectId: objectId.toString('hex') }, 'generated the audit checkpoint key in the token');
         else logger.info({ objectId: auditKey.objectId.toString('hex') }, 'another process saved its audit checkpoint key first; using that one');
       }
@@ -341,7 +348,7 @@ export function createAuditService(deps: {
           try {
             await signHead();
           } catch (error) {
-            logger.warn({ err: error, seq: safeHeadSeq() }, 'could not sign the audit chain head at shutdown; events after the last checkpoint stay unsigned until the next one');
+            logger.warn({ err: error, seq: await safeHeadSeq() }, 'could not sign the audit chain head at shutdown; events after the last checkpoint stay unsigned until the next one');
           }
         }
         await closeWriter();
@@ -365,9 +372,9 @@ export function createAuditService(deps: {
     },
   };
 
-  function safeHeadSeq(): number | undefined {
+  async function safeHeadSeq(): Promise<number | undefined> {
     try {
-      return store.head()?.seq;
+      return (await store.head())?.seq;
     } catch {
       return undefined;
     }

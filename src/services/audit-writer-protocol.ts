@@ -4,6 +4,7 @@
  * structured clone of a flat array costs the main thread far less than one of an object per
  * event, and the main thread is what this split exists to spare.
  */
+import type { StoreLocation } from '../store/database.js';
 import type { UnchainedEvent } from './audit-chain.js';
 
 export const FIELDS_PER_EVENT = 9;
@@ -11,7 +12,8 @@ export const FIELDS_PER_EVENT = 9;
 export type PackedEvents = Array<string | number | null>;
 
 export interface AuditWriterData {
-  databasePath: string;
+  /** The store the service opened (for PostgreSQL, its URL: workerData is not logged). */
+  location: StoreLocation;
   busyTimeoutMs: number;
   /**
    * One BigInt64 the writer raises by the number of events it has finished with (written or

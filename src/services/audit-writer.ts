@@ -3,19 +3,20 @@
  * owns a connection of its own to the store and appends the events the main thread posts.
  *
  * Every batch that arrives while a write is not running joins the next one: the messages of one
- * turn of this thread become one BEGIN IMMEDIATE transaction that reads the stored head and
- * chains the events onto it (audit-chain.ts chainEvents), hashing here rather than on the main
- * thread. Because the head is read under the write lock, any number of writers, in this process
- * or others, extend one chain. Messages are handled in the order posted, so a `flush` answered
- * after writing the queue covers every event posted before it. A batch that fails is reported,
- * not retried (the store has already had busy_timeout to answer, and the batches behind it must
- * not wait on one the store refuses), and the connection is reopened for the next, in case the
- * failure was the connection's.
+ * turn of this thread become one transaction that reads the stored head and chains the events
+ * onto it (audit-chain.ts chainEvents), hashing here rather than on the main thread. The
+ * transaction holds the store's audit lock from before that read (BEGIN IMMEDIATE on SQLite,
+ * pg_advisory_xact_lock on PostgreSQL; store/audit-store.ts createAuditAppender), so any number
+ * of writers, in this process, in others, on other replicas, extend one chain. Writes run one
+ * at a time and messages are handled in the order posted, so a `flush` answered after writing
+ * the queue covers every event posted before it. A batch that fails is reported, not retried
+ * (the store has already had busy_timeout / lock_timeout to answer, and the batches behind it
+ * must not wait on one the store refuses), and the connection is reopened for the next, in case
+ * the failure was the connection's.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import Database from 'better-sqlite3';
 import { createAuditAppender } from '../store/audit-store.js';
-import type { Db } from '../store/database.js';
+import { openStore, type Store } from '../store/database.js';
 import { chainEvents, type UnchainedEvent } from './audit-chain.js';
 import { unpackEvents, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
 
@@ -23,36 +24,42 @@ const data = workerData as AuditWriterData;
 const port = parentPort!;
 const settled = new BigInt64Array(data.settled);
 
-let db: Db | undefined;
+let store: Store | undefined;
 let append: ReturnType<typeof createAuditAppender> | undefined;
 let queued: PackedEvents[] = [];
 let writeScheduled = false;
+/** The writes, flushes and the close, one after another in the order their messages came. */
+let tail: Promise<void> = Promise.resolve();
 
-function open(): ReturnType<typeof createAuditAppender> {
+function serially(task: () => Promise<void>): void {
+  tail = tail.then(task).catch(() => undefined);
+}
+
+async function open(): Promise<ReturnType<typeof createAuditAppender>> {
   if (append) return append;
-  // The service opened the file and migrated it before starting this thread.
-  db = new Database(data.databasePath, { fileMustExist: true });
-  db.pragma(`busy_timeout = ${data.busyTimeoutMs}`);
-  db.pragma('synchronous = NORMAL');
-  append = createAuditAppender(db);
+  // The service opened the store and migrated it before starting this thread; one connection
+  // is all a writer that writes one batch at a time uses.
+  store = await openStore(data.location, { migrate: false, busyTimeoutMs: data.busyTimeoutMs, poolSize: 1 });
+  append = createAuditAppender(store);
   return append;
 }
 
-function closeDb(): void {
+async function closeStore(): Promise<void> {
+  const current = store;
   append = undefined;
+  store = undefined;
   try {
-    db?.close();
+    await current?.close();
   } catch {
     // Already unusable; a fresh connection is what comes next either way.
   }
-  db = undefined;
 }
 
 function post(message: FromWriter): void {
   port.postMessage(message);
 }
 
-function writeQueued(): void {
+async function writeQueued(): Promise<void> {
   writeScheduled = false;
   if (queued.length === 0) return;
   const events: UnchainedEvent[] = [];
@@ -60,7 +67,7 @@ function writeQueued(): void {
   queued = [];
   if (events.length === 0) return;
   try {
-    open()((head) => chainEvents(head, events));
+    await (await open())((head) => chainEvents(head, events));
   } catch (error) {
     const { name, message, code } = error as { name?: string; message?: string; code?: unknown };
     post({
@@ -69,7 +76,7 @@ function writeQueued(): void {
       firstReqId: events[0]!.reqId,
       error: { name: String(name ?? 'Error'), message: String(message ?? error), ...(typeof code === 'string' ? { code } : {}) },
     });
-    closeDb();
+    await closeStore();
   } finally {
     Atomics.add(settled, 0, BigInt(events.length));
   }
@@ -81,17 +88,22 @@ port.on('message', (message: ToWriter) => {
       queued.push(message.events);
       if (!writeScheduled) {
         writeScheduled = true;
-        setImmediate(writeQueued);
+        // Everything that arrives before this runs (and while the write before it runs) joins it.
+        setImmediate(() => serially(writeQueued));
       }
       return;
     case 'flush':
-      writeQueued();
-      post({ type: 'flushed', id: message.id });
+      serially(async () => {
+        await writeQueued();
+        post({ type: 'flushed', id: message.id });
+      });
       return;
     case 'close':
-      writeQueued();
-      closeDb();
-      port.close();
+      serially(async () => {
+        await writeQueued();
+        await closeStore();
+        port.close();
+      });
       return;
   }
 });

@@ -213,8 +213,10 @@ export function createCaService(deps: CaDeps) {
     return keyIds.get(ca.serialNumber);
   }
 
-  // One CRL generation at a time per CA: each reads the number and the revoked list fresh and
-  // writes number + 1, so concurrent revocations never publish two CRLs under one number.
+  // One CRL generation at a time per CA in this process (each reads the revoked list fresh).
+  // Across replicas, the store hands out the numbers (nextCrlNumber: unique and increasing
+  // whoever asks) and keeps the highest-numbered CRL (saveCrl), so a replica that took its
+  // number first but finished last never puts an older list back.
   const crlQueues = new Map<string, Promise<unknown>>();
   function regenerateCrl(ca: CaRecord): Promise<Buffer> {
     const previous = crlQueues.get(ca.id) ?? Promise.resolve();
@@ -227,9 +229,10 @@ export function createCaService(deps: CaDeps) {
   }
 
   async function makeCrl(ca: CaRecord): Promise<Buffer> {
+    // The number first: a certificate revoked after this read is in the next CRL, whose number is higher.
+    const crlNumber = await store.nextCrlNumber(ca.id);
     const revoked = await store.revokedCertificates(ca.id);
     const now = Date.now();
-    const crlNumber = ca.crlNumber + 1;
     const crl = await buildCrl(
       {
         issuer: ca.subject,
@@ -242,8 +245,9 @@ export function createCaService(deps: CaDeps) {
       },
       signerFor(ca),
     );
-    await store.updateCa(ca.id, { crl, crlNumber, crlNextUpdate: new Date(now + CRL_LIFETIME_MS).toISOString() });
-    return crl;
+    if (await store.saveCrl(ca.id, crlNumber, crl, new Date(now + CRL_LIFETIME_MS).toISOString())) return crl;
+    // Another replica stored a newer CRL meanwhile: that one is the CA's current list.
+    return (await store.getCa(ca.id))?.crl ?? crl;
   }
 
   function subjectOf(input: CreateCaInput): { der: Buffer; dn: string } {

@@ -5,11 +5,16 @@
  * and written by the service on the main connection. Nothing here ever updates or deletes an
  * event.
  *
- * Invariant with several writers (threads or processes) on one file: an append reads the head
- * and inserts after it inside one BEGIN IMMEDIATE transaction, which takes SQLite's write lock
- * before the read, so no other writer can append between the two and seq stays gap-free.
+ * Invariant with several writers (threads, processes, replicas) on one store: an append reads
+ * the head and inserts after it inside one exclusive section (database.ts `exclusive`): on
+ * SQLite a BEGIN IMMEDIATE transaction, which takes the write lock before the read; on
+ * PostgreSQL a transaction that first takes the audit advisory lock (pg_advisory_xact_lock),
+ * held until it commits. Either way no other writer can append between the read and the
+ * inserts, so seq stays gap-free and every event links to the one before it.
  */
-import type { Db } from './database.js';
+import type { Kysely } from 'kysely';
+import type { Store } from './database.js';
+import type { Schema } from './schema.js';
 
 export interface AuditEventRecord {
   seq: number;
@@ -63,17 +68,17 @@ export interface AuditListQuery {
 
 export interface AuditStore {
   /** The last event, or undefined for an empty chain. */
-  head(): AuditEventRecord | undefined;
+  head(): Promise<AuditEventRecord | undefined>;
   /** False when a checkpoint of that seq is already stored (another process signed it first). */
-  insertCheckpoint(checkpoint: AuditCheckpointRecord): boolean;
-  lastCheckpoint(): AuditCheckpointRecord | undefined;
+  insertCheckpoint(checkpoint: AuditCheckpointRecord): Promise<boolean>;
+  lastCheckpoint(): Promise<AuditCheckpointRecord | undefined>;
   list(query: AuditListQuery): Promise<{ events: AuditEventRecord[]; totalCount: number }>;
-  auditKey(): AuditKeySettings | undefined;
+  auditKey(): Promise<AuditKeySettings | undefined>;
   /**
    * Written once, after the key exists in the token. Returns the key stored: `key`, or the one
    * another process saved first (then `key` is named by no row, and the orphan sweep removes it).
    */
-  saveAuditKey(key: AuditKeySettings): AuditKeySettings;
+  saveAuditKey(key: AuditKeySettings): Promise<AuditKeySettings>;
 }
 
 interface EventRow {
@@ -127,121 +132,148 @@ const toCheckpoint = (row: CheckpointRow): AuditCheckpointRecord => ({
 const KEY_OBJECT_ID = 'auditKeyObjectId';
 const PUBLIC_KEY = 'auditPublicKey';
 
-const FILTERS: Array<[keyof AuditListQuery, string]> = [
-  ['startTime', 'time >= @startTime'],
-  ['endTime', 'time < @endTime'],
-  ['identityId', 'identity_id = @identityId'],
-  ['resourceType', 'resource_type = @resourceType'],
-  ['resourceId', 'resource_id = @resourceId'],
-  ['action', 'action = @action'],
-  ['outcome', 'outcome = @outcome'],
-];
-
-function readSettings(db: Db): AuditKeySettings | undefined {
-  const rows = db.prepare<[string, string], { name: string; value: string }>('SELECT name, value FROM settings WHERE name IN (?, ?)').all(KEY_OBJECT_ID, PUBLIC_KEY);
+async function readSettings(db: Kysely<Schema>): Promise<AuditKeySettings | undefined> {
+  const rows = await db.selectFrom('settings').select(['name', 'value']).where('name', 'in', [KEY_OBJECT_ID, PUBLIC_KEY]).execute();
   const value = (name: string) => rows.find((row) => row.name === name)?.value;
   const objectId = value(KEY_OBJECT_ID);
   const publicKey = value(PUBLIC_KEY);
   return objectId && publicKey ? { objectId: Buffer.from(objectId, 'hex'), publicKey: Buffer.from(publicKey, 'base64') } : undefined;
 }
 
-const HEAD_SQL = `SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1`;
+async function readHead(db: Kysely<Schema>): Promise<AuditEventRecord | undefined> {
+  const row = await db.selectFrom('audit_events').selectAll().orderBy('seq', 'desc').limit(1).executeTakeFirst();
+  return row && toEvent(row);
+}
+
+const toEventRow = (event: AuditEventRecord): EventRow => ({
+  seq: event.seq,
+  id: event.id,
+  time: event.time,
+  req_id: event.reqId,
+  identity_id: event.identityId,
+  action: event.action,
+  resource_type: event.resourceType,
+  resource_id: event.resourceId,
+  outcome: event.outcome,
+  status_code: event.statusCode,
+  client_address: event.clientAddress,
+  prev_hash: event.prevHash,
+  hash: event.hash,
+});
+
+/** Rows per multi-row INSERT on PostgreSQL: one round trip each, well under 65535 parameters. */
+const PG_INSERT_ROWS = 200;
 
 /**
  * The one way events enter the store: `build` gets the stored head (undefined: empty chain) and
- * returns the events that follow it, which are inserted in the same transaction, all or none.
- * Returns what was inserted.
+ * returns the events that follow it, which are inserted in the same transaction, all or none,
+ * inside the audit exclusive section (the lock is taken before the head is read: a plain
+ * transaction would read a head another writer may move before this one's first insert, and
+ * then fail on the seq). Returns what was inserted.
  */
-export function createAuditAppender(db: Db): (build: (head: AuditEventRecord | undefined) => AuditEventRecord[]) => AuditEventRecord[] {
-  const head = db.prepare<[], EventRow>(HEAD_SQL);
-  const insert = db.prepare(
-    `INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash)
-     VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
-  );
-  const append = db.transaction((build: (head: AuditEventRecord | undefined) => AuditEventRecord[]) => {
-    const row = head.get();
-    const events = build(row && toEvent(row));
-    for (const event of events) insert.run(event);
-    return events;
-  });
-  // IMMEDIATE: the write lock before the head is read (a DEFERRED transaction would read a head
-  // another writer may move before this one's first insert, and then fail on the seq).
-  return (build) => append.immediate(build);
+export function createAuditAppender(store: Store): (build: (head: AuditEventRecord | undefined) => AuditEventRecord[]) => Promise<AuditEventRecord[]> {
+  return (build) =>
+    store.exclusive('audit', async (trx) => {
+      const events = build(await readHead(trx));
+      const rows = events.map(toEventRow);
+      if (store.engine === 'postgres') {
+        for (let i = 0; i < rows.length; i += PG_INSERT_ROWS) await trx.insertInto('audit_events').values(rows.slice(i, i + PG_INSERT_ROWS)).execute();
+      } else {
+        // In-process: one statement, prepared once, run per row is the fastest form here.
+        for (const row of rows) await trx.insertInto('audit_events').values(row).execute();
+      }
+      return events;
+    });
 }
 
-export function createSqliteAuditStore(db: Db): AuditStore {
-  const statements = {
-    head: db.prepare<[], EventRow>(HEAD_SQL),
-    insertCheckpoint: db.prepare(
-      `INSERT INTO audit_checkpoints (seq, head_hash, signed_at, algorithm, signature) VALUES (@seq, @headHash, @signedAt, @algorithm, @signature)
-       ON CONFLICT (seq) DO NOTHING`,
-    ),
-    lastCheckpoint: db.prepare<[], CheckpointRow>(`SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`),
-    saveSetting: db.prepare(`INSERT INTO settings (name, value) VALUES (?, ?)`),
-  };
+const FILTERS = {
+  startTime: ['time', '>='],
+  endTime: ['time', '<'],
+  identityId: ['identity_id', '='],
+  resourceType: ['resource_type', '='],
+  resourceId: ['resource_id', '='],
+  action: ['action', '='],
+  outcome: ['outcome', '='],
+} as const;
 
+export function createAuditStore(store: Store): AuditStore {
+  const { db } = store;
   return {
-    head() {
-      const row = statements.head.get();
-      return row && toEvent(row);
+    head: () => readHead(db),
+    async insertCheckpoint(checkpoint) {
+      const result = await db
+        .insertInto('audit_checkpoints')
+        .values({ seq: checkpoint.seq, head_hash: checkpoint.headHash, signed_at: checkpoint.signedAt, algorithm: checkpoint.algorithm, signature: checkpoint.signature })
+        .onConflict((conflict) => conflict.column('seq').doNothing())
+        .executeTakeFirst();
+      return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
     },
-    insertCheckpoint(checkpoint) {
-      return statements.insertCheckpoint.run(checkpoint).changes === 1;
-    },
-    lastCheckpoint() {
-      const row = statements.lastCheckpoint.get();
+    async lastCheckpoint() {
+      const row = await db.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1).executeTakeFirst();
       return row && toCheckpoint(row);
     },
     async list(query) {
-      const where: string[] = [];
-      const params: Record<string, unknown> = { limit: query.limit, offset: query.offset };
-      for (const [field, clause] of FILTERS) {
-        if (query[field] === undefined) continue;
-        where.push(clause);
-        params[field] = query[field];
+      let filtered = db.selectFrom('audit_events');
+      for (const [field, [column, op]] of Object.entries(FILTERS) as Array<[keyof typeof FILTERS, (typeof FILTERS)[keyof typeof FILTERS]]>) {
+        const value = query[field];
+        if (value !== undefined) filtered = filtered.where(column, op, value);
       }
-      const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
       // seq order is time order (times never go backwards), and seq is the primary key.
-      const direction = query.orderDirection === 'asc' ? 'ASC' : 'DESC';
-      const rows = db.prepare<Record<string, unknown>, EventRow>(`SELECT * FROM audit_events ${clause} ORDER BY seq ${direction} LIMIT @limit OFFSET @offset`).all(params);
-      const { count } = db.prepare<Record<string, unknown>, { count: number }>(`SELECT COUNT(*) AS count FROM audit_events ${clause}`).get(params)!;
-      return { events: rows.map(toEvent), totalCount: count };
+      const rows = await filtered
+        .selectAll()
+        .orderBy('seq', query.orderDirection === 'asc' ? 'asc' : 'desc')
+        .limit(query.limit)
+        .offset(query.offset)
+        .execute();
+      const { count } = await filtered.select((eb) => eb.fn.countAll<number>().as('count')).executeTakeFirstOrThrow();
+      return { events: rows.map(toEvent), totalCount: Number(count) };
     },
-    auditKey() {
-      return readSettings(db);
-    },
+    auditKey: () => readSettings(db),
     saveAuditKey(key) {
-      // IMMEDIATE, so two processes' first starts cannot both find no key and both save one.
-      return db
-        .transaction(() => {
-          const stored = readSettings(db);
-          if (stored) return stored;
-          statements.saveSetting.run(KEY_OBJECT_ID, key.objectId.toString('hex'));
-          statements.saveSetting.run(PUBLIC_KEY, key.publicKey.toString('base64'));
-          return key;
-        })
-        .immediate();
+      // Exclusive, so two processes' first starts cannot both find no key and both save one.
+      return store.exclusive('audit', async (trx) => {
+        const stored = await readSettings(trx);
+        if (stored) return stored;
+        await trx
+          .insertInto('settings')
+          .values([
+            { name: KEY_OBJECT_ID, value: key.objectId.toString('hex') },
+            { name: PUBLIC_KEY, value: key.publicKey.toString('base64') },
+          ])
+          .execute();
+        return key;
+      });
     },
   };
 }
 
+/** Events per read while the verifier walks the chain: memory stays flat however long it is. */
+const VERIFY_PAGE = 1000;
+
 /**
- * The chain as the verifier reads it, from a handle that may be read-only: it prepares only
- * SELECTs and streams events rather than loading them all.
+ * The chain as the verifier reads it, from a store that may be read-only: SELECTs only, and
+ * events in pages by seq rather than all at once.
  */
-export function readAuditChain(db: Db): {
-  events(): Iterable<AuditEventRecord>;
-  checkpoints(): AuditCheckpointRecord[];
-  publicKey(): Buffer | undefined;
+export function readAuditChain(store: Store): {
+  events(): AsyncIterable<AuditEventRecord>;
+  checkpoints(): Promise<AuditCheckpointRecord[]>;
+  publicKey(): Promise<Buffer | undefined>;
 } {
-  const eventsSql = `SELECT * FROM audit_events ORDER BY seq`;
-  const checkpoints = db.prepare<[], CheckpointRow>(`SELECT * FROM audit_checkpoints ORDER BY seq`);
+  const { db } = store;
   return {
-    *events() {
-      // A statement of its own per pass: the verifier reads again while a first pass is open.
-      for (const row of db.prepare<[], EventRow>(eventsSql).iterate()) yield toEvent(row);
+    async *events() {
+      // Keyset pages (seq > last): each page a fresh query, so two passes can be open at once.
+      let after = Number.NEGATIVE_INFINITY;
+      for (;;) {
+        let page = db.selectFrom('audit_events').selectAll().orderBy('seq').limit(VERIFY_PAGE);
+        if (after !== Number.NEGATIVE_INFINITY) page = page.where('seq', '>', after);
+        const rows = await page.execute();
+        for (const row of rows) yield toEvent(row);
+        if (rows.length < VERIFY_PAGE) return;
+        after = rows.at(-1)!.seq;
+      }
     },
-    checkpoints: () => checkpoints.all().map(toCheckpoint),
-    publicKey: () => readSettings(db)?.publicKey,
+    checkpoints: async () => (await db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute()).map(toCheckpoint),
+    publicKey: async () => (await readSettings(db))?.publicKey,
   };
 }

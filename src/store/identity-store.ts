@@ -2,7 +2,8 @@
  * Machine identities, their client secrets (slow hashes only) and access tokens (SHA-256 of
  * the bearer value only): a stolen database file holds nothing that logs anyone in.
  */
-import type { Db } from './database.js';
+import type { Store } from './database.js';
+import { chunks } from './queries.js';
 
 export interface Permission {
   projectId: string;
@@ -86,14 +87,6 @@ interface TokenHolderRow {
   permissions: string;
 }
 
-interface TokenRow {
-  token_hash: string;
-  identity_id: string;
-  issued_at: number;
-  expires_at: number;
-  max_expires_at: number;
-}
-
 const toIdentity = (row: IdentityRow): IdentityRecord => ({
   id: row.id,
   name: row.name,
@@ -112,86 +105,88 @@ const toSecret = (row: SecretRow): ClientSecretRecord => ({
   createdAt: row.created_at,
 });
 
-export function createSqliteIdentityStore(db: Db): IdentityStore {
-  const statements = {
-    insert: db.prepare(
-      `INSERT INTO identities (id, name, client_id, permissions, created_at, updated_at) VALUES (@id, @name, @clientId, @permissions, @createdAt, @updatedAt)`,
-    ),
-    get: db.prepare<[string], IdentityRow>(`SELECT * FROM identities WHERE id = ?`),
-    getByClientId: db.prepare<[string], IdentityRow>(`SELECT * FROM identities WHERE client_id = ?`),
-    list: db.prepare<[], IdentityRow>(`SELECT * FROM identities ORDER BY created_at, id`),
-    remove: db.prepare(`DELETE FROM identities WHERE id = ?`),
-    insertSecret: db.prepare(
-      `INSERT INTO client_secrets (id, identity_id, prefix, hash, description, created_at) VALUES (@id, @identityId, @prefix, @hash, @description, @createdAt)`,
-    ),
-    secrets: db.prepare<[string], SecretRow>(`SELECT * FROM client_secrets WHERE identity_id = ? ORDER BY created_at, id`),
-    secretsByPrefix: db.prepare<[string, string], SecretRow>(`SELECT * FROM client_secrets WHERE identity_id = ? AND prefix = ?`),
-    removeSecret: db.prepare(`DELETE FROM client_secrets WHERE identity_id = ? AND id = ?`),
-    insertToken: db.prepare(
-      `INSERT INTO access_tokens (token_hash, identity_id, issued_at, expires_at, max_expires_at) VALUES (@tokenHash, @identityId, @issuedAt, @expiresAt, @maxExpiresAt)`,
-    ),
-    getToken: db.prepare<[string], TokenRow>(`SELECT * FROM access_tokens WHERE token_hash = ?`),
-    tokenHolders: db.prepare<[string], TokenHolderRow>(
-      `SELECT t.token_hash, t.expires_at, i.id AS identity_id, i.name, i.permissions
-       FROM access_tokens t JOIN identities i ON i.id = t.identity_id
-       WHERE t.token_hash IN (SELECT value FROM json_each(?))`,
-    ),
-    extendToken: db.prepare(`UPDATE access_tokens SET expires_at = ? WHERE token_hash = ?`),
-    removeExpired: db.prepare(`DELETE FROM access_tokens WHERE expires_at <= ?`),
-  };
-
+export function createIdentityStore(store: Store): IdentityStore {
+  const { db } = store;
   return {
     async insert(identity) {
-      statements.insert.run({ ...identity, permissions: JSON.stringify(identity.permissions) });
+      await db
+        .insertInto('identities')
+        .values({
+          id: identity.id,
+          name: identity.name,
+          client_id: identity.clientId,
+          permissions: JSON.stringify(identity.permissions),
+          created_at: identity.createdAt,
+          updated_at: identity.updatedAt,
+        })
+        .execute();
     },
     async get(id) {
-      const row = statements.get.get(id);
+      const row = await db.selectFrom('identities').selectAll().where('id', '=', id).executeTakeFirst();
       return row && toIdentity(row);
     },
     async getByClientId(clientId) {
-      const row = statements.getByClientId.get(clientId);
+      const row = await db.selectFrom('identities').selectAll().where('client_id', '=', clientId).executeTakeFirst();
       return row && toIdentity(row);
     },
     async list() {
-      return statements.list.all().map(toIdentity);
+      return (await db.selectFrom('identities').selectAll().orderBy('created_at').orderBy('id').execute()).map(toIdentity);
     },
     async remove(id) {
-      statements.remove.run(id);
+      await db.deleteFrom('identities').where('id', '=', id).execute();
     },
     async insertSecret(secret) {
-      statements.insertSecret.run(secret);
+      await db
+        .insertInto('client_secrets')
+        .values({ id: secret.id, identity_id: secret.identityId, prefix: secret.prefix, hash: secret.hash, description: secret.description, created_at: secret.createdAt })
+        .execute();
     },
     async secrets(identityId) {
-      return statements.secrets.all(identityId).map(toSecret);
+      return (await db.selectFrom('client_secrets').selectAll().where('identity_id', '=', identityId).orderBy('created_at').orderBy('id').execute()).map(toSecret);
     },
     async secretsByPrefix(identityId, prefix) {
-      return statements.secretsByPrefix.all(identityId, prefix).map(toSecret);
+      return (await db.selectFrom('client_secrets').selectAll().where('identity_id', '=', identityId).where('prefix', '=', prefix).execute()).map(toSecret);
     },
     async removeSecret(identityId, secretId) {
-      return statements.removeSecret.run(identityId, secretId).changes > 0;
+      const result = await db.deleteFrom('client_secrets').where('identity_id', '=', identityId).where('id', '=', secretId).executeTakeFirst();
+      return result.numDeletedRows > 0n;
     },
     async insertToken(token) {
-      statements.insertToken.run(token);
+      await db
+        .insertInto('access_tokens')
+        .values({ token_hash: token.tokenHash, identity_id: token.identityId, issued_at: token.issuedAt, expires_at: token.expiresAt, max_expires_at: token.maxExpiresAt })
+        .execute();
     },
     async getToken(tokenHash) {
-      const row = statements.getToken.get(tokenHash);
+      const row = await db.selectFrom('access_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
       return (
         row && { tokenHash: row.token_hash, identityId: row.identity_id, issuedAt: row.issued_at, expiresAt: row.expires_at, maxExpiresAt: row.max_expires_at }
       );
     },
     async tokenHolders(tokenHashes) {
-      if (tokenHashes.length === 0) return [];
-      return statements.tokenHolders.all(JSON.stringify(tokenHashes)).map((row) => ({
-        tokenHash: row.token_hash,
-        expiresAt: row.expires_at,
-        identity: { id: row.identity_id, name: row.name, permissions: JSON.parse(row.permissions) as Permission[] },
-      }));
+      const holders: TokenHolder[] = [];
+      for (const chunk of chunks([...new Set(tokenHashes)])) {
+        const rows: TokenHolderRow[] = await db
+          .selectFrom('access_tokens as t')
+          .innerJoin('identities as i', 'i.id', 't.identity_id')
+          .select(['t.token_hash', 't.expires_at', 'i.id as identity_id', 'i.name', 'i.permissions'])
+          .where('t.token_hash', 'in', chunk)
+          .execute();
+        for (const row of rows) {
+          holders.push({
+            tokenHash: row.token_hash,
+            expiresAt: row.expires_at,
+            identity: { id: row.identity_id, name: row.name, permissions: JSON.parse(row.permissions) as Permission[] },
+          });
+        }
+      }
+      return holders;
     },
     async extendToken(tokenHash, expiresAt) {
-      statements.extendToken.run(expiresAt, tokenHash);
+      await db.updateTable('access_tokens').set({ expires_at: expiresAt }).where('token_hash', '=', tokenHash).execute();
     },
     async removeExpiredTokens(now) {
-      statements.removeExpired.run(now);
+      await db.deleteFrom('access_tokens').where('expires_at', '<=', now).execute();
     },
   };
 }

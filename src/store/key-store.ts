@@ -5,7 +5,8 @@
  * objects were destroyed.
  */
 import type { KeyAlgorithm, KeyUsage } from '../algorithms.js';
-import type { Db } from './database.js';
+import type { Store } from './database.js';
+import { chunks, containsPattern } from './queries.js';
 
 export type RowState = 'pending' | 'active' | 'deleting';
 
@@ -109,114 +110,128 @@ const toVersion = (row: VersionRow): KeyVersionRecord => ({
   state: row.state,
 });
 
-const ORDER_COLUMNS: Record<KeyListQuery['orderBy'], string> = { name: 'name', createdAt: 'created_at', updatedAt: 'updated_at' };
+const ORDER_COLUMNS = { name: 'name', createdAt: 'created_at', updatedAt: 'updated_at' } as const;
 
-export function createSqliteKeyStore(db: Db): KeyStore {
-  const statements = {
-    insertKey: db.prepare(
-      `INSERT INTO kms_keys (id, org_id, project_id, name, description, is_disabled, key_usage, algorithm, version, state, created_at, updated_at)
-       VALUES (@id, @orgId, @projectId, @name, @description, @isDisabled, @keyUsage, @algorithm, @version, @state, @createdAt, @updatedAt)`,
-    ),
-    insertVersion: db.prepare(
-      `INSERT INTO kms_key_versions (key_id, version, object_id, public_key, state, created_at)
-       VALUES (@keyId, @version, @objectId, @publicKey, @state, @createdAt)`,
-    ),
-    activateVersion: db.prepare(`UPDATE kms_key_versions SET state = 'active', public_key = ? WHERE key_id = ? AND version = ?`),
-    activateKey: db.prepare(`UPDATE kms_keys SET state = 'active', version = ?, updated_at = ? WHERE id = ?`),
-    get: db.prepare<[string], KeyRow>(`SELECT * FROM kms_keys WHERE id = ? AND state = 'active'`),
-    getMany: db.prepare<[string], KeyRow>(`SELECT * FROM kms_keys WHERE id IN (SELECT value FROM json_each(?)) AND state = 'active'`),
-    getByName: db.prepare<[string, string], KeyRow>(`SELECT * FROM kms_keys WHERE project_id = ? AND name = ? AND state = 'active'`),
-    getVersion: db.prepare<[string, number], VersionRow>(`SELECT * FROM kms_key_versions WHERE key_id = ? AND version = ? AND state = 'active'`),
-    versions: db.prepare<[string], VersionRow>(`SELECT * FROM kms_key_versions WHERE key_id = ? ORDER BY version`),
-    markKeyDeleting: db.prepare(`UPDATE kms_keys SET state = 'deleting' WHERE id = ?`),
-    markVersionsDeleting: db.prepare(`UPDATE kms_key_versions SET state = 'deleting' WHERE key_id = ?`),
-    removeKey: db.prepare(`DELETE FROM kms_keys WHERE id = ?`),
-    removeVersion: db.prepare(`DELETE FROM kms_key_versions WHERE key_id = ? AND version = ?`),
-    unfinished: db.prepare<[], VersionRow & { key_state: RowState }>(
-      `SELECT v.*, k.state AS key_state FROM kms_key_versions v JOIN kms_keys k ON k.id = v.key_id
-       WHERE v.state != 'active' OR k.state != 'active'`,
-    ),
-    objectIds: db.prepare<[], { object_id: Buffer }>(`SELECT object_id FROM kms_key_versions`),
-    removeUnfinishedKeys: db.prepare(`DELETE FROM kms_keys WHERE state != 'active'`),
-  };
+export function createKeyStore(store: Store): KeyStore {
+  const { db } = store;
+  const active = 'active' as RowState;
+  const keyRow = (row: unknown) => toKey(row as KeyRow);
+  const versionRow = (row: unknown) => toVersion(row as VersionRow);
 
   return {
     async insertPending(key, firstVersion) {
-      db.transaction(() => {
-        statements.insertKey.run({ ...key, isDisabled: key.isDisabled ? 1 : 0 });
-        statements.insertVersion.run({ ...firstVersion, createdAt: key.createdAt });
-      })();
+      await db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('kms_keys')
+          .values({
+            id: key.id,
+            org_id: key.orgId,
+            project_id: key.projectId,
+            name: key.name,
+            description: key.description,
+            is_disabled: key.isDisabled ? 1 : 0,
+            key_usage: key.keyUsage,
+            algorithm: key.algorithm,
+            version: key.version,
+            state: key.state,
+            created_at: key.createdAt,
+            updated_at: key.updatedAt,
+          })
+          .execute();
+        await trx.insertInto('kms_key_versions').values(versionValues(firstVersion, key.createdAt)).execute();
+      });
     },
     async activate(keyId, version, publicKey, updatedAt) {
-      db.transaction(() => {
-        statements.activateVersion.run(publicKey, keyId, version);
-        statements.activateKey.run(version, updatedAt, keyId);
-      })();
+      await db.transaction().execute(async (trx) => {
+        await trx.updateTable('kms_key_versions').set({ state: active, public_key: publicKey }).where('key_id', '=', keyId).where('version', '=', version).execute();
+        await trx.updateTable('kms_keys').set({ state: active, version, updated_at: updatedAt }).where('id', '=', keyId).execute();
+      });
     },
     async insertPendingVersion(version) {
-      statements.insertVersion.run({ ...version, createdAt: new Date().toISOString() });
+      await db.insertInto('kms_key_versions').values(versionValues(version, new Date().toISOString())).execute();
     },
     async get(id) {
-      const row = statements.get.get(id);
-      return row && toKey(row);
+      const row = await db.selectFrom('kms_keys').selectAll().where('id', '=', id).where('state', '=', active).executeTakeFirst();
+      return row && keyRow(row);
     },
     async getMany(ids) {
-      return ids.length === 0 ? [] : statements.getMany.all(JSON.stringify(ids)).map(toKey);
+      const keys: KeyRecord[] = [];
+      for (const chunk of chunks([...new Set(ids)])) {
+        const rows = await db.selectFrom('kms_keys').selectAll().where('id', 'in', chunk).where('state', '=', active).execute();
+        for (const row of rows) keys.push(keyRow(row));
+      }
+      return keys;
     },
     async getByName(projectId, name) {
-      const row = statements.getByName.get(projectId, name);
-      return row && toKey(row);
+      const row = await db.selectFrom('kms_keys').selectAll().where('project_id', '=', projectId).where('name', '=', name).where('state', '=', active).executeTakeFirst();
+      return row && keyRow(row);
     },
     async list(query) {
-      const where = [`project_id = @projectId`, `state = 'active'`];
-      const params: Record<string, unknown> = { projectId: query.projectId, limit: query.limit, offset: query.offset };
-      if (query.search) {
-        where.push(`name LIKE @search ESCAPE '\\'`);
-        params.search = `%${query.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-      }
-      const clause = where.join(' AND ');
-      const direction = query.orderDirection === 'desc' ? 'DESC' : 'ASC';
-      const rows = db
-        .prepare<Record<string, unknown>, KeyRow>(`SELECT * FROM kms_keys WHERE ${clause} ORDER BY ${ORDER_COLUMNS[query.orderBy]} ${direction}, id LIMIT @limit OFFSET @offset`)
-        .all(params);
-      const { count } = db.prepare<Record<string, unknown>, { count: number }>(`SELECT COUNT(*) AS count FROM kms_keys WHERE ${clause}`).get(params)!;
-      return { keys: rows.map(toKey), totalCount: count };
+      let filtered = db.selectFrom('kms_keys').where('project_id', '=', query.projectId).where('state', '=', active);
+      if (query.search) filtered = filtered.where(containsPattern(store.engine, 'name', query.search));
+      const direction = query.orderDirection === 'desc' ? 'desc' : 'asc';
+      const rows = await filtered
+        .selectAll()
+        .orderBy(ORDER_COLUMNS[query.orderBy], direction)
+        .orderBy('id')
+        .limit(query.limit)
+        .offset(query.offset)
+        .execute();
+      const { count } = await filtered.select((eb) => eb.fn.countAll<number>().as('count')).executeTakeFirstOrThrow();
+      return { keys: rows.map(keyRow), totalCount: Number(count) };
     },
     async update(id, changes, updatedAt) {
-      const sets: string[] = ['updated_at = @updatedAt'];
-      const params: Record<string, unknown> = { id, updatedAt };
-      if (changes.name !== undefined) (sets.push('name = @name'), (params.name = changes.name));
-      if (changes.description !== undefined) (sets.push('description = @description'), (params.description = changes.description));
-      if (changes.isDisabled !== undefined) (sets.push('is_disabled = @isDisabled'), (params.isDisabled = changes.isDisabled ? 1 : 0));
-      db.prepare(`UPDATE kms_keys SET ${sets.join(', ')} WHERE id = @id`).run(params);
+      await db
+        .updateTable('kms_keys')
+        .set({
+          updated_at: updatedAt,
+          ...(changes.name !== undefined ? { name: changes.name } : {}),
+          ...(changes.description !== undefined ? { description: changes.description } : {}),
+          ...(changes.isDisabled !== undefined ? { is_disabled: changes.isDisabled ? 1 : 0 } : {}),
+        })
+        .where('id', '=', id)
+        .execute();
     },
     async getVersion(keyId, version) {
-      const row = statements.getVersion.get(keyId, version);
-      return row && toVersion(row);
+      const row = await db.selectFrom('kms_key_versions').selectAll().where('key_id', '=', keyId).where('version', '=', version).where('state', '=', active).executeTakeFirst();
+      return row && versionRow(row);
     },
     async versions(keyId) {
-      return statements.versions.all(keyId).map(toVersion);
+      return (await db.selectFrom('kms_key_versions').selectAll().where('key_id', '=', keyId).orderBy('version').execute()).map(versionRow);
     },
     async markDeleting(keyId) {
-      db.transaction(() => {
-        statements.markKeyDeleting.run(keyId);
-        statements.markVersionsDeleting.run(keyId);
-      })();
+      await db.transaction().execute(async (trx) => {
+        await trx.updateTable('kms_keys').set({ state: 'deleting' }).where('id', '=', keyId).execute();
+        await trx.updateTable('kms_key_versions').set({ state: 'deleting' }).where('key_id', '=', keyId).execute();
+      });
     },
     async remove(keyId) {
-      statements.removeKey.run(keyId);
+      await db.deleteFrom('kms_keys').where('id', '=', keyId).execute();
     },
     async removeVersion(keyId, version) {
-      statements.removeVersion.run(keyId, version);
+      await db.deleteFrom('kms_key_versions').where('key_id', '=', keyId).where('version', '=', version).execute();
     },
     async unfinished() {
-      return statements.unfinished.all().map((row) => ({ ...toVersion(row), keyState: row.key_state }));
+      const rows = await db
+        .selectFrom('kms_key_versions as v')
+        .innerJoin('kms_keys as k', 'k.id', 'v.key_id')
+        .selectAll('v')
+        .select('k.state as key_state')
+        .where((eb) => eb.or([eb('v.state', '!=', active), eb('k.state', '!=', active)]))
+        .execute();
+      return rows.map((row) => ({ ...versionRow(row), keyState: row.key_state as RowState }));
     },
     async removeUnfinishedKeys() {
-      return statements.removeUnfinishedKeys.run().changes;
+      const result = await db.deleteFrom('kms_keys').where('state', '!=', active).executeTakeFirst();
+      return Number(result.numDeletedRows);
     },
     async knownObjectIds() {
-      return new Set(statements.objectIds.all().map((row) => row.object_id.toString('hex')));
+      const rows = await db.selectFrom('kms_key_versions').select('object_id').execute();
+      return new Set(rows.map((row) => row.object_id.toString('hex')));
     },
   };
+}
+
+function versionValues(version: KeyVersionRecord, createdAt: string) {
+  return { key_id: version.keyId, version: version.version, object_id: version.objectId, public_key: version.publicKey, state: version.state, created_at: createdAt };
 }

@@ -3,8 +3,8 @@
  * material only (certificates, CRLs, CSRs); CA private keys are token objects named by
  * `objectId`.
  */
-import type { Statement } from 'better-sqlite3';
-import type { Db } from './database.js';
+import type { Store } from './database.js';
+import { prepared } from './queries.js';
 import type { RowState } from './key-store.js';
 
 export type CaType = 'root' | 'intermediate';
@@ -98,111 +98,217 @@ function toRow(record: object, json: string[] = []): Record<string, unknown> {
   return out;
 }
 
-function insertSql(table: string, row: Record<string, unknown>): string {
-  const columns = Object.keys(row);
-  return `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`;
-}
-
-function updateSql(table: string, changes: Record<string, unknown>): string {
-  return `UPDATE ${table} SET ${Object.keys(changes).map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`;
-}
-
 const PROFILE_JSON = ['policy', 'defaults'];
-/** SQLite has no BOOLEAN: est_enabled is 0 or 1. */
+/** est_enabled is an INTEGER 0 or 1 on both engines (as kms_keys.is_disabled). */
 const profileToRow = (profile: Partial<ProfileRecord>) => toRow('estEnabled' in profile ? { ...profile, estEnabled: profile.estEnabled ? 1 : 0 } : profile, PROFILE_JSON);
 const profileFromRow = (row: Record<string, unknown> | undefined) => {
   const profile = fromRow<ProfileRecord>(row, PROFILE_JSON);
-  if (profile) profile.estEnabled = Boolean(profile.estEnabled);
+  if (profile) profile.estEnabled = Number(profile.estEnabled) === 1;
   return profile;
 };
 const CERT_JSON = ['sans'];
+const CERTIFICATE_COLUMNS = [
+  'id',
+  'project_id',
+  'ca_id',
+  'profile_id',
+  'serial_number',
+  'subject_dn',
+  'sans',
+  'not_before',
+  'not_after',
+  'der',
+  'fingerprint_sha256',
+  'status',
+  'revocation_reason',
+  'revoked_at',
+  'created_at',
+] as const;
 
-export function createSqlitePkiStore(db: Db) {
-  // Statements are prepared once per SQL text: preparing on every call showed up in profiles.
-  const statements = new Map<string, Statement<any[]>>(); // bindings vary per statement
-  const sql = (text: string) => {
-    let statement = statements.get(text);
-    if (!statement) statements.set(text, (statement = db.prepare(text)));
-    return statement;
-  };
+/** Columns a CaRecord does not carry (bookkeeping of this store's own). */
+const CA_INTERNAL = ['crlStoredNumber'];
+function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
+  const ca = fromRow<CaRecord & { crlStoredNumber?: unknown }>(row);
+  if (ca) for (const field of CA_INTERNAL) delete (ca as unknown as Record<string, unknown>)[field];
+  return ca;
+}
+
+export interface PkiStore {
+  insertCa(ca: CaRecord): Promise<void>;
+  updateCa(id: string, changes: Partial<Omit<CaRecord, 'crlNumber' | 'crl'>>): Promise<void>;
+  getCa(id: string): Promise<CaRecord | undefined>;
+  listCas(projectId: string): Promise<CaRecord[]>;
+  allActiveCas(): Promise<CaRecord[]>;
+  pendingCas(): Promise<CaRecord[]>;
+  removeCa(id: string): Promise<void>;
+  caObjectIds(): Promise<Buffer[]>;
+  /**
+   * Takes the CA's next CRL number: raises cas.crl_number by one and returns the new value, in
+   * one statement, so callers anywhere (other replicas included) never get the same number.
+   */
+  nextCrlNumber(caId: string): Promise<number>;
+  /**
+   * Stores a CRL signed under `crlNumber` unless one with a higher number is stored already
+   * (a caller that took its number earlier but finished later); true when stored.
+   */
+  saveCrl(caId: string, crlNumber: number, crl: Buffer, nextUpdate: string): Promise<boolean>;
+
+  insertProfile(profile: ProfileRecord): Promise<void>;
+  updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void>;
+  getProfile(id: string): Promise<ProfileRecord | undefined>;
+  listProfiles(projectId: string): Promise<ProfileRecord[]>;
+  removeProfile(id: string): Promise<void>;
+
+  insertCertificate(certificate: CertificateRecord): Promise<void>;
+  getCertificate(id: string): Promise<CertificateRecord | undefined>;
+  listCertificates(projectId: string, offset: number, limit: number): Promise<{ certificates: CertificateRecord[]; totalCount: number }>;
+  /** By the issuing CA and serial (lowercase hex): one read on the serial's unique index. */
+  certificateBySerial(caId: string, serialHex: string): Promise<CertificateRecord | undefined>;
+  /** The status columns only, for OCSP (every OCSP request reads it): the same indexed read without the certificate. */
+  certificateStatus(caId: string, serialHex: string): Promise<CertificateStatusRecord | undefined>;
+  /** Marks a certificate revoked; false when it already was. */
+  revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean>;
+  revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>>;
+}
+
+export function createPkiStore(store: Store): PkiStore {
+  const { db } = store;
+  // The rows are converted by name (toRow/fromRow): the tables' column names are the records'
+  // field names in snake case, so the casts below only restate that.
+  type Values = never;
+  // The issue path's statements, compiled once (queries.ts prepared).
+  const selectCa = prepared(db, 1, (id: string) => db.selectFrom('cas').selectAll().where('id', '=', id).where('state', '=', 'active'));
+  const selectProfile = prepared(db, 1, (id: string) => db.selectFrom('certificate_profiles').selectAll().where('id', '=', id));
+  const selectCertificate = prepared(db, 1, (id: string) => db.selectFrom('certificates').selectAll().where('id', '=', id));
+  // OCSP reads a status on every request; EST re-enrollment reads the presented certificate.
+  const selectCertificateStatus = prepared(db, 2, (serialHex: string, caId: string) =>
+    db.selectFrom('certificates').select(['status', 'revocation_reason', 'revoked_at']).where('serial_number', '=', serialHex).where('ca_id', '=', caId),
+  );
+  const selectCertificateBySerial = prepared(db, 2, (serialHex: string, caId: string) => db.selectFrom('certificates').selectAll().where('serial_number', '=', serialHex).where('ca_id', '=', caId));
+  const insertCertificate = prepared(db, CERTIFICATE_COLUMNS.length, (...values: unknown[]) =>
+    db.insertInto('certificates').values(Object.fromEntries(CERTIFICATE_COLUMNS.map((column, i) => [column, values[i]])) as Values),
+  );
   return {
-    async insertCa(ca: CaRecord): Promise<void> {
-      const row = toRow(ca);
-      sql(insertSql('cas', row)).run(row);
+    async insertCa(ca) {
+      await db.insertInto('cas').values(toRow(ca) as Values).execute();
     },
-    async updateCa(id: string, changes: Partial<CaRecord>): Promise<void> {
-      const row = toRow({ ...changes, updatedAt: new Date().toISOString() });
-      sql(updateSql('cas', row)).run({ ...row, id });
+    async updateCa(id, changes) {
+      await db
+        .updateTable('cas')
+        .set(toRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
+        .where('id', '=', id)
+        .execute();
     },
-    async getCa(id: string): Promise<CaRecord | undefined> {
-      return fromRow<CaRecord>(sql(`SELECT * FROM cas WHERE id = ? AND state = 'active'`).get(id) as Record<string, unknown> | undefined);
+    async getCa(id) {
+      return toCa((await selectCa(id))[0]);
     },
-    async listCas(projectId: string): Promise<CaRecord[]> {
-      return (sql(`SELECT * FROM cas WHERE project_id = ? AND state = 'active' ORDER BY created_at, id`).all(projectId) as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+    async listCas(projectId) {
+      const rows = await db.selectFrom('cas').selectAll().where('project_id', '=', projectId).where('state', '=', 'active').orderBy('created_at').orderBy('id').execute();
+      return rows.map((row) => toCa(row)!);
     },
-    async allActiveCas(): Promise<CaRecord[]> {
-      return (sql(`SELECT * FROM cas WHERE state = 'active' AND status != 'pending-certificate'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+    async allActiveCas() {
+      const rows = await db.selectFrom('cas').selectAll().where('state', '=', 'active').where('status', '!=', 'pending-certificate').execute();
+      return rows.map((row) => toCa(row)!);
     },
-    async pendingCas(): Promise<CaRecord[]> {
-      return (sql(`SELECT * FROM cas WHERE state != 'active'`).all() as Record<string, unknown>[]).map((row) => fromRow<CaRecord>(row)!);
+    async pendingCas() {
+      return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => toCa(row)!);
     },
-    async removeCa(id: string): Promise<void> {
-      sql('DELETE FROM cas WHERE id = ?').run(id);
+    async removeCa(id) {
+      await db.deleteFrom('cas').where('id', '=', id).execute();
     },
-    async caObjectIds(): Promise<Buffer[]> {
-      return (sql('SELECT object_id FROM cas').all() as Array<{ object_id: Buffer }>).map((row) => row.object_id);
+    async caObjectIds() {
+      return (await db.selectFrom('cas').select('object_id').execute()).map((row) => row.object_id);
+    },
+    async nextCrlNumber(caId) {
+      const row = await db
+        .updateTable('cas')
+        .set((eb) => ({ crl_number: eb('crl_number', '+', 1) }))
+        .where('id', '=', caId)
+        .returning('crl_number')
+        .executeTakeFirst();
+      if (!row) throw new Error(`No CA ${caId} to number a CRL for`);
+      return Number(row.crl_number);
+    },
+    async saveCrl(caId, crlNumber, crl, nextUpdate) {
+      const result = await db
+        .updateTable('cas')
+        .set({ crl, crl_stored_number: crlNumber, crl_next_update: nextUpdate, updated_at: new Date().toISOString() })
+        .where('id', '=', caId)
+        .where((eb) => eb.or([eb('crl_stored_number', 'is', null), eb('crl_stored_number', '<', crlNumber)]))
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
     },
 
-    async insertProfile(profile: ProfileRecord): Promise<void> {
-      const row = profileToRow(profile);
-      sql(insertSql('certificate_profiles', row)).run(row);
+    async insertProfile(profile) {
+      await db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute();
     },
-    async updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void> {
-      const row = profileToRow({ ...changes, updatedAt: new Date().toISOString() });
-      sql(updateSql('certificate_profiles', row)).run({ ...row, id });
+    async updateProfile(id, changes) {
+      await db
+        .updateTable('certificate_profiles')
+        .set(profileToRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
+        .where('id', '=', id)
+        .execute();
     },
-    async getProfile(id: string): Promise<ProfileRecord | undefined> {
-      return profileFromRow(sql('SELECT * FROM certificate_profiles WHERE id = ?').get(id) as Record<string, unknown> | undefined);
+    async getProfile(id) {
+      return profileFromRow((await selectProfile(id))[0]);
     },
-    async listProfiles(projectId: string): Promise<ProfileRecord[]> {
-      return (sql('SELECT * FROM certificate_profiles WHERE project_id = ? ORDER BY slug').all(projectId) as Record<string, unknown>[]).map((row) => profileFromRow(row)!);
+    async listProfiles(projectId) {
+      const rows = await db.selectFrom('certificate_profiles').selectAll().where('project_id', '=', projectId).orderBy('slug').execute();
+      return rows.map((row) => profileFromRow(row)!);
     },
-    async removeProfile(id: string): Promise<void> {
-      sql('DELETE FROM certificate_profiles WHERE id = ?').run(id);
+    async removeProfile(id) {
+      await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
     },
 
-    async insertCertificate(certificate: CertificateRecord): Promise<void> {
+    async insertCertificate(certificate) {
       const row = toRow(certificate, CERT_JSON);
-      sql(insertSql('certificates', row)).run(row);
+      await insertCertificate(...CERTIFICATE_COLUMNS.map((column) => row[column] ?? null));
     },
-    async getCertificate(id: string): Promise<CertificateRecord | undefined> {
-      return fromRow<CertificateRecord>(sql('SELECT * FROM certificates WHERE id = ?').get(id) as Record<string, unknown> | undefined, CERT_JSON);
+    async getCertificate(id) {
+      return fromRow<CertificateRecord>((await selectCertificate(id))[0], CERT_JSON);
     },
-    async listCertificates(projectId: string, offset: number, limit: number): Promise<{ certificates: CertificateRecord[]; totalCount: number }> {
-      const rows = sql('SELECT * FROM certificates WHERE project_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?').all(projectId, limit, offset) as Record<string, unknown>[];
-      const { count } = sql('SELECT COUNT(*) AS count FROM certificates WHERE project_id = ?').get(projectId) as { count: number };
-      return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: count };
+    async listCertificates(projectId, offset, limit) {
+      const rows = await db
+        .selectFrom('certificates')
+        .selectAll()
+        .where('project_id', '=', projectId)
+        .orderBy('created_at', 'desc')
+        .orderBy('id')
+        .limit(limit)
+        .offset(offset)
+        .execute();
+      const { count } = await db
+        .selectFrom('certificates')
+        .select((eb) => eb.fn.countAll<number>().as('count'))
+        .where('project_id', '=', projectId)
+        .executeTakeFirstOrThrow();
+      return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: Number(count) };
     },
-    /** By the issuing CA and serial (lowercase hex): one read on the serial's unique index. */
-    async certificateBySerial(caId: string, serialHex: string): Promise<CertificateRecord | undefined> {
-      return fromRow<CertificateRecord>(sql('SELECT * FROM certificates WHERE serial_number = ? AND ca_id = ?').get(serialHex, caId) as Record<string, unknown> | undefined, CERT_JSON);
+    async certificateBySerial(caId, serialHex) {
+      return fromRow<CertificateRecord>((await selectCertificateBySerial(serialHex, caId))[0], CERT_JSON);
     },
-    /** The status columns only, for OCSP: the same indexed read without the certificate itself. */
-    async certificateStatus(caId: string, serialHex: string): Promise<CertificateStatusRecord | undefined> {
-      return fromRow<CertificateStatusRecord>(
-        sql('SELECT status, revocation_reason, revoked_at FROM certificates WHERE serial_number = ? AND ca_id = ?').get(serialHex, caId) as Record<string, unknown> | undefined,
-      );
+    async certificateStatus(caId, serialHex) {
+      const row = (await selectCertificateStatus(serialHex, caId))[0];
+      return row && { status: row.status as CertificateStatusRecord['status'], revocationReason: row.revocation_reason, revokedAt: row.revoked_at };
     },
-    /** Marks a certificate revoked; false when it already was. */
-    async revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean> {
-      return sql(`UPDATE certificates SET status = 'revoked', revocation_reason = ?, revoked_at = ? WHERE id = ? AND status = 'active'`).run(reason, revokedAt, id).changes > 0;
+    async revokeCertificate(id, reason, revokedAt) {
+      const result = await db
+        .updateTable('certificates')
+        .set({ status: 'revoked', revocation_reason: reason, revoked_at: revokedAt })
+        .where('id', '=', id)
+        .where('status', '=', 'active')
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
     },
-    async revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>> {
-      return (sql(`SELECT serial_number, revocation_reason, revoked_at FROM certificates WHERE ca_id = ? AND status = 'revoked' ORDER BY revoked_at`).all(caId) as Record<string, unknown>[]).map(
-        (row) => fromRow(row)!,
-      );
+    async revokedCertificates(caId) {
+      const rows = await db
+        .selectFrom('certificates')
+        .select(['serial_number', 'revocation_reason', 'revoked_at'])
+        .where('ca_id', '=', caId)
+        .where('status', '=', 'revoked')
+        .orderBy('revoked_at')
+        .execute();
+      return rows.map((row) => ({ serialNumber: row.serial_number, revocationReason: row.revocation_reason, revokedAt: row.revoked_at }));
     },
   };
 }
-
-export type PkiStore = ReturnType<typeof createSqlitePkiStore>;

@@ -1,7 +1,12 @@
 /** Organisation-wide settings, made once at first start (the org id keys report). */
-import type { Db } from './database.js';
+import type { Store } from './database.js';
 
-export function getOrCreateSetting(db: Db, name: string, create: () => string): string {
-  db.prepare('INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)').run(name, create());
-  return db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE name = ?').get(name)!.value;
+/** The stored value, or `create()`'s stored now; whoever inserts first wins, on any replica. */
+export async function getOrCreateSetting(store: Store, name: string, create: () => string): Promise<string> {
+  await store.db
+    .insertInto('settings')
+    .values({ name, value: create() })
+    .onConflict((conflict) => conflict.column('name').doNothing())
+    .execute();
+  return (await store.db.selectFrom('settings').select('value').where('name', '=', name).executeTakeFirstOrThrow()).value;
 }

@@ -1,6 +1,7 @@
 /**
  * Several writers on one audit trail, as issue #9 runs them: two service processes (as
- * `npm start` runs them) on one data directory, so one SQLite file and one SoftHSM2 token, both
+ * `npm start` runs them) on one data directory, so one SoftHSM2 token and one store (a SQLite
+ * file there, or one PostgreSQL database named by DATABASE_URL for both), both
  * under load at once (in rounds, each ended by a read that waits for each process's writer) and
  * both signing the head every 200 ms. Every request of either process
  * is recorded exactly once, in one gap-free chain that interleaves them, the last checkpoint
@@ -11,9 +12,11 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newChildDataDir, ROOT, startChildService, type ListeningChildService } from '../helpers/child-service.js';
 import { login, request } from '../helpers/http.js';
+import { createTestDatabase } from '../helpers/postgres.js';
 
 const TSX = join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs');
 const VERIFY = join(ROOT, 'scripts', 'verify-audit.ts');
@@ -35,18 +38,35 @@ async function burst(service: ListeningChildService, token: string, tag: string,
   return (await Promise.all(sent)).map((res) => res.status);
 }
 
-describe('two service processes writing one audit trail', () => {
+type EventRow = { seq: number; req_id: string; prev_hash: string; hash: string };
+
+/** A PostgreSQL query on a connection of its own (the services' pools are theirs). */
+async function pgQuery<T>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(text, values)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+describe.each(['sqlite', 'postgres'] as const)('two service processes writing one audit trail (%s)', (engine) => {
   let dataDir: string;
   let dbPath: string;
+  let url: string;
   const services: ListeningChildService[] = [];
-  let events: Array<{ seq: number; req_id: string; prev_hash: string; hash: string }>;
+  let events: EventRow[];
+  /** audit:verify's arguments for the store (DATABASE_URL in its environment does as well). */
+  const storeArgs = () => (engine === 'sqlite' ? ['--db', dbPath] : ['--url', url]);
 
   beforeAll(async () => {
     dataDir = newChildDataDir('hsm-signer-audit-writers-');
     dbPath = join(dataDir, 'hsm-signer.db');
+    if (engine === 'postgres') url = await createTestDatabase();
     const configFile = join(dataDir, 'config.json');
     writeFileSync(configFile, JSON.stringify({ audit: { signIntervalMs: 200 } }));
-    const env = { CONFIG_FILE: configFile, RATE_LIMIT_PER_SECOND: '0' };
+    const env = { CONFIG_FILE: configFile, RATE_LIMIT_PER_SECOND: '0', ...(engine === 'postgres' ? { DATABASE_URL: url } : {}) };
     // One after the other: the first start initialises the token and writes the admin identity.
     services.push(await startChildService(dataDir, env));
     services.push(await startChildService(dataDir, env));
@@ -77,10 +97,16 @@ describe('two service processes writing one audit trail', () => {
     const exits = await Promise.all([a.exited, b.exited]);
     expect(exits.map((exit) => exit.code), `${a.output()}\n${b.output()}`).toEqual([0, 0]);
 
-    const db = new Database(dbPath, { readonly: true });
-    events = db.prepare<[], (typeof events)[number]>('SELECT seq, req_id, prev_hash, hash FROM audit_events ORDER BY seq').all();
-    const lastCheckpoint = db.prepare<[], { seq: number }>('SELECT seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1').get();
-    db.close();
+    let lastCheckpoint: { seq: number } | undefined;
+    if (engine === 'sqlite') {
+      const db = new Database(dbPath, { readonly: true });
+      events = db.prepare<[], EventRow>('SELECT seq, req_id, prev_hash, hash FROM audit_events ORDER BY seq').all();
+      lastCheckpoint = db.prepare<[], { seq: number }>('SELECT seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1').get();
+      db.close();
+    } else {
+      events = (await pgQuery<EventRow>(url, 'SELECT seq::int AS seq, req_id, prev_hash, hash FROM audit_events ORDER BY seq'));
+      [lastCheckpoint] = await pgQuery<{ seq: number }>(url, 'SELECT seq::int AS seq FROM audit_checkpoints ORDER BY seq DESC LIMIT 1');
+    }
 
     expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
     const tagged = (tag: string) => events.filter((e) => e.req_id.startsWith(`${tag}-`)).map((e) => e.req_id);
@@ -93,22 +119,33 @@ describe('two service processes writing one audit trail', () => {
     expect(switches).toBeGreaterThanOrEqual(ROUNDS);
     expect(lastCheckpoint?.seq).toBe(events.length);
 
-    const { status, output } = verifier('--db', dbPath);
+    const { status, output } = verifier(...storeArgs());
     expect(output).toMatch(new RegExp(`^audit chain intact: ${events.length} events, \\d+ signed checkpoints, last signed at seq ${events.length} \\(.*Z\\)$`));
     expect(status).toBe(0);
   }, 120_000);
 
-  it('audit:verify still names an event of either process edited afterwards', () => {
+  it('audit:verify still names an event of either process edited afterwards', async () => {
     expect(events?.length).toBeGreaterThan(2 * REQUESTS_PER_PROCESS);
     for (const tag of ['writer-a', 'writer-b']) {
       const victim = events.find((e) => e.req_id === `${tag}-${REQUESTS_PER_PROCESS / 2}`)!;
-      const copy = join(dataDir, `tampered-${tag}.db`);
-      copyFileSync(dbPath, copy);
-      const db = new Database(copy);
-      db.prepare(`UPDATE audit_events SET status_code = 403, outcome = 'denied' WHERE seq = ?`).run(victim.seq);
-      db.close();
-      const { status, output } = verifier('--db', copy);
-      rmSync(copy, { force: true });
+      const tamper = `UPDATE audit_events SET status_code = 403, outcome = 'denied' WHERE seq = `;
+      let result: { status: number | null; output: string };
+      if (engine === 'sqlite') {
+        const copy = join(dataDir, `tampered-${tag}.db`);
+        copyFileSync(dbPath, copy);
+        const db = new Database(copy);
+        db.prepare(`${tamper}?`).run(victim.seq);
+        db.close();
+        result = verifier('--db', copy);
+        rmSync(copy, { force: true });
+      } else {
+        // Edited in place, and put back after, so the other process's event is checked on an intact chain otherwise.
+        const [original] = await pgQuery<{ status_code: number; outcome: string }>(url, 'SELECT status_code, outcome FROM audit_events WHERE seq = $1', [victim.seq]);
+        await pgQuery(url, `${tamper}$1`, [victim.seq]);
+        result = verifier('--url', url);
+        await pgQuery(url, 'UPDATE audit_events SET status_code = $1, outcome = $2 WHERE seq = $3', [original!.status_code, original!.outcome, victim.seq]);
+      }
+      const { status, output } = result;
       expect(output).toMatch(new RegExp(`^audit chain broken at seq ${victim.seq} \\(id .*\\): edited: its stored hash does not match its fields$`));
       expect(status).toBe(1);
     }

@@ -16,7 +16,8 @@ import { eventHash, formatAuditReport, GENESIS_HASH, verifyAuditChain, type Audi
 import { createAuditService, type AuditEventInput, type AuditService } from '../../../src/services/audit-service.js';
 import type { Principal } from '../../../src/services/permissions.js';
 import { readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
-import { openDatabase, type Db } from '../../../src/store/database.js';
+import Database from 'better-sqlite3';
+import { openStore, type Store } from '../../../src/store/database.js';
 import { createLogger } from '../../../src/logger.js';
 
 // --- A software token: CKM_ECDSA on P-256 signs a digest as given and returns raw r || s. ---
@@ -110,15 +111,19 @@ const silent = createLogger('silent');
 const ADMIN: Principal = { identityId: 'a', name: 'admin', permissions: [{ projectId: '*', actions: ['*'] }] };
 
 let dir: string;
-let db: Db;
+/** The service's store; `db`, a second connection to the same file, is what tampers with it. */
+let store: Store;
+let db: Database.Database;
 let token: FakeToken;
 let audit: AuditService;
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hsm-signer-audit-'));
-  db = openDatabase(join(dir, 'test.db'));
+  store = await openStore({ engine: 'sqlite', path: join(dir, 'test.db') });
+  db = new Database(join(dir, 'test.db'));
+  db.pragma('busy_timeout = 5000');
   token = fakeToken();
-  audit = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+  audit = createAuditService({ store, token, logger: silent, signIntervalMs: 3_600_000 });
   await audit.start();
 });
 
@@ -126,6 +131,7 @@ afterEach(async () => {
   vi.useRealTimers();
   await audit.close();
   db.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -155,10 +161,10 @@ async function recordEvents(count: number, signAt: number[] = [count]): Promise<
   vi.useRealTimers();
 }
 
-const verify = (options = {}): AuditChainReport => verifyAuditChain(readAuditChain(db), options);
+const verify = (options = {}): Promise<AuditChainReport> => verifyAuditChain(readAuditChain(store), options);
 
-function expectProblem(kind: string, seq: number): string {
-  const report = verify();
+async function expectProblem(kind: string, seq: number): Promise<string> {
+  const report = await verify();
   expect(report.ok, formatAuditReport(report)).toBe(false);
   if (report.ok) throw new Error('unreachable');
   expect({ kind: report.problem.kind, seq: report.problem.seq }, formatAuditReport(report)).toEqual({ kind, seq });
@@ -166,7 +172,12 @@ function expectProblem(kind: string, seq: number): string {
 }
 
 const row = (seq: number) => readAll().find((e) => e.seq === seq)!;
-const readAll = (): AuditEventRecord[] => [...readAuditChain(db).events()];
+/** Synchronously, through the tampering connection (the same columns readAuditChain maps). */
+const readAll = (): AuditEventRecord[] =>
+  db
+    .prepare<[], Record<string, unknown>>('SELECT * FROM audit_events ORDER BY seq')
+    .all()
+    .map((r) => Object.fromEntries(Object.entries(r).map(([column, value]) => [column.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), value])) as unknown as AuditEventRecord);
 
 const COLUMNS: Array<[Exclude<keyof AuditEventRecord, 'seq'>, string]> = [
   ['id', 'id'],
@@ -212,7 +223,7 @@ describe('the audit chain', () => {
     expect(events[0]).toMatchObject({ reqId: 'req-1', action: 'kms.key.encrypt', resourceType: 'key', resourceId: 'key-1', outcome: 'success', statusCode: 200, clientAddress: '127.0.0.1' });
     expect(events[0]!.time).toBe('2030-01-01T00:00:00.001Z');
 
-    const report = verify();
+    const report = await verify();
     expect(report).toMatchObject({ ok: true, events: 10, checkpoints: 2, lastSignedSeq: 10 });
     expect(formatAuditReport(report)).toMatch(/^audit chain intact: 10 events, 2 signed checkpoints, last signed at seq 10 \(\d{4}-.*Z\)$/);
   });
@@ -221,17 +232,17 @@ describe('the audit chain', () => {
     await recordEvents(3, [3]);
     await audit.signHead();
     await audit.signHead();
-    const checkpoints = readAuditChain(db).checkpoints();
+    const checkpoints = (await readAuditChain(store).checkpoints());
     expect(checkpoints).toHaveLength(1);
-    const publicKey = createPublicKey({ key: readAuditChain(db).publicKey()!, format: 'der', type: 'spki' });
+    const publicKey = createPublicKey({ key: (await readAuditChain(store).publicKey())!, format: 'der', type: 'spki' });
     const [checkpoint] = checkpoints;
     const message = Buffer.from(`hsm-signer audit checkpoint\n3\n${row(3).hash}\n${checkpoint!.signedAt}`);
     expect(verifySignature('sha256', message, publicKey, checkpoint!.signature)).toBe(true);
     expect(checkpoint!.algorithm).toBe('ECDSA_SHA_256');
   });
 
-  it('an empty chain is intact', () => {
-    expect(formatAuditReport(verify())).toBe('audit chain intact: 0 events, 0 signed checkpoints, none signed yet');
+  it('an empty chain is intact', async () => {
+    expect(formatAuditReport(await verify())).toBe('audit chain intact: 0 events, 0 signed checkpoints, none signed yet');
   });
 
   it('never writes a time earlier than the last one, so seq order is time order', async () => {
@@ -250,117 +261,117 @@ describe('the verifier names the first tampered event', () => {
     await recordEvents(10, [6, 9, 10]);
   });
 
-  it('a field edited in place', () => {
+  it('a field edited in place', async () => {
     db.prepare(`UPDATE audit_events SET outcome = 'success', status_code = 200 WHERE seq = 5`).run();
-    expect(expectProblem('edited', 5)).toContain(`(id ${row(5).id}, time ${row(5).time})`);
+    expect(await expectProblem('edited', 5)).toContain(`(id ${row(5).id}, time ${row(5).time})`);
   });
 
-  it('a stored hash edited', () => {
+  it('a stored hash edited', async () => {
     db.prepare(`UPDATE audit_events SET hash = ? WHERE seq = 4`).run('f'.repeat(64));
-    expectProblem('edited', 4);
+    await expectProblem('edited', 4);
   });
 
-  it('a middle event removed', () => {
+  it('a middle event removed', async () => {
     db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
-    expect(expectProblem('removed', 5)).toContain('event 5 is missing (the next event present is seq 6');
+    expect(await expectProblem('removed', 5)).toContain('event 5 is missing (the next event present is seq 6');
   });
 
-  it('several middle events removed', () => {
+  it('several middle events removed', async () => {
     db.prepare('DELETE FROM audit_events WHERE seq BETWEEN 4 AND 6').run();
-    expect(expectProblem('removed', 4)).toContain('events 4–6 are missing');
+    expect(await expectProblem('removed', 4)).toContain('events 4–6 are missing');
   });
 
-  it('the first event removed', () => {
+  it('the first event removed', async () => {
     db.prepare('DELETE FROM audit_events WHERE seq = 1').run();
-    expectProblem('removed', 1);
+    await expectProblem('removed', 1);
   });
 
-  it('a middle event removed and the later ones renumbered to close the gap', () => {
+  it('a middle event removed and the later ones renumbered to close the gap', async () => {
     db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
     for (let seq = 6; seq <= 10; seq++) db.prepare('UPDATE audit_events SET seq = ? WHERE seq = ?').run(seq - 1, seq);
-    expect(expectProblem('removed', 5)).toContain('this is event 6, renumbered to 5');
+    expect(await expectProblem('removed', 5)).toContain('this is event 6, renumbered to 5');
   });
 
-  it('the tail removed past a signed checkpoint', () => {
+  it('the tail removed past a signed checkpoint', async () => {
     db.prepare('DELETE FROM audit_events WHERE seq >= 9').run();
-    expect(expectProblem('truncated', 9)).toMatch(/events 9–10 are missing: the checkpoint signed at .* names seq 10, the last event present is seq 8/);
+    expect(await expectProblem('truncated', 9)).toMatch(/events 9–10 are missing: the checkpoint signed at .* names seq 10, the last event present is seq 8/);
   });
 
-  it('every event removed while checkpoints remain', () => {
+  it('every event removed while checkpoints remain', async () => {
     db.prepare('DELETE FROM audit_events').run();
-    expectProblem('truncated', 1);
+    await expectProblem('truncated', 1);
   });
 
-  it('two neighbouring events swapped', () => {
+  it('two neighbouring events swapped', async () => {
     const [five, six] = [row(5), row(6)];
     writeRow(5, six);
     writeRow(6, five);
-    expect(expectProblem('reordered', 5)).toContain('this is event 6, moved to seq 5');
+    expect(await expectProblem('reordered', 5)).toContain('this is event 6, moved to seq 5');
   });
 
-  it('two distant events swapped', () => {
+  it('two distant events swapped', async () => {
     const [three, eight] = [row(3), row(8)];
     writeRow(3, eight);
     writeRow(8, three);
-    expect(expectProblem('reordered', 3)).toContain('this is event 8, moved to seq 3');
+    expect(await expectProblem('reordered', 3)).toContain('this is event 8, moved to seq 3');
   });
 
-  it("an event edited and its own hash recomputed: caught by the next event's link", () => {
+  it("an event edited and its own hash recomputed: caught by the next event's link", async () => {
     const four = row(4);
     const edited = { ...four, identityId: 'someone-else' };
     writeRow(4, { ...edited, hash: eventHash(edited) });
-    expect(expectProblem('edited', 4)).toContain("event 5's prev_hash does not match it");
+    expect(await expectProblem('edited', 4)).toContain("event 5's prev_hash does not match it");
   });
 
-  it('the last event edited and rehashed: caught by the checkpoint that signed it', () => {
+  it('the last event edited and rehashed: caught by the checkpoint that signed it', async () => {
     const ten = row(10);
     const edited = { ...ten, action: 'kms.key.decrypt' };
     writeRow(10, { ...edited, hash: eventHash(edited) });
-    expect(expectProblem('edited', 10)).toContain("seq 10's hash is not the one signed at");
+    expect(await expectProblem('edited', 10)).toContain("seq 10's hash is not the one signed at");
   });
 
-  it('an edit with the rest of the chain rehashed: caught by the next checkpoint, naming the span', () => {
+  it('an edit with the rest of the chain rehashed: caught by the next checkpoint, naming the span', async () => {
     db.prepare(`UPDATE audit_events SET client_address = '10.0.0.1' WHERE seq = 8`).run();
     rehashFrom(8);
-    expect(expectProblem('rewritten', 7)).toContain("an event in seq 7–9 was edited, removed or reordered and the chain rehashed: seq 9's hash is not the one signed");
+    expect(await expectProblem('rewritten', 7)).toContain("an event in seq 7–9 was edited, removed or reordered and the chain rehashed: seq 9's hash is not the one signed");
   });
 
-  it('events swapped with the chain rehashed: time going backwards gives them away', () => {
+  it('events swapped with the chain rehashed: time going backwards gives them away', async () => {
     const [three, eight] = [row(3), row(8)];
     writeRow(3, eight);
     writeRow(8, three);
     rehashFrom(3);
     db.prepare('DELETE FROM audit_checkpoints').run();
-    expect(expectProblem('reordered', 4)).toContain('time goes backwards');
+    expect(await expectProblem('reordered', 4)).toContain('time goes backwards');
   });
 
-  it('a checkpoint signature altered', () => {
+  it('a checkpoint signature altered', async () => {
     const signature = db.prepare<[], { signature: Buffer }>('SELECT signature FROM audit_checkpoints WHERE seq = 6').get()!.signature;
     signature[signature.length - 1]! ^= 1;
     db.prepare('UPDATE audit_checkpoints SET signature = ? WHERE seq = 6').run(signature);
-    expect(expectProblem('forged-checkpoint', 6)).toContain('does not verify with the audit key');
+    expect(await expectProblem('forged-checkpoint', 6)).toContain('does not verify with the audit key');
   });
 
-  it('a checkpoint moved to another head, or signed by another key', () => {
+  it('a checkpoint moved to another head, or signed by another key', async () => {
     db.prepare('UPDATE audit_checkpoints SET seq = 7, head_hash = ? WHERE seq = 6').run(row(7).hash);
-    expectProblem('forged-checkpoint', 7);
+    await expectProblem('forged-checkpoint', 7);
   });
 
-  it('a forged checkpoint past the end cannot pass as a truncation', () => {
+  it('a forged checkpoint past the end cannot pass as a truncation', async () => {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const signedAt = new Date().toISOString();
     const signature = sign('sha256', Buffer.from(`hsm-signer audit checkpoint\n12\n${'a'.repeat(64)}\n${signedAt}`), privateKey);
     db.prepare('INSERT INTO audit_checkpoints (seq, head_hash, signed_at, algorithm, signature) VALUES (12, ?, ?, ?, ?)').run('a'.repeat(64), signedAt, 'ECDSA_SHA_256', signature);
-    expectProblem('forged-checkpoint', 12);
+    await expectProblem('forged-checkpoint', 12);
   });
 
-  it('the stored public key replaced is caught when the trusted key is given', () => {
-    const original = createPublicKey({ key: readAuditChain(db).publicKey()!, format: 'der', type: 'spki' });
-    expect(verify({ trustedPublicKey: original }).ok).toBe(true);
+  it('the stored public key replaced is caught when the trusted key is given', async () => {
+    const original = createPublicKey({ key: (await readAuditChain(store).publicKey())!, format: 'der', type: 'spki' });
+    expect((await verify({ trustedPublicKey: original })).ok).toBe(true);
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     db.prepare(`UPDATE settings SET value = ? WHERE name = 'auditPublicKey'`).run(publicKey.export({ type: 'spki', format: 'der' }).toString('base64'));
-    expectProblem('forged-checkpoint', 6); // the first checkpoint no longer verifies with the stored key
-    const report = verify({ trustedPublicKey: original });
+    await expectProblem('forged-checkpoint', 6); // the first checkpoint no longer verifies with the stored key
+    const report = await verify({ trustedPublicKey: original });
     expect(report.ok).toBe(false);
     expect(formatAuditReport(report)).toContain('not the trusted one');
   });
@@ -371,7 +382,7 @@ describe('the audit service', () => {
     expect(token.generated).toBe(1);
     const [objectId] = audit.objectIds();
     expect(objectId).toHaveLength(16);
-    const again = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+    const again = createAuditService({ store, token, logger: silent, signIntervalMs: 3_600_000 });
     await again.start();
     expect(token.generated).toBe(1);
     expect(again.objectIds()).toEqual([objectId]);
@@ -381,18 +392,21 @@ describe('the audit service', () => {
     failing.generateKey = async () => {
       throw new Error('CKR_DEVICE_ERROR');
     };
-    const otherDb = openDatabase(join(dir, 'other.db'));
-    const broken = createAuditService({ db: otherDb, token: failing, logger: silent, signIntervalMs: 3_600_000 });
+    const otherStore = await openStore({ engine: 'sqlite', path: join(dir, 'other.db') });
+    const otherDb = new Database(join(dir, 'other.db'));
+    const broken = createAuditService({ store: otherStore, token: failing, logger: silent, signIntervalMs: 3_600_000 });
     await expect(broken.start()).rejects.toThrow('CKR_DEVICE_ERROR');
     expect(otherDb.prepare(`SELECT COUNT(*) AS n FROM settings WHERE name LIKE 'audit%'`).get()).toEqual({ n: 0 });
     expect(broken.objectIds()).toEqual([]);
     otherDb.close();
+    await otherStore.close();
   });
 
   it('never throws from record: a failed append is logged, counted and reported', async () => {
     const onRecordFailure = vi.fn();
-    const other = openDatabase(join(dir, 'other.db'));
-    const service = createAuditService({ db: other, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
+    const otherStore = await openStore({ engine: 'sqlite', path: join(dir, 'other.db') });
+    const other = new Database(join(dir, 'other.db'));
+    const service = createAuditService({ store: otherStore, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
     // The writer thread has a connection of its own; what fails for it is the table being gone.
     other.exec('DROP TABLE audit_events');
     expect(() => service.record(event(1))).not.toThrow();
@@ -401,6 +415,7 @@ describe('the audit service', () => {
     expect(onRecordFailure).toHaveBeenCalledOnce();
     await service.close();
     other.close();
+    await otherStore.close();
   });
 
   it('chains onto whatever another writer stored, so its events are neither lost nor forked', async () => {
@@ -420,11 +435,11 @@ describe('the audit service', () => {
     expect(audit.recordFailures).toBe(0);
     expect(readAll().map((e) => [e.seq, e.reqId])).toEqual([[1, 'req-1'], [2, 'req-1'], [3, 'req-2'], [4, 'req-3']]);
     expect(row(3).prevHash).toBe(eventHash(intruder));
-    expect(verify().ok).toBe(true);
+    expect((await verify()).ok).toBe(true);
   });
 
   it('two services on one file, each with its own writer thread, extend one chain and sign it once', async () => {
-    const other = createAuditService({ db, token, logger: silent, signIntervalMs: 3_600_000 });
+    const other = createAuditService({ store, token, logger: silent, signIntervalMs: 3_600_000 });
     await other.start();
     try {
       for (let turn = 0; turn < 20; turn++) {
@@ -442,8 +457,8 @@ describe('the audit service', () => {
       expect(new Set(events.map((e) => e.reqId)).size).toBe(400);
       expect(audit.recordFailures + other.recordFailures).toBe(0);
       // Both signed the same stored head: one checkpoint, the other one's insert is a no-op.
-      expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([400]);
-      expect(verify()).toMatchObject({ ok: true, events: 400, checkpoints: 1, lastSignedSeq: 400 });
+      expect((await readAuditChain(store).checkpoints()).map((c) => c.seq)).toEqual([400]);
+      expect(await verify()).toMatchObject({ ok: true, events: 400, checkpoints: 1, lastSignedSeq: 400 });
     } finally {
       await other.close();
     }
@@ -461,12 +476,12 @@ describe('the audit service', () => {
     audit.record(event(4));
     await audit.flush();
     expect(readAll().map((e) => [e.seq, e.reqId])).toEqual([[1, 'req-1'], [2, 'req-4']]);
-    expect(verify().ok).toBe(true);
+    expect((await verify()).ok).toBe(true);
   });
 
   it('retries a checkpoint the token refused at the next tick, and close signs the rest without throwing', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
-    const service = createAuditService({ db, token, logger: silent, signIntervalMs: 1000 });
+    const service = createAuditService({ store, token, logger: silent, signIntervalMs: 1000 });
     await service.start();
     service.record(event(1));
     token.failNext(1);
@@ -475,14 +490,14 @@ describe('the audit service', () => {
     await vi.advanceTimersByTimeAsync(1000); // refused again: logged, no checkpoint
     // Signing first flushes (a round trip to the writer thread), so the token is asked a moment later.
     await vi.waitFor(() => expect(token.pendingFailures).toBe(0));
-    expect(readAuditChain(db).checkpoints()).toHaveLength(0);
+    expect((await readAuditChain(store).checkpoints())).toHaveLength(0);
     await vi.advanceTimersByTimeAsync(1000);
-    await vi.waitFor(() => expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([1]));
+    await vi.waitFor(async () => expect((await readAuditChain(store).checkpoints()).map((c) => c.seq)).toEqual([1]));
 
     service.record(event(2));
     token.failNext(5);
     await expect(service.close()).resolves.toBeUndefined();
-    expect(readAuditChain(db).checkpoints().map((c) => c.seq)).toEqual([1]);
+    expect((await readAuditChain(store).checkpoints()).map((c) => c.seq)).toEqual([1]);
     vi.useRealTimers();
   });
 

@@ -13,34 +13,34 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createIdentityService, TOKEN_MAX_AGE_MS } from '../../../src/services/identity-service.js';
 import { createKeyService, KEY_ROW_MAX_AGE_MS } from '../../../src/services/key-service.js';
 import type { Principal } from '../../../src/services/permissions.js';
-import { openDatabase, type Db } from '../../../src/store/database.js';
-import { createSqliteIdentityStore } from '../../../src/store/identity-store.js';
-import { createSqliteKeyStore, type KeyStore } from '../../../src/store/key-store.js';
+import { openStore, type Store } from '../../../src/store/database.js';
+import { createIdentityStore } from '../../../src/store/identity-store.js';
+import { createKeyStore, type KeyStore } from '../../../src/store/key-store.js';
 
 const admin: Principal = { identityId: 'admin', name: 'admin', permissions: [{ projectId: '*', actions: ['*'] }] };
 const fakeToken = { generateKey: async () => ({ publicKeySpki: undefined }), destroyObjects: async () => undefined } as never;
 
 let dir: string;
-let here: Db;
-let otherProcess: Db;
+let here: Store;
+let otherProcess: Store;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hsm-signer-cache-'));
-  here = openDatabase(join(dir, 'store.db'));
-  otherProcess = openDatabase(join(dir, 'store.db'));
+  here = await openStore({ engine: 'sqlite', path: join(dir, 'store.db') });
+  otherProcess = await openStore({ engine: 'sqlite', path: join(dir, 'store.db') });
   vi.useFakeTimers({ toFake: ['Date'], now: 1_700_000_000_000 });
 });
 
-afterEach(() => {
+afterEach(async () => {
   vi.useRealTimers();
-  here.close();
-  otherProcess.close();
+  await here.close();
+  await otherProcess.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
 /** The store, counting the single-row reads the request path makes. */
-function countingKeyStore(db: Db): { store: KeyStore; reads: () => number } {
-  const store = createSqliteKeyStore(db);
+function countingKeyStore(db: Store): { store: KeyStore; reads: () => number } {
+  const store = createKeyStore(db);
   let reads = 0;
   return {
     store: { ...store, get: (id) => (reads++, store.get(id)) },
@@ -54,8 +54,8 @@ describe('key metadata from memory', () => {
     const { store, reads } = countingKeyStore(here);
     const keys = createKeyService({ keyStore: store, token: fakeToken, orgId: 'org', logger: pino({ level: 'silent' }), onKeyObjectsGone: (ids) => gone.push(ids) });
     const key = await keys.create(admin, { projectId: 'p', name: 'k' });
-    const objectId = (await createSqliteKeyStore(here).getVersion(key.id, 1))!.objectId;
-    return { keys, key, objectId, gone, reads, othersStore: createSqliteKeyStore(otherProcess) };
+    const objectId = (await createKeyStore(here).getVersion(key.id, 1))!.objectId;
+    return { keys, key, objectId, gone, reads, othersStore: createKeyStore(otherProcess) };
   }
 
   it('reads the row once per 500 ms, not once per operation', async () => {
@@ -111,7 +111,7 @@ describe('key metadata from memory', () => {
 
 describe('principals from memory', () => {
   async function setUp() {
-    const store = createSqliteIdentityStore(here);
+    const store = createIdentityStore(here);
     let tokenReads = 0;
     const identities = createIdentityService({
       identityStore: { ...store, tokenHolders: (hashes) => ((tokenReads += 1), store.tokenHolders(hashes)) },
@@ -120,7 +120,7 @@ describe('principals from memory', () => {
     const identity = await identities.createIdentity('bootstrap', 'app', [{ projectId: 'p', actions: ['encrypt'] }]);
     const { clientSecret } = await identities.createClientSecret('bootstrap', identity.id);
     const { accessToken } = await identities.login(identity.clientId, clientSecret);
-    return { identities, identity, accessToken, tokenReads: () => tokenReads, othersStore: createSqliteIdentityStore(otherProcess) };
+    return { identities, identity, accessToken, tokenReads: () => tokenReads, othersStore: createIdentityStore(otherProcess) };
   }
 
   it('one store read per 500 ms for a token in use', async () => {

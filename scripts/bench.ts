@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --duration 5 --warmup 2 --sessions 4 --token-threads 2 --connections 32
- *   --ops rsa,p256,aes,cert-rsa,cert-p256,healthz --cpu-prof --no-build]`
+ *   --ops rsa,p256,aes,cert-rsa,cert-p256,ocsp,ocsp-nonce,healthz --cpu-prof --no-build]`
  * `npm run bench -- --soak [--soak-requests 100000 --soak-warmup 10000]`
  *
  * Measures, side by side in one run on this machine (absolute figures drift between runs and
@@ -13,8 +13,10 @@
  *   3. the peer: `cfssl serve` with an RSA-2048 and a P-256 CA signing the same CSR as the
  *      service's sign-certificate runs (scripts/bench/cfssl.ts);
  *   4. the service (`node dist/main.js`) under autocannon: RSA-2048 sign, ECDSA P-256 sign,
- *      AES-256-GCM encrypt of 1 KiB, sign-certificate on an RSA-2048 and a P-256 root CA, and
- *      /healthz latency from a slow probe while RSA-4096 signing saturates the token;
+ *      AES-256-GCM encrypt of 1 KiB, sign-certificate on an RSA-2048 and a P-256 root CA, OCSP
+ *      for a certificate of a P-256 CA (without a nonce, the answer a responder may reuse, and
+ *      with one, signed for every request), and /healthz latency from a slow probe while
+ *      RSA-4096 signing saturates the token;
  * then reads each KMS figure against the physical limit of the machine in this run,
  * `cores ÷ (token CPU per op + floor CPU per request)`, and each certificate figure against
  * cfssl's, with the project's targets beside them. `--soak` instead sends a long mixed load
@@ -37,6 +39,7 @@ import { loadConfig } from '../src/config/load.js';
 import { BENCH_CSR_NAME, BENCH_CSR_TTL, checkIssuedCertificate, makeBenchCsr, type BenchCsr } from './bench/certificates.js';
 import { CFSSL_SIGN_PATH, cfsslSignBody, checkCfsslAnswer, makeCfsslCa, startCfssl } from './bench/cfssl.js';
 import { runLoad, type LoadResult } from './bench/load.js';
+import { checkOcspAnswer, ocspRequest } from './bench/ocsp.js';
 import { cleanup, cleanupSync, freePort, isRunning, removeDir, stopChild, tempDir, track, treeCpuOf, treeMemoryOf, waitFor, withTimeout, type ExitStatus } from './bench/procs.js';
 import { runSoak, soakStatusSummary, type SoakMixEntry, type SoakResult } from './bench/soak.js';
 import type { FloorMessage } from './bench/http-floor.js';
@@ -48,17 +51,24 @@ const MODULE_PATH = '/usr/lib/softhsm/libsofthsm2.so';
 
 /** sign-certificate on a CA of one kind; its token mechanism is the raw op of the same key. */
 type CertOp = 'cert-rsa' | 'cert-p256';
+/** OCSP POST for one certificate of a P-256 CA: without a nonce (answers may be reused), with one (signed each time). */
+type OcspOp = 'ocsp' | 'ocsp-nonce';
 /** Operations loaded on their own at full speed. */
-type LoadOp = RawOp | CertOp;
+type LoadOp = RawOp | CertOp | OcspOp;
 /** /healthz latency beside RSA-4096 signing saturation. */
 type BenchOp = LoadOp | 'healthz';
 const RAW_OPS: RawOp[] = ['rsa', 'p256', 'aes'];
 const CERT_OPS_ALL: CertOp[] = ['cert-rsa', 'cert-p256'];
-const ALL_OPS: BenchOp[] = [...RAW_OPS, ...CERT_OPS_ALL, 'healthz'];
+const OCSP_OPS: OcspOp[] = ['ocsp', 'ocsp-nonce'];
+const ALL_OPS: BenchOp[] = [...RAW_OPS, ...CERT_OPS_ALL, ...OCSP_OPS, 'healthz'];
+const isOcspOp = (op: BenchOp): op is OcspOp => op === 'ocsp' || op === 'ocsp-nonce';
 const isCertOp = (op: BenchOp): op is CertOp => op === 'cert-rsa' || op === 'cert-p256';
 const isLoadOp = (op: BenchOp): op is LoadOp => op !== 'healthz';
-/** The raw token operation each benchmark operation needs from the token. */
-const MECHANISM_OF: Record<LoadOp, RawOp> = { rsa: 'rsa', p256: 'p256', aes: 'aes', 'cert-rsa': 'rsa', 'cert-p256': 'p256' };
+/**
+ * The raw token operation each benchmark operation is read against; OCSP is reported on its own
+ * (its figure is requests per second, not a share of a limit), so it adds no ceiling run.
+ */
+const MECHANISM_OF: Record<LoadOp, RawOp | undefined> = { rsa: 'rsa', p256: 'p256', aes: 'aes', 'cert-rsa': 'rsa', 'cert-p256': 'p256', ocsp: undefined, 'ocsp-nonce': undefined };
 /** Which cfssl CA a sign-certificate run is read against. */
 const CFSSL_KIND: Record<CertOp, 'rsa' | 'p256'> = { 'cert-rsa': 'rsa', 'cert-p256': 'p256' };
 
@@ -99,10 +109,12 @@ const USAGE = `usage: npm run bench -- [options]
                       i.e. config/default.json or HSM_SESSIONS)
   --token-threads N   worker threads of the token ceiling, one session each (default 2)
   --connections N     autocannon connections (default 32)
-  --ops LIST          any of rsa,p256,aes,cert-rsa,cert-p256,healthz (default all); cert-* is
-                      sign-certificate on an RSA-2048 / P-256 root CA, beside cfssl serve with
-                      a CA of the same kind; healthz is /healthz latency while RSA-4096 signing
-                      saturates the token
+  --ops LIST          any of rsa,p256,aes,cert-rsa,cert-p256,ocsp,ocsp-nonce,healthz (default
+                      all); cert-* is sign-certificate on an RSA-2048 / P-256 root CA, beside
+                      cfssl serve with a CA of the same kind; ocsp is an OCSP POST for one
+                      certificate of a P-256 CA without a nonce (an answer the responder may
+                      reuse), ocsp-nonce the same with a nonce (signed in the token each time);
+                      healthz is /healthz latency while RSA-4096 signing saturates the token
   --cpu-prof          run the service with --cpu-prof; the profile is kept under .bench/
   --no-build          do not run tsc -p tsconfig.build.json first (use dist/ as it is)
   --soak              only the soak: mixed requests to one service process, then its memory,
@@ -293,7 +305,7 @@ type Measured = LoadResult & { cpu?: CpuShare };
 /** CPU seconds per 2xx response of a run, server and load generator together. */
 const cpuPerOk = (m: Measured | undefined) => (m?.cpu && m.ok > 0 ? (m.cpu.serverMainMs + m.cpu.serverOtherMs + m.cpu.loaderMs) / 1000 / m.ok : undefined);
 
-async function load(options: Options, url: string, body: string | undefined, headers: Record<string, string>, serverPid: number | undefined, extra: { warmup?: boolean } = {}): Promise<Measured> {
+async function load(options: Options, url: string, body: string | Buffer | undefined, headers: Record<string, string>, serverPid: number | undefined, extra: { warmup?: boolean } = {}): Promise<Measured> {
   if (options.warmupS > 0 && extra.warmup !== false) await runLoad({ url, body, headers, connections: options.connections, durationS: options.warmupS });
   const serverBefore = serverPid === undefined ? undefined : treeCpuOf(serverPid);
   const loaderBefore = process.cpuUsage();
@@ -503,12 +515,17 @@ interface PreparedOp {
   path: string;
   /** The key a KMS operation uses. */
   keyId?: string;
-  body: string;
+  body: string | Buffer;
+  /** Headers of every request; the bearer token when absent. */
+  headers?: Record<string, string>;
+  /** Sends one request and checks it, for operations that are not JSON (OCSP). */
+  sample?: () => Promise<string>;
   /** Checks one response beyond its status; returns a short description. */
   check: (response: ApiResponse) => Promise<string>;
 }
 
 async function prepareOp(op: LoadOp, base: string, token: string, csr: BenchCsr | undefined): Promise<PreparedOp> {
+  if (isOcspOp(op)) return prepareOcsp(op, base, token, csr);
   if (!isCertOp(op)) {
     const spec = SERVICE_OPS[op];
     const created = await api(base, 'POST', '/api/v1/kms/keys', { projectId: 'default', name: spec.keyName, keyUsage: spec.keyUsage, encryptionAlgorithm: spec.encryptionAlgorithm }, token);
@@ -536,6 +553,34 @@ async function prepareOp(op: LoadOp, base: string, token: string, csr: BenchCsr 
     path: '/api/v3/pki/certificates/sign-certificate',
     body: JSON.stringify({ profileId, csr: request.pem, ttl: BENCH_CSR_TTL }),
     check: (response) => checkIssuedCertificate(response.body ?? {}, request, spec.caKind),
+  };
+}
+
+/** A P-256 root CA and one certificate under it, and the OCSP request for that certificate. */
+async function prepareOcsp(op: OcspOp, base: string, token: string, csr: BenchCsr | undefined): Promise<PreparedOp> {
+  if (!csr) throw new Error('OCSP needs the run\'s CSR for its certificate');
+  const ca = await api(base, 'POST', '/api/v1/cert-manager/ca/internal', { projectId: 'default', type: 'root', commonName: `hsm-signer bench OCSP CA (${op})`, keyAlgorithm: 'EC_prime256v1' }, token);
+  expectStatus('create the OCSP bench CA', ca);
+  const caId = ca.body.ca.id as string;
+  const profile = await api(base, 'POST', '/api/v1/cert-manager/certificate-profiles', { projectId: 'default', caId, slug: `bench-${op}`, policy: { maxValidity: '397d', subject: [{ type: 'CN', allowed: ['**'] }], sans: { dns: ['**'] } } }, token);
+  expectStatus('create a profile on the OCSP bench CA', profile);
+  const issued = await api(base, 'POST', '/api/v3/pki/certificates/sign-certificate', { profileId: profile.body.certificateProfile.id, csr: csr.pem, ttl: BENCH_CSR_TTL }, token);
+  expectStatus('issue the certificate OCSP is asked about', issued);
+  const caPem = (await api(base, 'GET', `/api/v1/cert-manager/ca/internal/${caId}/certificate`, undefined, token)).body.certificate as string;
+  const caDer = Buffer.from(caPem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
+  const body = ocspRequest(caDer, issued.body.serialNumber as string, op === 'ocsp-nonce');
+  const path = `/api/v1/cert-manager/ocsp/${caId}`;
+  const headers = { 'content-type': 'application/ocsp-request' };
+  return {
+    path,
+    body,
+    headers,
+    check: async () => 'unused',
+    sample: async () => {
+      const response = await fetch(`${base}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(30_000) });
+      if (response.status !== 200) throw new Error(`sample ${op} request: HTTP ${response.status}`);
+      return checkOcspAnswer(Buffer.from(await response.arrayBuffer()), caDer);
+    },
   };
 }
 
@@ -625,14 +670,19 @@ async function measureService(options: Options, report: Report, csr: BenchCsr | 
       for (const op of options.ops) if (isLoadOp(op)) prepared.set(op, await prepareOp(op, base, token, csr));
       for (const op of options.ops) {
         if (!isLoadOp(op)) continue;
-        const { path, body, check } = prepared.get(op)!;
+        const { path, body, check, headers, sample: sampleOf } = prepared.get(op)!;
         if (!isRunning(child)) throw new Error('the service is no longer running');
-        const sample = await api(base, 'POST', path, body, token);
-        expectStatus(`sample ${op} request`, sample);
-        const run: ServiceRun = { op, sample: await check(sample) };
+        let described: string;
+        if (sampleOf) described = await sampleOf();
+        else {
+          const sample = await api(base, 'POST', path, body, token);
+          expectStatus(`sample ${op} request`, sample);
+          described = await check(sample);
+        }
+        const run: ServiceRun = { op, sample: described };
         report.service.push(run);
         log(`service ${op}: sample ${run.sample}; loading for ${options.warmupS} s warm-up + ${options.durationS} s`);
-        run.load = await load(options, `${base}${path}`, body, { authorization: `Bearer ${token}` }, child.pid);
+        run.load = await load(options, `${base}${path}`, body, headers ?? { authorization: `Bearer ${token}` }, child.pid);
         if (!isRunning(child)) throw new Error(`the service exited during the ${op} run (code ${child.exitCode}, signal ${child.signalCode})`);
         run.rssAfterKiB = treeMemoryOf(child.pid!)?.rssKiB;
       }
@@ -701,7 +751,8 @@ async function soak(options: Options, report: Report, base: string, token: strin
   const encrypted = await api(base, 'POST', aes.path, aes.body, token);
   expectStatus('soak: encrypt for the decrypt requests', encrypted);
   const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-  const post = (op: LoadOp) => ({ method: 'POST' as const, path: prepared.get(op)!.path, headers: auth, body: prepared.get(op)!.body });
+  // Only JSON operations are in the mix.
+  const post = (op: LoadOp) => ({ method: 'POST' as const, path: prepared.get(op)!.path, headers: auth, body: String(prepared.get(op)!.body) });
   const p256KeyId = prepared.get('p256')!.keyId!;
   const entry = (label: string, expect: number, request: SoakMixEntry['request'], times = 1): SoakMixEntry[] => Array.from({ length: times }, () => ({ label, expect, request }));
   const mix: SoakMixEntry[] = [
@@ -715,7 +766,7 @@ async function soak(options: Options, report: Report, base: string, token: strin
     ...entry('get key', 200, { method: 'GET', path: `/api/v1/kms/keys/${p256KeyId}`, headers: auth }),
     ...entry('sign, unknown algorithm', 422, { method: 'POST', path: prepared.get('p256')!.path, headers: auth, body: signBody('NO_SUCH_ALGORITHM') }),
     ...entry('get, unknown key', 404, { method: 'GET', path: '/api/v1/kms/keys/00000000-0000-4000-8000-000000000000', headers: auth }),
-    ...entry('sign, no credentials', 401, { method: 'POST', path: prepared.get('p256')!.path, headers: { 'content-type': 'application/json' }, body: prepared.get('p256')!.body }),
+    ...entry('sign, no credentials', 401, { method: 'POST', path: prepared.get('p256')!.path, headers: { 'content-type': 'application/json' }, body: String(prepared.get('p256')!.body) }),
   ];
   // Each kind once, so a mix entry that does not answer what it should is caught before the soak.
   const seen = new Set<string>();
@@ -739,6 +790,8 @@ const OP_LABEL: Record<BenchOp, string> = {
   aes: 'AES-256-GCM encrypt, 1 KiB',
   'cert-rsa': 'sign-certificate, RSA-2048 CA',
   'cert-p256': 'sign-certificate, P-256 CA',
+  ocsp: 'OCSP POST, P-256 CA, no nonce (reused answer)',
+  'ocsp-nonce': 'OCSP POST, P-256 CA, nonce (signed per request)',
   healthz: '/healthz beside RSA-4096 saturation',
 };
 
@@ -972,6 +1025,19 @@ function printRuns(out: string[], report: Report): void {
     out.push('');
   }
 
+  const ocspOps = options.ops.filter(isOcspOp);
+  if (ocspOps.length) {
+    const rows = ocspOps.map((op) => {
+      const http = serviceRun(op);
+      return [OP_LABEL[op], fmtInt(http?.okPerSec), fmtMs(http?.p50), fmtMs(http?.p99), http ? fmtInt(http.non2xx + http.errors) : '—', fmtUs(cpuPerOk(http))];
+    });
+    out.push('OCSP responder (POST /api/v1/cert-manager/ocsp/{caId}, application/ocsp-request, no credentials), one certificate of a P-256 root CA made for the run');
+    out.push(table(['operation', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx+err', 'CPU µs/req'], rows));
+    out.push('  every request reads the certificate\'s status from the store; without a nonce the answer signed for that status is reused (re-signed every');
+    out.push('  10 minutes), with a nonce (32 octets, the same in every request here) the token signs each answer. CPU µs/req: server (all threads) + autocannon.');
+    out.push('');
+  }
+
   const health = report.health;
   if (options.ops.includes('healthz')) {
     const probe = health?.probe;
@@ -1086,7 +1152,7 @@ async function main(): Promise<number> {
   const versions = { softhsm: await commandVersion('softhsm2-util', ['--version']), cfssl: await commandVersion('cfssl', ['version']) };
   try {
     // One CSR for the whole run: the service and cfssl sign the same request.
-    const needsCsr = options.soak || options.ops.some(isCertOp);
+    const needsCsr = options.soak || options.ops.some((op) => isCertOp(op) || isOcspOp(op));
     const csr = needsCsr ? await makeBenchCsr() : undefined;
     if (options.soak) {
       await measureService(options, report, csr);

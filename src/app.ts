@@ -31,6 +31,8 @@ import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
+import { createEstService } from './services/est-service.js';
+import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { startMaintenance, underLease } from './services/leases.js';
@@ -131,6 +133,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
   const certificates = createCertificateService({ pkiStore, cas });
+  const ocsp = createOcspService({ pkiStore, cas });
+  const est = createEstService({ pkiStore, cas, certificates });
 
   const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
@@ -153,6 +157,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     crypto,
     cas,
     certificates,
+    ocsp,
+    est,
+    estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
     token,
@@ -303,7 +310,12 @@ function listener(config: Config, handler: RequestListener<typeof IncomingMessag
         cert: readFileSync(tls.certFile),
         key: readFileSync(tls.keyFile),
         minVersion: 'TLSv1.2',
-        ...(tls.clientCaFile ? { ca: readFileSync(tls.clientCaFile), requestCert: true, rejectUnauthorized: true } : {}),
+        ...(tls.clientCaFile
+          ? { ca: readFileSync(tls.clientCaFile), requestCert: true, rejectUnauthorized: true }
+          : tls.requestClientCertificate
+            ? // Asked, not required: the EST service decides which certificates it honours.
+              { requestCert: true, rejectUnauthorized: false }
+            : {}),
       },
       handler,
     );

@@ -63,6 +63,13 @@ export const certificatesIssued = new Counter({
   registers: [registry],
 });
 
+export const ocspResponses = new Counter({
+  name: `${PREFIX}ocsp_responses_total`,
+  help: 'OCSP answers by response status (successful, malformedRequest, unauthorized, tryLater, internalError) and where a successful one came from (cache: signed earlier for the same statuses; token: signed for this request).',
+  labelNames: ['status', 'source'] as const,
+  registers: [registry],
+});
+
 export const rateLimited = new Counter({
   name: `${PREFIX}rate_limited_total`,
   help: 'Requests refused with 429, by reason.',

@@ -19,7 +19,7 @@ interface AutocannonOptions {
   url: string;
   method: 'GET' | 'POST';
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Buffer;
   connections: number;
   duration?: number;
   amount?: number;
@@ -48,8 +48,8 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (options: Aut
 
 export interface LoadSpec {
   url: string;
-  /** POST when there is a body, GET otherwise. */
-  body?: string;
+  /** POST when there is a body, GET otherwise; a Buffer for binary bodies (OCSP requests). */
+  body?: string | Buffer;
   headers: Record<string, string>;
   connections: number;
   /** Length of the run; with `amount`, the longest it may take. */

@@ -100,7 +100,11 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
             .map((cidr) => cidr.trim())
             .filter(Boolean)
         : undefined,
-      tls: env.TLS_CERT_FILE || env.TLS_KEY_FILE ? { certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE, clientCaFile: env.TLS_CLIENT_CA_FILE || null } : undefined,
+      tls:
+        env.TLS_CERT_FILE || env.TLS_KEY_FILE
+          ? { certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE, clientCaFile: env.TLS_CLIENT_CA_FILE || null, requestClientCertificate: env.TLS_REQUEST_CLIENT_CERTIFICATE === 'true' }
+          : undefined,
+      estClientCertificateHeader: env.EST_CLIENT_CERTIFICATE_HEADER || undefined,
     },
     dataDir: env.DATA_DIR || undefined,
     database: { path: env.DATABASE_PATH || undefined, url: env.DATABASE_URL || undefined },

@@ -45,7 +45,18 @@ export const configSchema = {
             certFile: { type: 'string', description: 'PEM certificate chain of the listener.' },
             keyFile: { type: 'string', description: 'PEM private key of the listener.' },
             clientCaFile: { type: ['string', 'null'], description: 'PEM CA certificates; when set, clients must present a certificate issued under one (mutual TLS).' },
+            requestClientCertificate: {
+              type: 'boolean',
+              default: false,
+              description: 'Ask every client for a certificate without requiring one, so EST clients can re-enroll with the certificate they hold (env TLS_REQUEST_CLIENT_CERTIFICATE=true). With clientCaFile set, one is required anyway.',
+            },
           },
+        },
+        estClientCertificateHeader: {
+          type: ['string', 'null'],
+          pattern: '^[A-Za-z0-9-]{1,64}$',
+          default: null,
+          description: "Request header in which a TLS-terminating proxy passes the client certificate (URL-encoded PEM, as nginx's $ssl_client_escaped_cert, or base64 DER) for EST re-enrollment (env EST_CLIENT_CERTIFICATE_HEADER). Believed only from server.trustedProxies.",
         },
       },
     },
@@ -154,7 +165,8 @@ export interface Config {
     httpWorkers: number | 'auto';
     opsPort: number | null;
     trustedProxies: string[];
-    tls?: { certFile: string; keyFile: string; clientCaFile?: string | null } | null;
+    tls?: { certFile: string; keyFile: string; clientCaFile?: string | null; requestClientCertificate?: boolean } | null;
+    estClientCertificateHeader?: string | null;
   };
   dataDir: string;
   database: { path?: string | null; url?: string | null };

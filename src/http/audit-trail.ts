@@ -65,6 +65,9 @@ const ACTIONS: Record<string, [action: string, resourceType: AuditResourceType |
   'POST /api/v1/cert-manager/certificates/:certificateId/revoke': ['pki.certificate.revoke', 'certificate'],
 
   'GET /api/v1/audit-logs/': ['audit.list', 'audit'],
+
+  'POST /.well-known/est/:profileId/simpleenroll': ['pki.est.enroll', 'certificate'],
+  'POST /.well-known/est/:profileId/simplereenroll': ['pki.est.reenroll', 'certificate'],
 };
 
 /** The path parameter that names the resource, by resource type. */
@@ -78,7 +81,13 @@ const ID_PARAM: Record<AuditResourceType, string> = {
 };
 
 /** Route families whose requests are audited even when they are refused before a route. */
-const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs'];
+const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs', '/.well-known/est/'];
+/**
+ * OCSP and EST's cacerts are public reads like the CRL (OCSP is asked by every TLS client on
+ * every connection): an event per query would drown the trail; OCSP answers are counted in
+ * metrics instead.
+ */
+const unaudited = (path: string) => path.startsWith('/api/v1/cert-manager/ocsp/') || (path.startsWith('/.well-known/est/') && path.endsWith('/cacerts'));
 
 /** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
 export function outcomeOf(statusCode: number): AuditOutcome {
@@ -103,7 +112,7 @@ export const auditIndividually = (res: Response): void => {
 export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
   return (req, res, next) => {
     const path = req.path;
-    if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix))) return next();
+    if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || unaudited(path)) return next();
     res.once('close', () => {
       const status = statusOf(res);
       const principal = res.locals.principal as { identityId: string } | undefined;

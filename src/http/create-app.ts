@@ -6,7 +6,7 @@
  * handler.
  */
 import { isUtf8 } from 'node:buffer';
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type Express, type Request, type RequestHandler } from 'express';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
@@ -14,11 +14,13 @@ import type { AuditService } from '../services/audit-service.js';
 import type { CaService } from '../services/ca-service.js';
 import type { CertificateService } from '../services/certificate-service.js';
 import type { CryptoService } from '../services/crypto-service.js';
+import type { EstService } from '../services/est-service.js';
+import type { OcspService } from '../services/ocsp-service.js';
 import type { IdentityService } from '../services/identity-service.js';
 import type { KeyService } from '../services/key-service.js';
 import { registry } from '../metrics.js';
 import { auditTrail, type DeniedSummary } from './audit-trail.js';
-import { trustedProxyList, trustFunction } from './client-address.js';
+import { normalizeAddress, trustedProxyList, trustFunction } from './client-address.js';
 import { errorHandler, routeNotFound } from './error-handler.js';
 import { frontDoor } from './front-door.js';
 import { observeRequests } from './observe-requests.js';
@@ -29,6 +31,8 @@ import { authRoutes } from './routes/auth.js';
 import { healthRoutes, type HealthSource } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
 import { kmsRoutes } from './routes/kms.js';
+import { estRoutes } from './routes/est.js';
+import { ocspRoutes } from './routes/ocsp.js';
 import { certManagerRoutes, publicPkiRoutes, signCertificateRoutes } from './routes/pki.js';
 
 export interface HttpDeps {
@@ -39,6 +43,10 @@ export interface HttpDeps {
   crypto: CryptoService;
   cas: CaService;
   certificates: CertificateService;
+  ocsp: OcspService;
+  est: EstService;
+  /** server.estClientCertificateHeader: where a trusted proxy passes an EST client's certificate. */
+  estClientCertificateHeader?: string | undefined;
   audit: AuditService;
   /** Where refused unauthenticated requests are counted instead of audited one by one. */
   deniedRequests: Pick<DeniedSummary, 'count'>;
@@ -154,7 +162,10 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   const trustsProxies = deps.trustedProxies.length > 0;
-  if (trustsProxies) app.set('trust proxy', trustFunction(trustedProxyList(deps.trustedProxies)));
+  const trusted = trustFunction(trustedProxyList(deps.trustedProxies));
+  if (trustsProxies) app.set('trust proxy', trusted);
+  /** Whether the TCP peer itself (not a forwarded address) is a trusted proxy. */
+  const fromTrustedProxy = (req: Request) => trustsProxies && req.socket.remoteAddress !== undefined && trusted(normalizeAddress(req.socket.remoteAddress), 0);
 
   const json = leanJson(
     deps.bodyLimitBytes,
@@ -181,7 +192,11 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v1/kms', noStore, bearer, rateLimit, json, kmsRoutes(deps));
   app.use('/api/v1/identities', noStore, bearer, rateLimit, json, identityRoutes(deps));
   app.use('/api/v3/pki', noStore, bearer, rateLimit, json, signCertificateRoutes(deps));
+  // Before the rest of cert-manager: relying parties ask OCSP without credentials.
+  app.use('/api/v1/cert-manager/ocsp', ocspRoutes(deps));
   app.use('/api/v1/cert-manager', noStore, bearer, rateLimit, json, certManagerRoutes(deps));
+  // EST authenticates per profile (passphrase or client certificate), not with bearer tokens.
+  app.use('/.well-known/est', noStore, estRoutes({ ...deps, estThrottle: new LoginThrottle(deps.loginThrottle), fromTrustedProxy }));
   app.use('/api/v1/audit-logs', noStore, bearer, rateLimit, auditRoutes(deps));
   app.use('/pki', publicPkiRoutes(deps));
   app.use(routeNotFound);

@@ -42,6 +42,8 @@ export interface CertificateTemplate {
   subjectAltNames?: GeneralNameJson[];
   crlDistributionPoint?: string;
   caIssuersUrl?: string;
+  /** The issuer's OCSP responder, named in AIA before caIssuers. */
+  ocspUrl?: string;
 }
 
 export const SIGNATURE_ALGORITHMS = {
@@ -77,6 +79,7 @@ export function toGeneralName(name: GeneralNameJson): asn.GeneralName {
 }
 
 const ID_AD_CA_ISSUERS = '1.3.6.1.5.5.7.48.2';
+const ID_AD_OCSP = '1.3.6.1.5.5.7.48.1';
 /** PKCS#9 extensionRequest. */
 const ID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';
 
@@ -96,6 +99,7 @@ const OID = {
   crlDistributionPoints: encodeOid(asn.id_ce_cRLDistributionPoints),
   authorityInfoAccess: encodeOid(asn.id_pe_authorityInfoAccess),
   caIssuers: encodeOid(ID_AD_CA_ISSUERS),
+  ocsp: encodeOid(ID_AD_OCSP),
 };
 
 /** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
@@ -159,16 +163,20 @@ export function authorityKeyIdentifierDer(keyId: Buffer): Buffer {
   return extensionDer(OID.authorityKeyIdentifier, false, sequence(tlv(0x80, keyId)));
 }
 
-/** CRL distribution point and CA issuers URL (AIA) extensions, in that order. */
-export function issuerLocationsDer(crlDistributionPoint: string | undefined, caIssuersUrl: string | undefined): Buffer {
+/**
+ * CRL distribution point and AIA extensions, in that order; AIA names the OCSP responder first,
+ * then the CA issuers URL (the order RFC 5280's example and most CAs use).
+ */
+export function issuerLocationsDer(crlDistributionPoint: string | undefined, caIssuersUrl: string | undefined, ocspUrl?: string): Buffer {
   const parts: Buffer[] = [];
   if (crlDistributionPoint) {
     const fullName = tlv(0xa0, tlv(0x86, Buffer.from(crlDistributionPoint, 'latin1')));
     parts.push(extensionDer(OID.crlDistributionPoints, false, sequence(sequence(tlv(0xa0, fullName)))));
   }
-  if (caIssuersUrl) {
-    parts.push(extensionDer(OID.authorityInfoAccess, false, sequence(sequence(OID.caIssuers, tlv(0x86, Buffer.from(caIssuersUrl, 'latin1'))))));
-  }
+  const access: Buffer[] = [];
+  if (ocspUrl) access.push(sequence(OID.ocsp, tlv(0x86, Buffer.from(ocspUrl, 'latin1'))));
+  if (caIssuersUrl) access.push(sequence(OID.caIssuers, tlv(0x86, Buffer.from(caIssuersUrl, 'latin1'))));
+  if (access.length) parts.push(extensionDer(OID.authorityInfoAccess, false, sequence(...access)));
   return Buffer.concat(parts);
 }
 
@@ -237,12 +245,12 @@ function integerDer(value: number): Buffer {
   return tlv(TAG.integer, Buffer.from(bytes));
 }
 
-export function issuerPartsOf(template: Pick<CertificateTemplate, 'issuer' | 'issuerPublicKey' | 'issuerKeyId' | 'crlDistributionPoint' | 'caIssuersUrl'>, algorithm: Buffer): IssuerParts {
+export function issuerPartsOf(template: Pick<CertificateTemplate, 'issuer' | 'issuerPublicKey' | 'issuerKeyId' | 'crlDistributionPoint' | 'caIssuersUrl' | 'ocspUrl'>, algorithm: Buffer): IssuerParts {
   return {
     issuer: template.issuer,
     algorithm,
     authorityKeyIdentifier: authorityKeyIdentifierDer(template.issuerKeyId ?? keyIdentifier(template.issuerPublicKey)),
-    locations: issuerLocationsDer(template.crlDistributionPoint, template.caIssuersUrl),
+    locations: issuerLocationsDer(template.crlDistributionPoint, template.caIssuersUrl, template.ocspUrl),
   };
 }
 

@@ -131,6 +131,8 @@ export function createCaService(deps: CaDeps) {
 
   const certificateUrl = (caId: string) => `${publicBaseUrl()}/pki/ca/${caId}/certificate.der`;
   const crlUrl = (caId: string) => `${publicBaseUrl()}/pki/ca/${caId}/crl.der`;
+  /** The CA's OCSP responder (routes/ocsp.ts), named in the AIA of what it issues. */
+  const ocspUrl = (caId: string) => `${publicBaseUrl()}/api/v1/cert-manager/ocsp/${caId}`;
 
   /** The CA's key as a certificate/CRL signer: hash here, sign the digest in the token. */
   function signerFor(ca: Pick<CaRecord, 'objectId' | 'keyAlgorithm'>): CertificateSigner {
@@ -176,7 +178,7 @@ export function createCaService(deps: CaDeps) {
     if (!ca.certificate) throw badRequest('The CA has no certificate yet: import it first');
     const signer = signerFor(ca);
     const parts = issuerPartsOf(
-      { issuer: ca.subject, issuerPublicKey: ca.publicKey, issuerKeyId: issuerKeyId(ca), crlDistributionPoint: crlUrl(ca.id), caIssuersUrl: certificateUrl(ca.id) },
+      { issuer: ca.subject, issuerPublicKey: ca.publicKey, issuerKeyId: issuerKeyId(ca), crlDistributionPoint: crlUrl(ca.id), caIssuersUrl: certificateUrl(ca.id), ocspUrl: ocspUrl(ca.id) },
       algorithmIdentifierDer(signer.algorithm),
     );
     const issuingPem = toPem(ca.certificate);
@@ -285,6 +287,7 @@ export function createCaService(deps: CaDeps) {
     chainAbove,
     certificateUrl,
     crlUrl,
+    ocspUrl,
     existing,
 
     async create(principal: Principal | 'bootstrap', input: CreateCaInput): Promise<PublicCa> {
@@ -359,7 +362,7 @@ export function createCaService(deps: CaDeps) {
             issuerKeyId: parent && issuerKeyId(parent),
             ca: pathLength === null ? {} : { pathLength },
             keyUsages: KEY_USAGE_BITS.keyCertSign | KEY_USAGE_BITS.cRLSign,
-            ...(parent ? { crlDistributionPoint: crlUrl(parent.id), caIssuersUrl: certificateUrl(parent.id) } : {}),
+            ...(parent ? { crlDistributionPoint: crlUrl(parent.id), caIssuersUrl: certificateUrl(parent.id), ocspUrl: ocspUrl(parent.id) } : {}),
           },
           signerFor(issuer),
         );

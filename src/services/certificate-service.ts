@@ -11,13 +11,14 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { badRequest, notFound } from '../errors.js';
 import { certificateDer, tbsCertificateDer, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
-import { parseCsr } from '../pki/csr.js';
+import { parseCsr, type ReadCsr } from '../pki/csr.js';
 import type { RevocationReason } from '../pki/crl.js';
 import { evaluatePolicy, type CertificatePolicy } from '../pki/policy.js';
 import { newSerialNumber } from '../pki/serial.js';
 import { parseTtl } from '../pki/ttl.js';
 import type { CertificateRecord, PkiStore, ProfileRecord } from '../store/pki-store.js';
 import { wholeSecond, type CaService } from './ca-service.js';
+import { hashSecret } from './identity-service.js';
 import { authorize, type Principal } from './permissions.js';
 
 export interface ProfileInput {
@@ -27,6 +28,8 @@ export interface ProfileInput {
   description?: string;
   policy: CertificatePolicy;
   defaults?: { ttl?: string };
+  /** EST enrollment: the passphrase is hashed at once and never shown again. */
+  est?: { enabled: boolean; passphrase?: string };
 }
 
 export interface PublicProfile {
@@ -37,11 +40,42 @@ export interface PublicProfile {
   description: string;
   policy: CertificatePolicy;
   defaults: { ttl?: string };
+  /** Whether EST is open; whether a passphrase is set, never the passphrase or its hash. */
+  est: { enabled: boolean; passphraseSet: boolean };
   createdAt: string;
   updatedAt: string;
 }
 
-const toPublicProfile = (profile: ProfileRecord): PublicProfile => ({ ...profile, policy: profile.policy as CertificatePolicy });
+// Field by field: the record holds the EST passphrase hash, which must never reach an answer.
+const toPublicProfile = (profile: ProfileRecord): PublicProfile => ({
+  id: profile.id,
+  projectId: profile.projectId,
+  caId: profile.caId,
+  slug: profile.slug,
+  description: profile.description,
+  policy: profile.policy as CertificatePolicy,
+  defaults: profile.defaults,
+  est: { enabled: profile.estEnabled, passphraseSet: profile.estPassphraseHash !== null },
+  createdAt: profile.createdAt,
+  updatedAt: profile.updatedAt,
+});
+
+/** What issuing under a profile returns, whichever protocol asked. */
+export interface IssuedCertificate {
+  record: CertificateRecord;
+  certificate: string;
+  issuingCaCertificate: string;
+  certificateChain: string;
+}
+
+/** Overrides for a re-enrollment, which keeps the subject of the certificate it renews byte for byte. */
+export interface IssueOptions {
+  /** The requested validity in the ms notation; absent, the profile's default ttl (else its maximum), cut at the CA's expiry. */
+  ttl?: string;
+  subjectDer?: Buffer;
+  /** Refusals found by the caller, reported together with the policy's. */
+  violations?: string[];
+}
 
 export interface PublicCertificate {
   id: string;
@@ -104,11 +138,92 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
     return certificate;
   }
 
+  /** The EST columns for a profile's `est` input: a new passphrase is hashed; enabling needs one. */
+  async function estColumns(est: ProfileInput['est'], current: ProfileRecord | undefined): Promise<Pick<ProfileRecord, 'estEnabled' | 'estPassphraseHash'>> {
+    const estPassphraseHash = est?.passphrase !== undefined ? await hashSecret(est.passphrase) : (current?.estPassphraseHash ?? null);
+    const estEnabled = est?.enabled ?? current?.estEnabled ?? false;
+    if (estEnabled && estPassphraseHash === null) throw badRequest('est.passphrase is required to enable EST on a profile');
+    return { estEnabled, estPassphraseHash };
+  }
+
   async function checkProfile(input: Pick<ProfileInput, 'projectId' | 'caId' | 'policy' | 'defaults'>): Promise<void> {
     const ca = await cas.existing(input.caId);
     if (ca.projectId !== input.projectId) throw badRequest('The CA belongs to another project');
     if (parseTtl(input.policy.maxValidity) === undefined) throw badRequest(`policy.maxValidity "${input.policy.maxValidity}" is not a duration in the ms notation`);
     if (input.defaults?.ttl !== undefined && parseTtl(input.defaults.ttl) === undefined) throw badRequest(`defaults.ttl "${input.defaults.ttl}" is not a duration in the ms notation`);
+  }
+
+  /**
+   * Issues a certificate for a parsed CSR under a profile, whoever asked (sign-certificate,
+   * EST): the CA must be active, the CSR within the policy and the validity within the
+   * profile's maximum and the CA's expiry (400 naming every violated rule); then it is signed
+   * in the token and recorded (listed, revocable, in the CRL and OCSP). The subject and SANs
+   * are the CSR's; a re-enrollment passes the renewed certificate's subject DER to keep it
+   * byte for byte.
+   */
+  async function issue(profile: ProfileRecord, csrInput: ReadCsr | string, options: IssueOptions = {}): Promise<IssuedCertificate> {
+    const ca = await cas.existing(profile.caId);
+    if (ca.status !== 'active') throw badRequest(`The profile's CA is ${ca.status === 'disabled' ? 'disabled' : 'not active yet'}`);
+    // A PEM is parsed only once the CA is known to be usable: that refusal comes first.
+    const csr = typeof csrInput === 'string' ? await parseCsr(csrInput) : csrInput;
+
+    const policy = profile.policy as CertificatePolicy;
+    const verdict = evaluatePolicy(policy, csr);
+    const violations = [...(options.violations ?? []), ...verdict.violations];
+
+    const now = Date.now();
+    const notBefore = wholeSecond(now);
+    let notAfter = notBefore;
+    const max = parseTtl(policy.maxValidity)!;
+    if (options.ttl === undefined) {
+      // No requested validity (EST has none): the profile's default, else its maximum, ending
+      // no later than the CA itself.
+      const ttl = (profile.defaults.ttl !== undefined ? parseTtl(profile.defaults.ttl) : undefined) ?? max;
+      notAfter = wholeSecond(Math.min(notBefore.getTime() + Math.min(ttl, max), Date.parse(ca.notAfter!)));
+    } else {
+      const ttl = parseTtl(options.ttl);
+      if (ttl === undefined) violations.push(`ttl "${options.ttl}" is not a duration in the ms notation (e.g. "90d", "24h")`);
+      else {
+        notAfter = wholeSecond(notBefore.getTime() + ttl);
+        if (ttl > max) violations.push(`ttl ${options.ttl} is longer than the profile's maximum validity ${policy.maxValidity}`);
+        if (notAfter.getTime() > Date.parse(ca.notAfter!)) violations.push(`ttl ${options.ttl} runs past the issuing CA's expiry (${ca.notAfter})`);
+      }
+    }
+    if (violations.length > 0) throw badRequest(`The certificate request was refused: ${violations.join('; ')}`);
+
+    const serialNumber = newSerialNumber();
+    const issuer = await cas.issuing(ca);
+    const tbs = tbsCertificateDer(issuer.parts, {
+      serialNumber,
+      subject: options.subjectDer ?? csr.subjectDer,
+      notBefore,
+      notAfter,
+      subjectPublicKey: csr.publicKeySpki,
+      ca: csr.requestsCa ? (csr.requestedPathLength !== undefined ? { pathLength: csr.requestedPathLength } : {}) : undefined,
+      keyUsages: verdict.keyUsages,
+      extendedKeyUsages: verdict.extendedKeyUsages,
+      subjectAltNames: csr.sans as GeneralNameJson[],
+    });
+    const der = certificateDer(tbs, issuer.parts.algorithm, await issuer.sign(tbs));
+    const record: CertificateRecord = {
+      id: randomUUID(),
+      projectId: profile.projectId,
+      caId: ca.id,
+      profileId: profile.id,
+      serialNumber: serialNumber.toString('hex'),
+      subjectDn: csr.subjectDn,
+      sans: csr.sans,
+      notBefore: notBefore.toISOString(),
+      notAfter: notAfter.toISOString(),
+      der,
+      fingerprintSha256: fingerprint(der, 'sha256'),
+      status: 'active',
+      revocationReason: null,
+      revokedAt: null,
+      createdAt: new Date(now).toISOString(),
+    };
+    await store.insertCertificate(record);
+    return { record, certificate: toPem(der), issuingCaCertificate: issuer.issuingPem, certificateChain: issuer.chainPem };
   }
 
   return {
@@ -124,6 +239,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
         description: input.description ?? '',
         policy: input.policy,
         defaults: input.defaults ?? {},
+        ...(await estColumns(input.est, undefined)),
         createdAt: now,
         updatedAt: now,
       };
@@ -147,7 +263,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
       return toPublicProfile(profile);
     },
 
-    async updateProfile(principal: Principal, profileId: string, changes: Partial<Pick<ProfileInput, 'caId' | 'description' | 'policy' | 'defaults'>>): Promise<PublicProfile> {
+    async updateProfile(principal: Principal, profileId: string, changes: Partial<Pick<ProfileInput, 'caId' | 'description' | 'policy' | 'defaults' | 'est'>>): Promise<PublicProfile> {
       const profile = await existingProfile(profileId);
       authorize(principal, profile.projectId, 'manage-pki');
       await checkProfile({
@@ -156,7 +272,8 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
         policy: changes.policy ?? (profile.policy as CertificatePolicy),
         defaults: changes.defaults ?? profile.defaults,
       });
-      await store.updateProfile(profileId, changes);
+      const { est, ...rest } = changes;
+      await store.updateProfile(profileId, { ...rest, ...(est ? await estColumns(est, profile) : {}) });
       return toPublicProfile(await existingProfile(profileId));
     },
 
@@ -171,67 +288,18 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
     async signCertificate(principal: Principal, input: { profileId: string; csr: string; ttl: string }) {
       const profile = await existingProfile(input.profileId);
       authorize(principal, profile.projectId, 'issue-certificate');
-      const ca = await cas.existing(profile.caId);
-      if (ca.status !== 'active') throw badRequest(`The profile's CA is ${ca.status === 'disabled' ? 'disabled' : 'not active yet'}`);
-
-      const policy = profile.policy as CertificatePolicy;
-      const csr = await parseCsr(input.csr);
-      const verdict = evaluatePolicy(policy, csr);
-      const violations = [...verdict.violations];
-
-      const ttl = parseTtl(input.ttl);
-      const now = Date.now();
-      const notBefore = wholeSecond(now);
-      let notAfter = notBefore;
-      if (ttl === undefined) violations.push(`ttl "${input.ttl}" is not a duration in the ms notation (e.g. "90d", "24h")`);
-      else {
-        notAfter = wholeSecond(notBefore.getTime() + ttl);
-        const max = parseTtl(policy.maxValidity)!;
-        if (ttl > max) violations.push(`ttl ${input.ttl} is longer than the profile's maximum validity ${policy.maxValidity}`);
-        if (notAfter.getTime() > Date.parse(ca.notAfter!)) violations.push(`ttl ${input.ttl} runs past the issuing CA's expiry (${ca.notAfter})`);
-      }
-      if (violations.length > 0) throw badRequest(`The certificate request was refused: ${violations.join('; ')}`);
-
-      const serialNumber = newSerialNumber();
-      const issuer = await cas.issuing(ca);
-      const tbs = tbsCertificateDer(issuer.parts, {
-        serialNumber,
-        subject: csr.subjectDer,
-        notBefore,
-        notAfter,
-        subjectPublicKey: csr.publicKeySpki,
-        ca: csr.requestsCa ? (csr.requestedPathLength !== undefined ? { pathLength: csr.requestedPathLength } : {}) : undefined,
-        keyUsages: verdict.keyUsages,
-        extendedKeyUsages: verdict.extendedKeyUsages,
-        subjectAltNames: csr.sans as GeneralNameJson[],
-      });
-      const der = certificateDer(tbs, issuer.parts.algorithm, await issuer.sign(tbs));
-      const record: CertificateRecord = {
-        id: randomUUID(),
-        projectId: profile.projectId,
-        caId: ca.id,
-        profileId: profile.id,
-        serialNumber: serialNumber.toString('hex'),
-        subjectDn: csr.subjectDn,
-        sans: csr.sans,
-        notBefore: notBefore.toISOString(),
-        notAfter: notAfter.toISOString(),
-        der,
-        fingerprintSha256: fingerprint(der, 'sha256'),
-        status: 'active',
-        revocationReason: null,
-        revokedAt: null,
-        createdAt: new Date(now).toISOString(),
-      };
-      await store.insertCertificate(record);
+      const issued = await issue(profile, input.csr, { ttl: input.ttl });
       return {
-        certificate: toPem(der),
-        issuingCaCertificate: issuer.issuingPem,
-        certificateChain: issuer.chainPem,
-        serialNumber: record.serialNumber,
-        certificateId: record.id,
+        certificate: issued.certificate,
+        issuingCaCertificate: issued.issuingCaCertificate,
+        certificateChain: issued.certificateChain,
+        serialNumber: issued.record.serialNumber,
+        certificateId: issued.record.id,
       };
     },
+
+    existingProfile,
+    issue,
 
     async get(principal: Principal, certificateId: string): Promise<PublicCertificate> {
       const certificate = await existingCertificate(certificateId);

@@ -44,9 +44,16 @@ export interface ProfileRecord {
   description: string;
   policy: unknown;
   defaults: { ttl?: string };
+  /** EST enrollment (RFC 7030) is open for this profile. */
+  estEnabled: boolean;
+  /** scrypt hash of the EST passphrase; never leaves the service. */
+  estPassphraseHash: string | null;
   createdAt: string;
   updatedAt: string;
 }
+
+/** What an OCSP answer needs of a certificate. */
+export type CertificateStatusRecord = Pick<CertificateRecord, 'status' | 'revocationReason' | 'revokedAt'>;
 
 export interface CertificateRecord {
   id: string;
@@ -92,6 +99,13 @@ function toRow(record: object, json: string[] = []): Record<string, unknown> {
 }
 
 const PROFILE_JSON = ['policy', 'defaults'];
+/** est_enabled is an INTEGER 0 or 1 on both engines (as kms_keys.is_disabled). */
+const profileToRow = (profile: Partial<ProfileRecord>) => toRow('estEnabled' in profile ? { ...profile, estEnabled: profile.estEnabled ? 1 : 0 } : profile, PROFILE_JSON);
+const profileFromRow = (row: Record<string, unknown> | undefined) => {
+  const profile = fromRow<ProfileRecord>(row, PROFILE_JSON);
+  if (profile) profile.estEnabled = Number(profile.estEnabled) === 1;
+  return profile;
+};
 const CERT_JSON = ['sans'];
 const CERTIFICATE_COLUMNS = [
   'id',
@@ -148,6 +162,10 @@ export interface PkiStore {
   insertCertificate(certificate: CertificateRecord): Promise<void>;
   getCertificate(id: string): Promise<CertificateRecord | undefined>;
   listCertificates(projectId: string, offset: number, limit: number): Promise<{ certificates: CertificateRecord[]; totalCount: number }>;
+  /** By the issuing CA and serial (lowercase hex): one read on the serial's unique index. */
+  certificateBySerial(caId: string, serialHex: string): Promise<CertificateRecord | undefined>;
+  /** The status columns only, for OCSP (every OCSP request reads it): the same indexed read without the certificate. */
+  certificateStatus(caId: string, serialHex: string): Promise<CertificateStatusRecord | undefined>;
   /** Marks a certificate revoked; false when it already was. */
   revokeCertificate(id: string, reason: string, revokedAt: string): Promise<boolean>;
   revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>>;
@@ -162,6 +180,11 @@ export function createPkiStore(store: Store): PkiStore {
   const selectCa = prepared(db, 1, (id: string) => db.selectFrom('cas').selectAll().where('id', '=', id).where('state', '=', 'active'));
   const selectProfile = prepared(db, 1, (id: string) => db.selectFrom('certificate_profiles').selectAll().where('id', '=', id));
   const selectCertificate = prepared(db, 1, (id: string) => db.selectFrom('certificates').selectAll().where('id', '=', id));
+  // OCSP reads a status on every request; EST re-enrollment reads the presented certificate.
+  const selectCertificateStatus = prepared(db, 2, (serialHex: string, caId: string) =>
+    db.selectFrom('certificates').select(['status', 'revocation_reason', 'revoked_at']).where('serial_number', '=', serialHex).where('ca_id', '=', caId),
+  );
+  const selectCertificateBySerial = prepared(db, 2, (serialHex: string, caId: string) => db.selectFrom('certificates').selectAll().where('serial_number', '=', serialHex).where('ca_id', '=', caId));
   const insertCertificate = prepared(db, CERTIFICATE_COLUMNS.length, (...values: unknown[]) =>
     db.insertInto('certificates').values(Object.fromEntries(CERTIFICATE_COLUMNS.map((column, i) => [column, values[i]])) as Values),
   );
@@ -217,21 +240,21 @@ export function createPkiStore(store: Store): PkiStore {
     },
 
     async insertProfile(profile) {
-      await db.insertInto('certificate_profiles').values(toRow(profile, PROFILE_JSON) as Values).execute();
+      await db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute();
     },
     async updateProfile(id, changes) {
       await db
         .updateTable('certificate_profiles')
-        .set(toRow({ ...changes, updatedAt: new Date().toISOString() }, PROFILE_JSON) as Values)
+        .set(profileToRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
         .where('id', '=', id)
         .execute();
     },
     async getProfile(id) {
-      return fromRow<ProfileRecord>((await selectProfile(id))[0], PROFILE_JSON);
+      return profileFromRow((await selectProfile(id))[0]);
     },
     async listProfiles(projectId) {
       const rows = await db.selectFrom('certificate_profiles').selectAll().where('project_id', '=', projectId).orderBy('slug').execute();
-      return rows.map((row) => fromRow<ProfileRecord>(row, PROFILE_JSON)!);
+      return rows.map((row) => profileFromRow(row)!);
     },
     async removeProfile(id) {
       await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
@@ -260,6 +283,13 @@ export function createPkiStore(store: Store): PkiStore {
         .where('project_id', '=', projectId)
         .executeTakeFirstOrThrow();
       return { certificates: rows.map((row) => fromRow<CertificateRecord>(row, CERT_JSON)!), totalCount: Number(count) };
+    },
+    async certificateBySerial(caId, serialHex) {
+      return fromRow<CertificateRecord>((await selectCertificateBySerial(serialHex, caId))[0], CERT_JSON);
+    },
+    async certificateStatus(caId, serialHex) {
+      const row = (await selectCertificateStatus(serialHex, caId))[0];
+      return row && { status: row.status as CertificateStatusRecord['status'], revocationReason: row.revocation_reason, revokedAt: row.revoked_at };
     },
     async revokeCertificate(id, reason, revokedAt) {
       const result = await db

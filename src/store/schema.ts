@@ -96,6 +96,8 @@ export interface CertificateProfilesTable {
   description: Generated<string>;
   policy: string;
   defaults: string;
+  est_enabled: Generated<number>;
+  est_passphrase_hash: string | null;
   created_at: string;
   updated_at: string;
 }

@@ -116,6 +116,17 @@ describe('no secret in any log line (separate process, LOG_LEVEL=trace)', () => 
       ok(await request(url, 'POST', `/api/v1/cert-manager/certificates/${issued.certificateId}/revoke`, { token: adminToken, body: { revocationReason: 'KEY_COMPROMISE' } }), 'revoke');
       expect((await request(url, 'GET', `/pki/ca/${admin.caId}/crl.der`)).status).toBe(200);
 
+      // EST on that profile: its passphrase, a right and a wrong one sent as HTTP Basic.
+      const estPassphrase = keep('EST passphrase', `est-${randomBytes(16).toString('hex')}`);
+      ok(await request(url, 'PATCH', `/api/v1/cert-manager/certificate-profiles/${profile.id}`, { token: adminToken, body: { est: { enabled: true, passphrase: estPassphrase } } }), 'enable EST');
+      openssl('req', '-new', '-key', join(work, 'leaf.key'), '-subj', '/CN=est.svc.internal', '-outform', 'DER', '-out', join(work, 'est.der'));
+      const estBody = readFileSync(join(work, 'est.der')).toString('base64');
+      const enroll = (password: string) =>
+        fetch(`${url}/.well-known/est/${profile.id}/simpleenroll`, { method: 'POST', headers: { 'content-type': 'application/pkcs10', authorization: `Basic ${b64(`device:${password}`)}` }, body: estBody });
+      expect((await enroll(estPassphrase)).status).toBe(200);
+      expect((await enroll(keep('wrong EST passphrase', `wrong-${randomBytes(16).toString('hex')}`))).status).toBe(401);
+      keep('EST Basic header', b64(`device:${estPassphrase}`));
+
       // Bogus credentials in every shape a client might send them.
       const bogusHss = keep('bogus hss token', `hss.${randomBytes(32).toString('base64url')}`);
       const bogusPlain = keep('bogus opaque token', randomBytes(24).toString('hex'));

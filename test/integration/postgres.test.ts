@@ -1,14 +1,15 @@
 /**
  * The real service on PostgreSQL (database.url): keys, encryption, signatures, a certificate
- * issued, revoked and in the CRL, then a restart on the same database and token that finds
+ * issued, revoked and in the CRL and OCSP, an EST enrollment, then a restart on the same database and token that finds
  * everything again, and the audit trail of both runs verified by `npm run audit:verify` with
  * DATABASE_URL set. Nothing here touches a SQLite file: the data directory holds the token.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { login, request, type ApiResponse } from '../helpers/http.js';
@@ -16,6 +17,7 @@ import { createTestDatabase } from '../helpers/postgres.js';
 import { newDataDir, startTestService, type TestService } from '../helpers/service.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const execFileAsync = promisify(execFile);
 const TSX = join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs');
 const VERIFY = join(ROOT, 'scripts', 'verify-audit.ts');
 const KEYS = '/api/v1/kms/keys';
@@ -113,6 +115,41 @@ describe('the service on PostgreSQL', () => {
     } finally {
       await client.end();
     }
+  });
+
+  it('OCSP answers the revocation from the store; EST enrolls under a profile whose passphrase PostgreSQL holds only as a hash', async () => {
+    const issuing = ok(await request(svc.url, 'GET', `/api/v1/cert-manager/ca/internal/${(svc.admin as any).caId}/certificate`, { token }));
+    writeFileSync(file('issuing.pem'), issuing.certificate);
+    const ocspUrl = execFileSync('openssl', ['x509', '-in', file('leaf.pem'), '-noout', '-ocsp_uri'], { encoding: 'utf8' }).trim();
+    // Asynchronous: the service answers from this process.
+    const { stdout } = await execFileAsync('openssl', ['ocsp', '-url', ocspUrl, '-issuer', file('issuing.pem'), '-cert', file('leaf.pem'), '-VAfile', file('issuing.pem')]);
+    expect(stdout).toContain(`${file('leaf.pem')}: revoked`);
+    expect(stdout).toMatch(/Reason: keyCompromise/);
+
+    const profileId = (svc.admin as any).profileId as string;
+    const passphrase = 'enrollment passphrase on postgres';
+    const profile = ok(await request(svc.url, 'PATCH', `/api/v1/cert-manager/certificate-profiles/${profileId}`, { token, body: { est: { enabled: true, passphrase } } }));
+    expect(profile.certificateProfile.est).toEqual({ enabled: true, passphraseSet: true });
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ est_enabled: number; est_passphrase_hash: string }>('SELECT est_enabled, est_passphrase_hash FROM certificate_profiles WHERE id = $1', [profileId]);
+      expect(rows[0]!.est_enabled).toBe(1);
+      expect(rows[0]!.est_passphrase_hash).toMatch(/^scrypt\$/);
+      expect(rows[0]!.est_passphrase_hash).not.toContain(passphrase);
+    } finally {
+      await client.end();
+    }
+    makeCsr('pg-est');
+    const csr = execFileSync('openssl', ['req', '-in', file('pg-est.csr'), '-outform', 'DER'])
+      .toString('base64');
+    const enrolled = await fetch(`${svc.url}/.well-known/est/${profileId}/simpleenroll`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/pkcs10', authorization: `Basic ${b64(`device:${passphrase}`)}` },
+      body: csr,
+    });
+    expect(enrolled.status).toBe(200);
+    expect(enrolled.headers.get('content-type')).toBe('application/pkcs7-mime; smime-type=certs-only');
   });
 
   it('after a restart on the same database and token: the keys, the certificate and the CRL are there, and the audit trail verifies', async () => {

@@ -95,11 +95,14 @@ const policy = {
   },
 } as const;
 
+/** EST (RFC 7030) for the profile: the passphrase is stored as a slow hash and never returned. */
+const est = object({ enabled: { type: 'boolean' }, passphrase: { type: 'string', minLength: 12, maxLength: 256 } }, ['enabled']);
+
 export const createProfileBody = object(
-  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }) },
+  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est },
   ['projectId', 'caId', 'slug', 'policy'],
 );
 
-export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }) });
+export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est });
 
 export const revokeBody = object({ revocationReason: { type: 'string', enum: Object.keys(REVOCATION_REASONS) } }, ['revocationReason']);

@@ -36,10 +36,10 @@ async function referenceCertificate(template: CertificateTemplate, signer: Certi
     const point = new asn.DistributionPoint({ distributionPoint: new asn.DistributionPointName({ fullName: [new asn.GeneralName({ uniformResourceIdentifier: template.crlDistributionPoint })] }) });
     extensions.push(refExtension(asn.id_ce_cRLDistributionPoints, false, new asn.CRLDistributionPoints([point])));
   }
-  if (template.caIssuersUrl) {
-    const access = new asn.AccessDescription({ accessMethod: '1.3.6.1.5.5.7.48.2', accessLocation: new asn.GeneralName({ uniformResourceIdentifier: template.caIssuersUrl }) });
-    extensions.push(refExtension(asn.id_pe_authorityInfoAccess, false, new asn.AuthorityInfoAccessSyntax([access])));
-  }
+  const access: asn.AccessDescription[] = [];
+  if (template.ocspUrl) access.push(new asn.AccessDescription({ accessMethod: '1.3.6.1.5.5.7.48.1', accessLocation: new asn.GeneralName({ uniformResourceIdentifier: template.ocspUrl }) }));
+  if (template.caIssuersUrl) access.push(new asn.AccessDescription({ accessMethod: '1.3.6.1.5.5.7.48.2', accessLocation: new asn.GeneralName({ uniformResourceIdentifier: template.caIssuersUrl }) }));
+  if (access.length) extensions.push(refExtension(asn.id_pe_authorityInfoAccess, false, new asn.AuthorityInfoAccessSyntax(access)));
   const tbsCertificate = new asn.TBSCertificate({
     version: asn.Version.v3,
     serialNumber: new Uint8Array(template.serialNumber).buffer,
@@ -86,7 +86,9 @@ describe('certificates assembled in DER', () => {
       extendedKeyUsages: ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2'],
       crlDistributionPoint: 'http://127.0.0.1:8080/pki/ca/1/crl.der',
       caIssuersUrl: 'http://127.0.0.1:8080/pki/ca/1/certificate.der',
+      ocspUrl: 'http://127.0.0.1:8080/api/v1/cert-manager/ocsp/1',
     }, SIGNATURE_ALGORITHMS.ecdsaWithSHA256],
+    ['a leaf naming only an OCSP responder in AIA', { ocspUrl: 'http://127.0.0.1:8080/api/v1/cert-manager/ocsp/1' }, SIGNATURE_ALGORITHMS.sha256WithRSAEncryption],
     ['an empty subject (critical SAN)', { subject: name(''), subjectAltNames: [{ type: 'dns', value: 'only.san' }] }, SIGNATURE_ALGORITHMS.ecdsaWithSHA384],
     ['a root CA without a path length', { ca: {}, keyUsages: 32 | 64, subjectPublicKey: spki(keys.rsa) }, SIGNATURE_ALGORITHMS.sha256WithRSAEncryption],
     ['a CA with path length 0', { ca: { pathLength: 0 }, keyUsages: 32 | 64 }, SIGNATURE_ALGORITHMS.ecdsaWithSHA256],

@@ -394,6 +394,8 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
         description: '',
         policy: { keyUsages: ['digital_signature'], maxTtl: '90d' },
         defaults: { ttl: '30d' },
+        estEnabled: false,
+        estPassphraseHash: null,
         createdAt: iso(1_700_000_000_000),
         updatedAt: iso(1_700_000_000_000),
       });
@@ -407,6 +409,30 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       await expect(pki.insertProfile({ ...profile('web') })).rejects.toThrow();
       await pki.removeProfile(api.id);
       expect(await pki.getProfile(api.id)).toBeUndefined();
+      // EST settings: a boolean and a hash on both engines, changed only when given.
+      await pki.updateProfile(web.id, { estEnabled: true, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
+      expect(await pki.getProfile(web.id)).toMatchObject({ estEnabled: true, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
+      await pki.updateProfile(web.id, { description: 'again' });
+      expect(await pki.getProfile(web.id)).toMatchObject({ estEnabled: true, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
+      await pki.updateProfile(web.id, { estEnabled: false });
+      expect((await pki.listProfiles('p1')).find((p) => p.id === web.id)).toMatchObject({ estEnabled: false, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
+    });
+
+    it('certificateBySerial and certificateStatus: by CA and serial only, the status of a revocation as stored', async () => {
+      const pki = createPkiStore(store);
+      const [root, other] = [ca(), ca()];
+      await pki.insertCa(root);
+      await pki.insertCa(other);
+      const issued = certificate(root.id);
+      await pki.insertCertificate(issued);
+      expect(await pki.certificateBySerial(root.id, issued.serialNumber)).toEqual(issued);
+      expect(await pki.certificateStatus(root.id, issued.serialNumber)).toEqual({ status: 'active', revocationReason: null, revokedAt: null });
+      // Another CA's serial, or a serial never issued, is nothing.
+      expect(await pki.certificateBySerial(other.id, issued.serialNumber)).toBeUndefined();
+      expect(await pki.certificateStatus(other.id, issued.serialNumber)).toBeUndefined();
+      expect(await pki.certificateStatus(root.id, '00'.repeat(20))).toBeUndefined();
+      await pki.revokeCertificate(issued.id, 'KEY_COMPROMISE', iso(1_700_000_100_000));
+      expect(await pki.certificateStatus(root.id, issued.serialNumber)).toEqual({ status: 'revoked', revocationReason: 'KEY_COMPROMISE', revokedAt: iso(1_700_000_100_000) });
     });
 
     it('certificates: insertCertificate, getCertificate, listCertificates (newest first, paged, counted), revokeCertificate, revokedCertificates', async () => {
@@ -564,7 +590,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const location = await freshLocation(engine);
       const [a, b] = await Promise.all([open(location), open(location)]);
       const applied = await a.db.selectFrom('schema_migrations').select('name').orderBy('name').execute();
-      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql'];
+      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql', '006-est.sql'];
       expect(applied.map((row) => row.name)).toEqual(files);
       // A third open finds nothing to do, and both first openers work on the one schema.
       await open(location);
@@ -587,7 +613,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
 });
 
 describe('SQLite specifics', () => {
-  it('a database made before the per-engine migration folders (001–004 recorded by name) opens, keeps its rows and gets 005 only', async () => {
+  it('a database made before the per-engine migration folders (001–004 recorded by name) opens, keeps its rows and gets the later ones only', async () => {
     const path = join(dir, 'old.db');
     const old = new Database(path);
     old.exec('CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
@@ -607,6 +633,7 @@ describe('SQLite specifics', () => {
       ['003-audit.sql', true],
       ['004-leases.sql', true],
       ['005-crl-stored-number.sql', false],
+      ['006-est.sql', false],
     ]);
     // The expired lease of the old run is taken over; the new column is there.
     expect(await createLeaseStore(store).tryAcquire('maintenance', 'me', 1000)).toBe(true);

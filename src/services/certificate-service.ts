@@ -20,6 +20,7 @@ import type { CertificateRecord, PkiStore, ProfileRecord } from '../store/pki-st
 import { wholeSecond, type CaService } from './ca-service.js';
 import { hashSecret } from './identity-service.js';
 import { authorize, type Principal } from './permissions.js';
+import { isUniqueViolation } from '../store/database.js';
 
 export interface ProfileInput {
   projectId: string;
@@ -118,10 +119,6 @@ const toPublicCertificate = (record: CertificateRecord): PublicCertificate => ({
   fingerprints: { sha256: record.fingerprintSha256, sha1: fingerprint(record.der, 'sha1') },
   createdAt: record.createdAt,
 });
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: string })?.code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
 
 export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaService }) {
   const { pkiStore: store, cas } = deps;

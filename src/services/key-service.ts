@@ -25,6 +25,7 @@ import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../sto
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { authorize, type Action, type Principal } from './permissions.js';
 import { backgroundRefresh } from './background-refresh.js';
+import { isUniqueViolation } from '../store/database.js';
 
 
 export interface PublicKmsKey {
@@ -71,10 +72,6 @@ export const toPublicKey = (key: KeyRecord): PublicKmsKey => ({
 
 const objectLabel = (keyId: string, version: number) => `${OBJECT_LABEL_PREFIX}${keyId}:v${version}`;
 const newObjectId = () => Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: string })?.code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
 
 /** The oldest a key row may be when an operation relies on it (see the opening comment). */
 export const KEY_ROW_MAX_AGE_MS = 500;

@@ -205,6 +205,15 @@ function secretsOf(url: string): string[] {
 }
 
 /**
+ * Whether a write failed on a UNIQUE constraint, on either engine (better-sqlite3's code, or
+ * PostgreSQL's SQLSTATE 23505), so that services answer a duplicate name with a 400.
+ */
+export function isUniqueViolation(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === '23505';
+}
+
+/**
  * `error` with every copy of the URL's password replaced, as a fresh Error (the original's own
  * properties, some of which can echo the connection string, are not carried over; its code is).
  */

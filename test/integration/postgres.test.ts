@@ -92,6 +92,18 @@ describe('the service on PostgreSQL', () => {
     expect(verified.signatureValid).toBe(true);
   });
 
+  it('answers a duplicate key name or profile slug with a 400, as on SQLite (PostgreSQL reports unique violations its own way)', async () => {
+    const key = { projectId: 'default', name: 'twice', keyUsage: 'encrypt-decrypt', encryptionAlgorithm: 'aes-256-gcm' };
+    expect((await request(svc.url, 'POST', '/api/v1/kms/keys', { token, body: key })).status).toBe(200);
+    const again = await request(svc.url, 'POST', '/api/v1/kms/keys', { token, body: key });
+    expect(again.status, JSON.stringify(again.body)).toBe(400);
+    expect(again.body.message).toMatch(/already exists/);
+    const profile = { projectId: 'default', caId: (svc.admin as { caId?: string }).caId, slug: 'tls-server', policy: { subject: [{ type: 'CN', allowed: ['**'] }], sans: { dns: ['**'] }, keyUsages: { always: ['digitalSignature'] }, extendedKeyUsages: { always: ['serverAuth'] }, keyAlgorithms: ['EC_prime256v1'], maxValidity: '30d' } };
+    const duplicate = await request(svc.url, 'POST', '/api/v1/cert-manager/certificate-profiles', { token, body: profile });
+    expect(duplicate.status, JSON.stringify(duplicate.body)).toBe(400);
+    expect(duplicate.body.message).toMatch(/already exists/);
+  });
+
   it('issues a certificate, revokes it, and serves a CRL that lists it', async () => {
     const profileId = (svc.admin as any).profileId as string;
     const issued = ok(await request(svc.url, 'POST', '/api/v3/pki/certificates/sign-certificate', { token, body: { profileId, csr: makeCsr('pg'), ttl: '7d' } }));

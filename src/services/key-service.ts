@@ -18,7 +18,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { KEY_SPECS, usageOf, type KeyAlgorithm, type KeyUsage } from '../algorithms.js';
-import { AppError, badRequest, notFound, validationFailure } from '../errors.js';
+import { AppError, badRequest, notFound, serviceUnavailable, validationFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../store/key-store.js';
@@ -72,6 +72,12 @@ export const toPublicKey = (key: KeyRecord): PublicKmsKey => ({
 
 const objectLabel = (keyId: string, version: number) => `${OBJECT_LABEL_PREFIX}${keyId}:v${version}`;
 const newObjectId = () => Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
+
+/**
+ * A creation whose pending row vanished before it was activated: another replica starting up
+ * took it for a crash's leftover (reconcile). Never acknowledged; the client may try again.
+ */
+const undoneMeanwhile = () => serviceUnavailable('The key was being made while another replica started up and undid it; try again');
 
 /** The oldest a key row may be when an operation relies on it (see the opening comment). */
 export const KEY_ROW_MAX_AGE_MS = 500;
@@ -231,7 +237,7 @@ export function createKeyService(deps: KeyServiceDeps) {
       }
       try {
         const publicKey = await generateVersion(key, 1, objectId);
-        await store.activate(key.id, 1, publicKey, key.updatedAt);
+        if (!(await store.activate(key.id, 1, publicKey, key.updatedAt))) throw undoneMeanwhile();
       } catch (error) {
         await store.remove(key.id);
         throw error;
@@ -294,12 +300,12 @@ export function createKeyService(deps: KeyServiceDeps) {
         await store.insertPendingVersion({ keyId, version: next, objectId, publicKey: null, state: 'pending' });
       } catch (error) {
         // Two rotations raced for the same version number: the other one won.
-        if ((error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT')) throw badRequest('The key is being rotated; try again');
+        if (isUniqueViolation(error)) throw badRequest('The key is being rotated; try again');
         throw error;
       }
       try {
         await generateVersion(key, next, objectId);
-        await store.activate(keyId, next, null, new Date().toISOString());
+        if (!(await store.activate(keyId, next, null, new Date().toISOString()))) throw undoneMeanwhile();
       } catch (error) {
         await store.removeVersion(keyId, next);
         throw error;

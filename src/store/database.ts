@@ -205,12 +205,12 @@ function secretsOf(url: string): string[] {
 }
 
 /**
- * Whether a write failed on a UNIQUE constraint, on either engine (better-sqlite3's code, or
+ * Whether a write failed on a UNIQUE or PRIMARY KEY constraint, on either engine (better-sqlite3's code, or
  * PostgreSQL's SQLSTATE 23505), so that services answer a duplicate name with a 400.
  */
 export function isUniqueViolation(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
-  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === '23505';
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
 }
 
 /**

@@ -44,7 +44,11 @@ export interface KeyListQuery {
 
 export interface KeyStore {
   insertPending(key: KeyRecord, firstVersion: KeyVersionRecord): Promise<void>;
-  activate(keyId: string, version: number, publicKey: Buffer | null, updatedAt: string): Promise<void>;
+  /**
+   * Marks a pending version (and its key) active. False when the pending row is gone: another
+   * replica's start-up reconcile took it for a crash's leftover and removed it.
+   */
+  activate(keyId: string, version: number, publicKey: Buffer | null, updatedAt: string): Promise<boolean>;
   insertPendingVersion(version: KeyVersionRecord): Promise<void>;
   get(id: string): Promise<KeyRecord | undefined>;
   /** The active rows among `ids`, in one read (ids that are gone are simply absent). */
@@ -142,9 +146,11 @@ export function createKeyStore(store: Store): KeyStore {
       });
     },
     async activate(keyId, version, publicKey, updatedAt) {
-      await db.transaction().execute(async (trx) => {
-        await trx.updateTable('kms_key_versions').set({ state: active, public_key: publicKey }).where('key_id', '=', keyId).where('version', '=', version).execute();
+      return db.transaction().execute(async (trx) => {
+        const activated = await trx.updateTable('kms_key_versions').set({ state: active, public_key: publicKey }).where('key_id', '=', keyId).where('version', '=', version).executeTakeFirst();
+        if (Number(activated.numUpdatedRows) === 0) return false;
         await trx.updateTable('kms_keys').set({ state: active, version, updated_at: updatedAt }).where('id', '=', keyId).execute();
+        return true;
       });
     },
     async insertPendingVersion(version) {

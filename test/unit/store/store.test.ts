@@ -17,7 +17,7 @@ import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chainEvents, verifyAuditChain } from '../../../src/services/audit-chain.js';
 import { createAuditAppender, createAuditStore, readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
-import { openStore, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
+import { isUniqueViolation, openStore, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
 import { createIdentityStore, type IdentityRecord } from '../../../src/store/identity-store.js';
 import { createKeyStore, type KeyRecord, type KeyVersionRecord } from '../../../src/store/key-store.js';
 import { createLeaseStore } from '../../../src/store/lease-store.js';
@@ -193,6 +193,19 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       await keys.activate(k.id, 2, null, iso(1_700_000_002_000));
       expect((await keys.get(k.id))!.version).toBe(2);
       await expect(keys.insertPending(key({ name: k.name }), version(randomUUID()))).rejects.toThrow();
+    });
+
+    it('activate reports a pending row removed meanwhile (by another replica\'s reconcile) instead of activating nothing', async () => {
+      const keys = createKeyStore(store);
+      const k = key();
+      await keys.insertPending(k, version(k.id));
+      await keys.removeVersion(k.id, 1);
+      expect(await keys.activate(k.id, 1, null, k.updatedAt)).toBe(false);
+      expect(await keys.get(k.id)).toBeUndefined();
+      const other = key();
+      await keys.insertPending(other, version(other.id));
+      expect(await keys.activate(other.id, 1, null, other.updatedAt)).toBe(true);
+      await expect(keys.insertPendingVersion(version(other.id, 1))).rejects.toSatisfy(isUniqueViolation);
     });
 
     it('getMany returns the active keys among the ids, past the IN-list chunk size', async () => {

@@ -24,6 +24,7 @@ import { normalizeAddress, trustedProxyList, trustFunction } from './client-addr
 import { errorHandler, routeNotFound } from './error-handler.js';
 import { frontDoor } from './front-door.js';
 import { observeRequests } from './observe-requests.js';
+import { readStatedLength } from './read-body.js';
 import { addressRateLimit, identityRateLimit, LoginThrottle, type LoginThrottleOptions } from './rate-limit.js';
 import { authenticate } from './request-context.js';
 import { auditRoutes } from './routes/audit.js';
@@ -96,16 +97,8 @@ function leanJson(limit: number, fallback: RequestHandler): RequestHandler {
       req.body = {};
       return next();
     }
-    const chunks: Buffer[] = [];
-    let received = 0;
-    const done = (error?: unknown) => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('aborted', onAborted);
-      req.off('error', done);
-      if (error !== undefined) return next(unreadable(error));
-      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
-      if (body.length !== expected) return next(unreadable(new Error('request size did not match content length')));
+    readStatedLength(req, expected, (error, body) => {
+      if (error) return next(unreadable(error));
       if (!isUtf8(body)) return next(notUtf8());
       const text = body.toString('utf8');
       if (text[0] !== '{' && text[0] !== '[') {
@@ -118,17 +111,7 @@ function leanJson(limit: number, fallback: RequestHandler): RequestHandler {
         return next(notJson(error));
       }
       next();
-    };
-    const onData = (chunk: Buffer) => {
-      received += chunk.length;
-      chunks.push(chunk);
-    };
-    const onEnd = () => done();
-    const onAborted = () => done(new Error('request aborted'));
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('aborted', onAborted);
-    req.on('error', done);
+    });
   };
 }
 

@@ -14,7 +14,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { Store } from './database.js';
-import type { Schema } from './schema.js';
+import type { Schema, AuditEventsTable } from './schema.js';
 
 export interface AuditEventRecord {
   seq: number;
@@ -81,21 +81,8 @@ export interface AuditStore {
   saveAuditKey(key: AuditKeySettings): Promise<AuditKeySettings>;
 }
 
-interface EventRow {
-  seq: number;
-  id: string;
-  time: string;
-  req_id: string;
-  identity_id: string | null;
-  action: string;
-  resource_type: string | null;
-  resource_id: string | null;
-  outcome: string;
-  status_code: number;
-  client_address: string | null;
-  prev_hash: string;
-  hash: string;
-}
+/** A row as the store returns it: the table's own shape (schema.ts). */
+type EventRow = AuditEventsTable;
 
 interface CheckpointRow {
   seq: number;

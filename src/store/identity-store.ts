@@ -4,6 +4,7 @@
  */
 import type { Store } from './database.js';
 import { chunks } from './queries.js';
+import type { IdentitiesTable } from './schema.js';
 
 export interface Permission {
   projectId: string;
@@ -61,14 +62,8 @@ export interface IdentityStore {
   removeExpiredTokens(now: number): Promise<void>;
 }
 
-interface IdentityRow {
-  id: string;
-  name: string;
-  client_id: string;
-  permissions: string;
-  created_at: string;
-  updated_at: string;
-}
+/** A row as the store returns it: the table's own shape (schema.ts). */
+type IdentityRow = IdentitiesTable;
 
 interface SecretRow {
   id: string;

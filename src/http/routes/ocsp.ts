@@ -19,6 +19,7 @@ import type { Logger } from '../../logger.js';
 import { ocspResponses } from '../../metrics.js';
 import { decodeGetRequest, ocspErrorResponse, OcspRequestError } from '../../pki/ocsp.js';
 import type { OcspAnswer, OcspService } from '../../services/ocsp-service.js';
+import { readStatedLength } from '../read-body.js';
 import { reqIdOf } from '../request-context.js';
 
 /** Far more than a request of the most CertIDs the responder takes (pki/ocsp.ts MAX_CERT_IDS). */
@@ -58,28 +59,11 @@ function leanRaw(limit: number, fallback: RequestHandler): RequestHandler {
     const length = req.headers['content-length'];
     const expected = length === undefined ? NaN : Number(length);
     if (!(expected <= limit) || req.headers['content-encoding'] !== undefined || req.headers['transfer-encoding'] !== undefined || req.readableEnded) return fallback(req, res, next);
-    const chunks: Buffer[] = [];
-    let received = 0;
-    const done = (error?: unknown) => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('aborted', onAborted);
-      req.off('error', done);
-      if (error !== undefined) return next(error);
-      if (received !== expected) return next(new Error('request size did not match content length'));
-      req.body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
+    readStatedLength(req, expected, (error, body) => {
+      if (error) return next(error);
+      req.body = body;
       next();
-    };
-    const onData = (chunk: Buffer) => {
-      received += chunk.length;
-      chunks.push(chunk);
-    };
-    const onEnd = () => done();
-    const onAborted = () => done(new Error('request aborted'));
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('aborted', onAborted);
-    req.on('error', done);
+    });
   };
 }
 

@@ -112,7 +112,16 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
   return { module, pool, token };
 }
 
-export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+export interface StartOptions {
+  /**
+   * Undo what a crash left half-done (pending rows, objects no row names) before serving.
+   * False for a cluster worker started beside a running one: the running worker's creations in
+   * progress would look exactly like a crash's leftovers.
+   */
+  reconcile?: boolean;
+}
+
+export async function startService(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningService> {
   const { module, pool, token } = connectToken(config, logger);
   const store = await openConfiguredStore(config, logger);
   const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
@@ -143,6 +152,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // must not take that work in progress for a crash's leftovers.
   await underLease(leases, 'bootstrap', 60_000, async () => {
     await audit.start();
+    if (options.reconcile === false) return;
     const undone = (await keys.reconcile()) + (await cas.reconcile());
     const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
     if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');

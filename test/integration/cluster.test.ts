@@ -113,8 +113,26 @@ describe('HTTP_WORKERS=2 (separate process)', () => {
       const answer = await fresh(svc.url, 'GET', '/api/v1/kms/keys?projectId=default', { authorization: `Bearer ${token}` });
       expect(answer.status, answer.body).toBe(200);
     }
+    // Keys being made on the survivor while the replacement starts: RSA-4096, so that pending
+    // rows exist when the replacement would reconcile. It must not take them for a crash's
+    // leftovers (only a primary's first worker reconciles), so every creation succeeds.
+    let replacing = true;
+    const creations: number[] = [];
+    const makeKeys = async () => {
+      for (let i = 0; replacing; i++) {
+        const name = `during-replacement-${randomUUID().slice(0, 8)}`;
+        const body = JSON.stringify({ projectId: 'default', name, keyUsage: 'sign-verify', encryptionAlgorithm: 'RSA_4096' });
+        creations.push((await fresh(svc.url, 'POST', '/api/v1/kms/keys', { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body)).status);
+      }
+    };
+    const makers = [makeKeys(), makeKeys()];
     await svc.waitForLog((line) => line.msg === 'worker is listening' && line.pid !== victim && line.pid !== survivor, 60_000);
+    replacing = false;
+    await Promise.all(makers);
+    expect(creations.length).toBeGreaterThan(0);
+    expect(creations.filter((status) => status !== 200)).toEqual([]);
     const replacement = listeningWorkers(svc).at(-1)!;
+    expect(svc.logLines().lines.filter((line) => line.pid === replacement && /reconciled|destroying a token object/.test(String(line.msg)))).toEqual([]);
 
     const reqIds = Array.from({ length: 16 }, (_, i) => `cluster-after-${i}-${randomUUID().slice(0, 8)}`);
     for (const reqId of reqIds) expect((await fresh(svc.url, 'GET', '/healthz', { 'x-request-id': reqId })).status).toBe(200);

@@ -77,15 +77,7 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
       const embedded = config.hsm.embedded ? prepareEmbeddedSoftHsm(config) : undefined;
       readPin = pinReader(config);
       module.initialize();
-      if (module.findToken(embedded && { soPin: embedded.soPin, userPin: readPin() })) {
-        logger.info({ label: config.hsm.tokenLabel }, 'created the embedded SoftHSM2 token');
-        // SoftHSM2 2.6 does not tell other processes about objects made by the process that
-        // created the token in this load of the module (they never see them: replicas started
-        // together failed to find the demo CA keys their peer made). Loading the module afresh
-        // makes this process an ordinary user of the token, like every later start.
-        module.reinitialize();
-        module.findToken();
-      }
+      if (module.findToken(embedded && { soPin: embedded.soPin, userPin: readPin() })) logger.info({ label: config.hsm.tokenLabel }, 'created the embedded SoftHSM2 token');
     };
     // Replicas and cluster workers starting together on one DATA_DIR would each create a token
     // of the same label; under the lock the first creates it and the others, initializing the

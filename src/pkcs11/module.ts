@@ -170,24 +170,6 @@ export class Pkcs11Module {
   }
 
   /** Only after every asynchronous call has called back: finalizing under one crashes. */
-  /**
-   * C_Finalize and C_Initialize again, keeping the library loaded: the module forgets all it
-   * held (sessions, login) and reads the token afresh. Only while no other thread uses it.
-   */
-  reinitialize(): void {
-    if (this.anchor) this.closeSession(this.anchor);
-    this.anchor = undefined;
-    if (this.initialized) {
-      try {
-        this.lib.C_Finalize();
-      } catch {
-        // Already finalized.
-      }
-      this.initialized = false;
-    }
-    this.initialize();
-  }
-
   finalize(): void {
     if (this.anchor) this.closeSession(this.anchor);
     this.anchor = undefined;

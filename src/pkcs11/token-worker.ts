@@ -22,10 +22,21 @@
  *   again once, by CKA_ID; when a key is destroyed, every thread is told to destroy its own
  *   copies (`forget`), and one thread destroys the token objects;
  * - on `retire` the thread closes its sessions and exits; a thread stuck in a call retires when
- *   the call returns, since messages are handled in order.
+ *   the call returns, since messages are handled in order;
+ * - SoftHSM2 (2.6) re-reads its token directory only when the token's generation counter on
+ *   disk differs from the one it last saw, and a process's own create or destroy writes the
+ *   counter as "what I saw + my change": a change another process made that this one had not
+ *   seen yet (replicas sharing DATA_DIR; session copies and cached handles mean long stretches
+ *   without a find) is swallowed, and its objects stay invisible here until some other process
+ *   changes the token again. So a key not found is looked for again after another process has
+ *   changed the token (`rescanSoftHsm`), which makes this process read the directory afresh.
+ *   (A find before each create, to take in others' changes first, would only narrow the window;
+ *   tried, it made concurrent key creations in one process fail now and then.)
  */
+import { spawnSync } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import pkcs11js from 'pkcs11js';
@@ -41,6 +52,8 @@ const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 /** Largest signature the service's keys make: RSA-4096 is 512 bytes, P-521 raw r||s is 132. */
 const SIGNATURE_BUFFER_BYTES = 512;
 const PING_INPUT = Buffer.from('hsm-signer readiness');
+/** At most one forced re-read of the token per thread in this long, whatever the misses. */
+const RESCAN_EVERY_MS = 1000;
 
 class KeyNotFound extends Error {}
 
@@ -53,6 +66,9 @@ let objects: Handle | undefined;
 let work: Handle | undefined;
 /** Why this thread could not open its sessions; every call but `reopen` then fails with it. */
 let sessionFailure: unknown;
+/** Whether the module is SoftHSM2, whose file store needs `rescanSoftHsm`. */
+let softHsm = false;
+let lastRescanAt = 0;
 
 lowerThreadPriority(init.niceness);
 
@@ -63,6 +79,7 @@ try {
   } catch (error) {
     if (!isCode(error, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw error;
   }
+  softHsm = lib.C_GetInfo().manufacturerID.trim() === 'SoftHSM';
   openSessions();
 } catch (error) {
   sessionFailure = error;
@@ -119,10 +136,52 @@ function hotHandle(tokenObject: Handle): Handle {
 }
 
 function findKey(id: Buffer, objectClass: KeyObjectClass): Handle {
-  const [key] = find(objects!, keyObjectTemplate(id, objectClass));
+  let [key] = find(objects!, keyObjectTemplate(id, objectClass));
+  if (!key && rescanSoftHsm()) [key] = find(objects!, keyObjectTemplate(id, objectClass));
   if (!key) throw new KeyNotFound(`No ${objectClass} key with CKA_ID ${id.toString('hex')} in the token`);
   return key;
 }
+
+/**
+ * Makes this process's SoftHSM2 read the token directory again, for an object it may have
+ * missed (the header says how): a short-lived process changes the token (creates and destroys
+ * a public AES key), which moves the generation counter past anything this process has seen.
+ * Returns whether it tried (a failed helper may still have changed the token). Should the helper die between the two, the orphan sweep
+ * destroys its key at the next start (our label prefix, and no row names it).
+ */
+function rescanSoftHsm(): boolean {
+  if (!softHsm || Date.now() - lastRescanAt < RESCAN_EVERY_MS) return false;
+  lastRescanAt = Date.now();
+  const serial = lib.C_GetTokenInfo(slot).serialNumber.trim();
+  spawnSync(process.execPath, ['-e', TOUCH_TOKEN, init.modulePath, createRequire(import.meta.url).resolve('pkcs11js'), serial], { stdio: 'ignore', timeout: 10_000 });
+  return true;
+}
+
+/** The helper process of `rescanSoftHsm`: argv is the module path, pkcs11js, the token serial. */
+const TOUCH_TOKEN = `
+const [modulePath, pkcs11jsPath, serial] = process.argv.slice(1);
+const pkcs11js = require(pkcs11jsPath);
+const lib = new pkcs11js.PKCS11();
+lib.load(modulePath);
+lib.C_Initialize();
+try {
+  const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).serialNumber.trim() === serial);
+  if (!slot) process.exit(2);
+  const session = lib.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+  const key = lib.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: false },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_VALUE_LEN, value: 16 },
+    { type: pkcs11js.CKA_ID, value: Buffer.from('rescan') },
+    { type: pkcs11js.CKA_LABEL, value: 'hsm-signer:rescan' },
+  ]);
+  lib.C_DestroyObject(session, key);
+} finally {
+  lib.C_Finalize();
+}
+`;
 
 /**
  * Runs a C_*Init with the cached handle for `id`; on a stale handle, finds the object again and

@@ -16,13 +16,15 @@ describe('ttl', () => {
 });
 
 describe('serial numbers', () => {
-  it('are 20 bytes, positive, with a non-zero first byte, and differ', () => {
+  it('are 20 bytes, positive, with a first byte of at least 0x10, and differ', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 2000; i++) {
       const serial = newSerialNumber();
       expect(serial.length).toBe(20);
       expect(serial[0]! & 0x80).toBe(0);
       expect(serial[0]).not.toBe(0);
+      // No leading zero digit in the hex the API returns.
+      expect(serial.toString('hex')).toMatch(/^[1-7]/);
       seen.add(serial.toString('hex'));
     }
     expect(seen.size).toBe(2000);

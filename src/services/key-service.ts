@@ -20,6 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { KEY_SPECS, usageOf, type KeyAlgorithm, type KeyUsage } from '../algorithms.js';
 import { AppError, badRequest, notFound, serviceUnavailable, validationFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { isKeyTypeNotSupported } from '../pkcs11/errors.js';
 import type { Token } from '../pkcs11/token.js';
 import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../store/key-store.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
@@ -199,6 +200,9 @@ export function createKeyService(deps: KeyServiceDeps) {
     } catch (error) {
       // Undo what the token may have made before failing; the pending row goes with it.
       await token.destroyObjects(objectId).catch(() => undefined);
+      // A token without the mechanism (an HSM before PKCS#11 3.0 has no Ed25519) is the
+      // caller's to know, not a server fault.
+      if (isKeyTypeNotSupported(error)) throw badRequest(`This HSM cannot make ${key.algorithm} keys (${error.ckr})`);
       throw error;
     }
   }

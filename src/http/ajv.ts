@@ -8,6 +8,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import type { RequestHandler } from 'express';
 import { validationFailure, type ValidationProblem } from '../errors.js';
+import type { JSONSchema } from './schemas/common.js';
 
 // ajv-formats is CommonJS; under NodeNext its default export arrives one level down.
 const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv) => Ajv;
@@ -39,9 +40,9 @@ const bodyAjv = newAjv(false);
 const queryAjv = newAjv(true);
 
 export interface RouteSchemas {
-  params?: object;
-  query?: object;
-  body?: object;
+  params?: JSONSchema | undefined;
+  query?: JSONSchema | undefined;
+  body?: JSONSchema | undefined;
 }
 
 /** What a handler reads after validation: never req.body/req.query directly. */
@@ -59,21 +60,17 @@ function problemsOf(errors: ErrorObject[] | null | undefined, location: string):
   });
 }
 
-export function validate(schemas: RouteSchemas): RequestHandler {
-  const checkParams = schemas.params && queryAjv.compile(schemas.params);
-  const checkQuery = schemas.query && queryAjv.compile(schemas.query);
-  const checkBody = schemas.body && bodyAjv.compile(schemas.body);
-  // A handler belongs to one route of a router mounted at one place: its template is worked
-  // out once (and again only if the same router were ever reached under another base).
-  let routeBase: string | undefined;
-  let routeName = '';
+/**
+ * Validates a request against its route's schemas and names the request by its route's
+ * template (`route`, from the route table) in metrics and the audit trail.
+ */
+export function validate(schemas: RouteSchemas, route: string): RequestHandler {
+  const checkParams = schemas.params !== undefined ? queryAjv.compile(schemas.params) : undefined;
+  const checkQuery = schemas.query !== undefined ? queryAjv.compile(schemas.query) : undefined;
+  const checkBody = schemas.body !== undefined ? bodyAjv.compile(schemas.body) : undefined;
   return (req, res, next) => {
     // The route template (never the raw path) names the request in metrics and the audit trail.
-    if (req.baseUrl !== routeBase) {
-      routeBase = req.baseUrl;
-      routeName = `${req.baseUrl}${(req.route as { path: string }).path}`;
-    }
-    res.locals.route = routeName;
+    res.locals.route = route;
     // No body at all (no Content-Type, or an empty POST) is validated as {}: a schema with
     // required properties still refuses it, one without (rotate, new secret) accepts it.
     if (checkBody && (req.body === undefined || (Buffer.isBuffer(req.body) && req.body.length === 0))) req.body = {};
@@ -95,9 +92,4 @@ export function validate(schemas: RouteSchemas): RequestHandler {
     res.locals.input = input;
     next();
   };
-}
-
-/** The validated input of the current request. */
-export function inputOf<P = Record<string, string>, Q = Record<string, unknown>, B = Record<string, unknown>>(res: { locals: Record<string, unknown> }): ValidatedInput<P, Q, B> {
-  return res.locals.input as ValidatedInput<P, Q, B>;
 }

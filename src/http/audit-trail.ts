@@ -17,58 +17,8 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { AuditEventInput, AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
 import { clientAddressOf } from './client-address.js';
 import { statusOf } from './observe-requests.js';
+import { BY_KEY, FAMILIES, familyOf } from './route-table.js';
 import { reqIdOf } from './request-context.js';
-
-/** `METHOD route-template` → action name and the kind of resource it acts on. */
-const ACTIONS: Record<string, [action: string, resourceType: AuditResourceType | null]> = {
-  'POST /api/v1/auth/universal-auth/login': ['auth.login', 'identity'],
-  'POST /api/v1/auth/token/renew': ['auth.renew', 'identity'],
-
-  'POST /api/v1/kms/keys': ['kms.key.create', 'key'],
-  'GET /api/v1/kms/keys': ['kms.key.list', 'key'],
-  'GET /api/v1/kms/keys/key-name/:keyName': ['kms.key.read', 'key'],
-  'GET /api/v1/kms/keys/:keyId': ['kms.key.read', 'key'],
-  'PATCH /api/v1/kms/keys/:keyId': ['kms.key.update', 'key'],
-  'DELETE /api/v1/kms/keys/:keyId': ['kms.key.delete', 'key'],
-  'POST /api/v1/kms/keys/:keyId/rotate': ['kms.key.rotate', 'key'],
-  'POST /api/v1/kms/keys/:keyId/encrypt': ['kms.key.encrypt', 'key'],
-  'POST /api/v1/kms/keys/:keyId/decrypt': ['kms.key.decrypt', 'key'],
-  'POST /api/v1/kms/keys/:keyId/sign': ['kms.key.sign', 'key'],
-  'POST /api/v1/kms/keys/:keyId/verify': ['kms.key.verify', 'key'],
-  'GET /api/v1/kms/keys/:keyId/public-key': ['kms.key.read-public-key', 'key'],
-  'GET /api/v1/kms/keys/:keyId/signing-algorithms': ['kms.key.read-signing-algorithms', 'key'],
-
-  'POST /api/v1/identities/': ['identity.create', 'identity'],
-  'GET /api/v1/identities/': ['identity.list', 'identity'],
-  'GET /api/v1/identities/:identityId': ['identity.read', 'identity'],
-  'DELETE /api/v1/identities/:identityId': ['identity.delete', 'identity'],
-  'POST /api/v1/identities/:identityId/client-secrets': ['identity.client-secret.create', 'identity'],
-  'GET /api/v1/identities/:identityId/client-secrets': ['identity.client-secret.list', 'identity'],
-  'DELETE /api/v1/identities/:identityId/client-secrets/:clientSecretId': ['identity.client-secret.delete', 'identity'],
-
-  'POST /api/v3/pki/certificates/sign-certificate': ['pki.certificate.issue', 'certificate'],
-  'POST /api/v1/cert-manager/ca/internal': ['pki.ca.create', 'ca'],
-  'GET /api/v1/cert-manager/ca/internal': ['pki.ca.list', 'ca'],
-  'GET /api/v1/cert-manager/ca/internal/:caId': ['pki.ca.read', 'ca'],
-  'PATCH /api/v1/cert-manager/ca/internal/:caId': ['pki.ca.update', 'ca'],
-  'GET /api/v1/cert-manager/ca/internal/:caId/certificate': ['pki.ca.read-certificate', 'ca'],
-  'GET /api/v1/cert-manager/ca/internal/:caId/csr': ['pki.ca.read-csr', 'ca'],
-  'POST /api/v1/cert-manager/ca/internal/:caId/import-certificate': ['pki.ca.import-certificate', 'ca'],
-  'POST /api/v1/cert-manager/certificate-profiles': ['pki.profile.create', 'profile'],
-  'GET /api/v1/cert-manager/certificate-profiles': ['pki.profile.list', 'profile'],
-  'GET /api/v1/cert-manager/certificate-profiles/:profileId': ['pki.profile.read', 'profile'],
-  'PATCH /api/v1/cert-manager/certificate-profiles/:profileId': ['pki.profile.update', 'profile'],
-  'DELETE /api/v1/cert-manager/certificate-profiles/:profileId': ['pki.profile.delete', 'profile'],
-  'GET /api/v1/cert-manager/certificates': ['pki.certificate.list', 'certificate'],
-  'GET /api/v1/cert-manager/certificates/:certificateId': ['pki.certificate.read', 'certificate'],
-  'GET /api/v1/cert-manager/certificates/:certificateId/certificate': ['pki.certificate.read-body', 'certificate'],
-  'POST /api/v1/cert-manager/certificates/:certificateId/revoke': ['pki.certificate.revoke', 'certificate'],
-
-  'GET /api/v1/audit-logs/': ['audit.list', 'audit'],
-
-  'POST /.well-known/est/:profileId/simpleenroll': ['pki.est.enroll', 'certificate'],
-  'POST /.well-known/est/:profileId/simplereenroll': ['pki.est.reenroll', 'certificate'],
-};
 
 /** The path parameter that names the resource, by resource type. */
 const ID_PARAM: Record<AuditResourceType, string> = {
@@ -80,14 +30,17 @@ const ID_PARAM: Record<AuditResourceType, string> = {
   audit: '',
 };
 
-/** Route families whose requests are audited even when they are refused before a route. */
-const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities', '/api/v3/pki/', '/api/v1/cert-manager/', '/api/v1/audit-logs', '/.well-known/est/'];
 /**
- * OCSP and EST's cacerts are public reads like the CRL (OCSP is asked by every TLS client on
- * every connection): an event per query would drown the trail; OCSP answers are counted in
- * metrics instead.
+ * Whether a request to this path is audited at all, decided before it reaches a route (it may
+ * never reach one): by its family (route-table.ts). OCSP is not: it is asked by every TLS
+ * client on every connection, an event per query would drown the trail, and its answers are
+ * counted in metrics instead. Routes of audited families that are public reads (EST's cacerts)
+ * say `audit: null` in the table.
  */
-const unaudited = (path: string) => path.startsWith('/api/v1/cert-manager/ocsp/') || (path.startsWith('/.well-known/est/') && path.endsWith('/cacerts'));
+function auditedPath(path: string): boolean {
+  const family = familyOf(path);
+  return family !== undefined && FAMILIES[family].audited;
+}
 
 /** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
 export function outcomeOf(statusCode: number): AuditOutcome {
@@ -111,9 +64,12 @@ export const auditIndividually = (res: Response): void => {
 
 export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
   return (req, res, next) => {
-    const path = req.path;
-    if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || unaudited(path)) return next();
+    if (!auditedPath(req.path)) return next();
     res.once('close', () => {
+      const route = res.locals.route as string | undefined;
+      const facts = route === undefined ? undefined : BY_KEY.get(`${req.method} ${route}`)?.facts;
+      // A public read of an audited family (EST's cacerts): like the CRL, not audited.
+      if (facts && facts.audit === null) return;
       const status = statusOf(res);
       const principal = res.locals.principal as { identityId: string } | undefined;
       const identityId = principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null;
@@ -121,8 +77,8 @@ export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<Den
         denied.count({ reqId: reqIdOf(res), identityId, statusCode: status, clientAddress: clientAddressOf(res) });
         return;
       }
-      const route = res.locals.route as string | undefined;
-      const [action, resourceType] = (route && ACTIONS[`${req.method} ${route}`]) || ['http.rejected', null];
+      // No route reached (refused before one, or no such route): the request itself was refused.
+      const [action, resourceType] = facts?.audit ?? (['http.rejected', null] as const);
       audit.record({
         reqId: reqIdOf(res),
         identityId,

@@ -8,16 +8,15 @@ import type { RequestHandler, Response } from 'express';
 import type { Logger } from '../logger.js';
 import { certificatesIssued, httpRequestDuration, kmsOperations } from '../metrics.js';
 import { reqIdOf } from './request-context.js';
+import { FAMILIES, familyOf, TABLE } from './route-table.js';
 
-const KMS_OPERATION_ROUTES: Record<string, string> = {
-  '/api/v1/kms/keys/:keyId/encrypt': 'encrypt',
-  '/api/v1/kms/keys/:keyId/decrypt': 'decrypt',
-  '/api/v1/kms/keys/:keyId/sign': 'sign',
-  '/api/v1/kms/keys/:keyId/verify': 'verify',
-};
-const SIGN_CERTIFICATE_ROUTE = '/api/v3/pki/certificates/sign-certificate';
-
-const FAMILIES = ['/api/v1/auth', '/api/v1/kms', '/api/v1/identities', '/api/v3/pki', '/api/v1/cert-manager/ocsp', '/api/v1/cert-manager', '/api/v1/audit-logs', '/pki', '/.well-known/est'];
+/** Route template → what its request counts in beyond the duration histogram (route-table.ts). */
+const KMS_OPERATION_ROUTES = new Map<string, string>();
+const CERTIFICATE_ISSUING_ROUTES = new Set<string>();
+for (const { template, facts } of TABLE) {
+  if (facts.metric !== null && typeof facts.metric === 'object') KMS_OPERATION_ROUTES.set(template, facts.metric.kmsOperation);
+  else if (facts.metric === 'certificates-issued') CERTIFICATE_ISSUING_ROUTES.add(template);
+}
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
 /**
@@ -36,9 +35,11 @@ function outcomeOf(statusCode: number): string {
   return statusCode < 500 ? 'rejected' : 'error';
 }
 
-function familyOf(path: string): string {
-  const family = FAMILIES.find((prefix) => path === prefix || path.startsWith(`${prefix}/`));
-  return family ? `${family}/*` : 'unmatched';
+/** Label values of requests that reached no route: their family's prefix, `/api/v1/kms/*`. */
+const FAMILY_LABELS = new Map(Object.entries(FAMILIES).map(([name, family]) => [name, `${family.prefix}/*`]));
+function familyLabelOf(path: string): string {
+  const family = familyOf(path);
+  return family === undefined ? 'unmatched' : FAMILY_LABELS.get(family)!;
 }
 
 type DurationLabels = Readonly<{ method: string; route: string; status_code: string }>;
@@ -72,12 +73,12 @@ export const observeRequests = (logger: Logger): RequestHandler => (req, res, ne
   res.once('close', () => {
     const status = statusOf(res);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const route = (res.locals.route as string | undefined) ?? familyOf(req.path);
+    const route = (res.locals.route as string | undefined) ?? familyLabelOf(req.path);
     const method = KNOWN_METHODS.has(req.method) ? req.method : 'OTHER';
     httpRequestDuration.observe(durationLabelsOf(route, method, status), seconds);
-    const kmsOperation = KMS_OPERATION_ROUTES[route];
+    const kmsOperation = KMS_OPERATION_ROUTES.get(route);
     if (kmsOperation) kmsOperations.inc(operationLabelsOf(kmsOperation, outcomeOf(status)));
-    else if (route === SIGN_CERTIFICATE_ROUTE) certificatesIssued.inc(outcomeLabelsOf(outcomeOf(status)));
+    else if (CERTIFICATE_ISSUING_ROUTES.has(route)) certificatesIssued.inc(outcomeLabelsOf(outcomeOf(status)));
     // The template, not the path: a path can carry what a client should not have sent.
     if (logger.isLevelEnabled('debug')) logger.debug({ reqId: reqIdOf(res), method, route, status, ms: Math.round(seconds * 1e4) / 10, completed: res.writableFinished }, 'request');
   });

@@ -1,17 +1,15 @@
 /** /api/v1/auth: universal-auth login and token renew (no bearer token needed). */
 import { Router } from 'express';
 import type { IdentityService } from '../../services/identity-service.js';
-import { inputOf, validate } from '../ajv.js';
 import { auditIndividually } from '../audit-trail.js';
 import { clientAddressOf } from '../client-address.js';
 import type { LoginThrottle } from '../rate-limit.js';
-import { loginBody, renewBody } from '../schemas/auth.js';
+import { on } from '../route.js';
 
 export function authRoutes(deps: { identities: IdentityService; loginThrottle: LoginThrottle }): Router {
   const router = Router();
 
-  router.post('/universal-auth/login', validate({ body: loginBody }), async (_req, res) => {
-    const { body } = inputOf<{}, {}, { clientId: string; clientSecret: string }>(res);
+  on(router, 'POST /api/v1/auth/universal-auth/login', async ({ body }, res) => {
     const address = clientAddressOf(res);
     // For the audit trail: who tried, whether or not the secret was right.
     res.locals.auditIdentityId = await deps.identities.identityIdOf(body.clientId);
@@ -24,8 +22,7 @@ export function authRoutes(deps: { identities: IdentityService; loginThrottle: L
     res.json(result);
   });
 
-  router.post('/token/renew', validate({ body: renewBody }), async (_req, res) => {
-    const { body } = inputOf<{}, {}, { accessToken: string }>(res);
+  on(router, 'POST /api/v1/auth/token/renew', async ({ body }, res) => {
     const renewed = await deps.identities.renew(body.accessToken);
     // Whoever holds a live token is audited like any identity; a dead one is only counted.
     auditIndividually(res);

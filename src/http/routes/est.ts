@@ -18,12 +18,11 @@ import express, { Router, type Request, type Response } from 'express';
 import { AppError } from '../../errors.js';
 import { base64Lines, EST_CERTS_ONLY_TYPE } from '../../pki/est.js';
 import type { EstOperation, EstService } from '../../services/est-service.js';
-import { validate, inputOf } from '../ajv.js';
 import { auditIndividually } from '../audit-trail.js';
 import { clientAddressOf } from '../client-address.js';
 import { basicPassword, certificateFromHeader, tlsClientCertificate } from '../est-credentials.js';
 import type { LoginThrottle } from '../rate-limit.js';
-import { profileIdParams } from '../schemas/pki.js';
+import { on } from '../route.js';
 
 /** A CSR is a few KiB at most (RSA-4096 with many SANs); base64 adds a third. */
 const EST_REQUEST_LIMIT_BYTES = 64 * 1024;
@@ -49,14 +48,12 @@ function sendCertsOnly(res: Response, der: Buffer): void {
 
 export function estRoutes(deps: EstRouteDeps): Router {
   const router = Router();
-  type Params = { profileId: string };
 
-  router.get('/:profileId/cacerts', validate({ params: profileIdParams }), async (_req, res) => {
-    sendCertsOnly(res, await deps.est.cacerts(inputOf<Params>(res).params.profileId));
+  on(router, 'GET /.well-known/est/:profileId/cacerts', async ({ params }, res) => {
+    sendCertsOnly(res, await deps.est.cacerts(params.profileId));
   });
 
-  const enroll = (operation: EstOperation) => async (req: Request, res: Response) => {
-    const { profileId } = inputOf<Params>(res).params;
+  const enroll = async (operation: EstOperation, profileId: string, res: Response, req: Request) => {
     const address = clientAddressOf(res);
     const throttleKey = `est:${profileId}`;
     deps.estThrottle.check(throttleKey, address);
@@ -82,7 +79,7 @@ export function estRoutes(deps: EstRouteDeps): Router {
   };
 
   const body = express.raw({ type: () => true, limit: EST_REQUEST_LIMIT_BYTES });
-  router.post('/:profileId/simpleenroll', validate({ params: profileIdParams }), body, enroll('simpleenroll'));
-  router.post('/:profileId/simplereenroll', validate({ params: profileIdParams }), body, enroll('simplereenroll'));
+  on(router, 'POST /.well-known/est/:profileId/simpleenroll', ({ params }, res, req) => enroll('simpleenroll', params.profileId, res, req), { after: [body] });
+  on(router, 'POST /.well-known/est/:profileId/simplereenroll', ({ params }, res, req) => enroll('simplereenroll', params.profileId, res, req), { after: [body] });
   return router;
 }

@@ -4,6 +4,7 @@
  * (src/cluster/primary.ts); the answers have the same shape either way.
  */
 import { Router } from 'express';
+import { on } from '../route.js';
 
 export interface HealthSource {
   /** Why the service is in a state no retry can leave (an orchestrator should restart it), or undefined. */
@@ -17,22 +18,19 @@ export interface HealthSource {
 export function healthRoutes(source: HealthSource): Router {
   const router = Router();
 
-  router.get('/healthz', async (_req, res) => {
-    res.locals.route = '/healthz';
+  on(router, 'GET /healthz', async (_input, res) => {
     const failed = await source.failed();
     if (failed !== undefined) return res.status(503).json({ status: 'failed', message: failed });
     res.json({ status: 'ok' });
   });
 
-  router.get('/readyz', async (_req, res) => {
-    res.locals.route = '/readyz';
+  on(router, 'GET /readyz', async (_input, res) => {
     const why = await source.notReady();
     if (why === undefined) return res.json({ status: 'ready' });
     res.status(503).setHeader('Retry-After', '1').json({ status: 'unavailable', message: why });
   });
 
-  router.get('/metrics', async (_req, res) => {
-    res.locals.route = '/metrics';
+  on(router, 'GET /metrics', async (_input, res) => {
     const { contentType, text } = await source.metrics();
     res.setHeader('Content-Type', contentType);
     res.send(text);

@@ -21,11 +21,11 @@ import { decodeGetRequest, ocspErrorResponse, OcspRequestError } from '../../pki
 import type { OcspAnswer, OcspService } from '../../services/ocsp-service.js';
 import { readStatedLength } from '../read-body.js';
 import { reqIdOf } from '../request-context.js';
+import { on } from '../route.js';
 
 /** Far more than a request of the most CertIDs the responder takes (pki/ocsp.ts MAX_CERT_IDS). */
 const OCSP_REQUEST_LIMIT_BYTES = 16 * 1024;
 const OCSP_RESPONSE_TYPE = 'application/ocsp-response';
-const BASE = '/api/v1/cert-manager/ocsp';
 const MALFORMED: OcspAnswer = { der: ocspErrorResponse('malformedRequest'), responseStatus: 'malformedRequest', cacheable: false };
 
 export interface OcspRouteDeps {
@@ -81,39 +81,41 @@ export function ocspRoutes({ ocsp, logger }: OcspRouteDeps): Router {
     send(res, result, httpCacheable);
   }
 
-  const named =
-    (route: string): RequestHandler =>
-    (_req, res, next) => {
-      res.locals.route = `${BASE}${route}`;
-      next();
-    };
-
-  router.post(
-    '/:caId',
-    named('/:caId'),
-    // Any Content-Type: clients send application/ocsp-request, but curl --data-binary does not,
-    // and a body that is not an OCSP request is answered malformedRequest either way.
-    leanRaw(OCSP_REQUEST_LIMIT_BYTES, express.raw({ type: () => true, limit: OCSP_REQUEST_LIMIT_BYTES })),
-    async (req, res) => {
+  on(
+    router,
+    'POST /api/v1/cert-manager/ocsp/:caId',
+    async (_input, res, req) => {
       await answer(res, String(req.params.caId), Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0), false);
+    },
+    {
+      // OCSP answers bad input with malformedRequest, never the JSON envelope: nothing is validated here.
+      validate: false,
+      // Any Content-Type: clients send application/ocsp-request, but curl --data-binary does not,
+      // and a body that is not an OCSP request is answered malformedRequest either way.
+      after: [leanRaw(OCSP_REQUEST_LIMIT_BYTES, express.raw({ type: () => true, limit: OCSP_REQUEST_LIMIT_BYTES }))],
     },
   );
 
-  router.get('/:caId/*request', named('/:caId/:request'), async (req, res) => {
-    // The raw path, not Express's decoded parameters: the request is everything after the CA
-    // id, and its '/' may or may not have been percent-encoded by the client.
-    const path = req.path.slice(1);
-    const slash = path.indexOf('/');
-    const caId = path.slice(0, slash);
-    let request: Buffer;
-    try {
-      request = decodeGetRequest(path.slice(slash + 1));
-    } catch (error) {
-      if (!(error instanceof OcspRequestError)) throw error;
-      return send(res, MALFORMED, false);
-    }
-    await answer(res, caId, request, true);
-  });
+  on(
+    router,
+    'GET /api/v1/cert-manager/ocsp/:caId/:request',
+    async (_input, res, req) => {
+      // The raw path, not Express's decoded parameters: the request is everything after the CA
+      // id, and its '/' may or may not have been percent-encoded by the client.
+      const path = req.path.slice(1);
+      const slash = path.indexOf('/');
+      const caId = path.slice(0, slash);
+      let request: Buffer;
+      try {
+        request = decodeGetRequest(path.slice(slash + 1));
+      } catch (error) {
+        if (!(error instanceof OcspRequestError)) throw error;
+        return send(res, MALFORMED, false);
+      }
+      await answer(res, caId, request, true);
+    },
+    { validate: false },
+  );
 
   // A body too large, cut short or undecodable, or a path Express could not decode: still an
   // OCSP answer, never the JSON envelope.

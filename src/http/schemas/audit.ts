@@ -10,10 +10,10 @@ export const listAuditLogsQuery = object({
   /** Exclusive, so consecutive windows never show an event twice. */
   endTime: dateTime,
   identityId: uuid,
-  resourceType: { type: 'string', enum: ['key', 'ca', 'profile', 'certificate', 'identity', 'audit'] satisfies AuditResourceType[] },
+  resourceType: { type: 'string', enum: ['key', 'ca', 'profile', 'certificate', 'identity', 'audit'] as const satisfies readonly AuditResourceType[] },
   resourceId: { type: 'string', minLength: 1, maxLength: 128 },
   action: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-z0-9]+(?:[.-][a-z0-9]+)*$' },
-  outcome: { type: 'string', enum: ['success', 'denied', 'failure'] satisfies AuditOutcome[] },
+  outcome: { type: 'string', enum: ['success', 'denied', 'failure'] as const satisfies readonly AuditOutcome[] },
   offset: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0 },
   limit: { type: 'integer', minimum: 1, maximum: 100, default: 50 },
   orderDirection: { type: 'string', enum: ['asc', 'desc'], default: 'desc' },

@@ -1,4 +1,11 @@
-/** Schema pieces shared by every route family. */
+/**
+ * Schema pieces shared by every route family. Every schema keeps its literal type (`as const`,
+ * const type parameters), so a route's input type is derived from the schema it is validated
+ * with (json-schema-to-ts's FromSchema, see ajv.ts) instead of being written a second time.
+ */
+import type { JSONSchema } from 'json-schema-to-ts';
+
+export type { JSONSchema };
 
 export const uuid = { type: 'string', format: 'uuid' } as const;
 
@@ -11,8 +18,9 @@ export const slug = { type: 'string', minLength: 1, maxLength: 32, pattern: '^[a
 
 export const projectId = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } as const;
 
-export function object(properties: Record<string, object>, required: string[] = []) {
-  return { type: 'object', properties, required, additionalProperties: false } as const;
+/** A closed object: unknown properties are removed by validation (ajv.ts), never kept. */
+export function object<const P extends Record<string, JSONSchema>, const R extends ReadonlyArray<keyof P & string> = readonly []>(properties: P, required?: R) {
+  return { type: 'object', properties, required: (required ?? []) as unknown as R, additionalProperties: false } as const;
 }
 
-export const idParams = (name: string) => object({ [name]: uuid }, [name]);
+export const idParams = <const N extends string>(name: N) => object({ [name]: uuid } as { [K in N]: typeof uuid }, [name] as const);

@@ -3,13 +3,17 @@
  * ../shared/spec/pki-sign-certificate.openapi.md, the rest in the same style.
  */
 import { CA_KEY_ALGORITHMS } from '../../services/ca-service.js';
-import { REVOCATION_REASONS } from '../../pki/crl.js';
-import { EXTENDED_KEY_USAGE_OIDS, KEY_USAGE_BITS, POLICY_KEY_ALGORITHMS } from '../../pki/policy.js';
+import { REVOCATION_REASONS, type RevocationReason } from '../../pki/crl.js';
+import { EXTENDED_KEY_USAGE_OIDS, KEY_USAGE_BITS, POLICY_KEY_ALGORITHMS, type ExtendedKeyUsageName, type KeyUsageName } from '../../pki/policy.js';
 import { idParams, object, projectId, slug, uuid } from './common.js';
 
 const text = (maxLength: number) => ({ type: 'string', minLength: 1, maxLength }) as const;
 const ttl = { type: 'string', minLength: 1, maxLength: 32 } as const;
 const patterns = { type: 'array', maxItems: 100, items: text(253) } as const;
+// Object.keys widens to string[]: the names are the maps' own keys, typed as such for FromSchema.
+const KEY_USAGE_NAMES = Object.keys(KEY_USAGE_BITS) as KeyUsageName[];
+const EXTENDED_KEY_USAGE_NAMES = Object.keys(EXTENDED_KEY_USAGE_OIDS) as ExtendedKeyUsageName[];
+const REVOCATION_REASON_NAMES = Object.keys(REVOCATION_REASONS) as RevocationReason[];
 
 /** spec/pki-sign-certificate.openapi.md */
 export const signCertificateBody = object(
@@ -54,7 +58,7 @@ export const updateCaBody = object({ status: { type: 'string', enum: ['active', 
 
 export const importCaCertificateBody = object({ certificate: text(16384), certificateChain: text(65536) }, ['certificate', 'certificateChain']);
 
-const policy = {
+export const policy = {
   type: 'object',
   additionalProperties: false,
   required: ['maxValidity'],
@@ -76,8 +80,8 @@ const policy = {
       additionalProperties: false,
       default: { allowed: [], always: ['digitalSignature'] },
       properties: {
-        allowed: { type: 'array', uniqueItems: true, items: { enum: Object.keys(KEY_USAGE_BITS) }, default: [] },
-        always: { type: 'array', uniqueItems: true, items: { enum: Object.keys(KEY_USAGE_BITS) }, default: [] },
+        allowed: { type: 'array', uniqueItems: true, items: { enum: KEY_USAGE_NAMES }, default: [] },
+        always: { type: 'array', uniqueItems: true, items: { enum: KEY_USAGE_NAMES }, default: [] },
       },
     },
     extendedKeyUsages: {
@@ -85,8 +89,8 @@ const policy = {
       additionalProperties: false,
       default: { allowed: [], always: [] },
       properties: {
-        allowed: { type: 'array', uniqueItems: true, items: { enum: Object.keys(EXTENDED_KEY_USAGE_OIDS) }, default: [] },
-        always: { type: 'array', uniqueItems: true, items: { enum: Object.keys(EXTENDED_KEY_USAGE_OIDS) }, default: [] },
+        allowed: { type: 'array', uniqueItems: true, items: { enum: EXTENDED_KEY_USAGE_NAMES }, default: [] },
+        always: { type: 'array', uniqueItems: true, items: { enum: EXTENDED_KEY_USAGE_NAMES }, default: [] },
       },
     },
     keyAlgorithms: { type: 'array', uniqueItems: true, minItems: 1, items: { enum: [...POLICY_KEY_ALGORITHMS] }, default: [...POLICY_KEY_ALGORITHMS] },
@@ -105,4 +109,4 @@ export const createProfileBody = object(
 
 export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est });
 
-export const revokeBody = object({ revocationReason: { type: 'string', enum: Object.keys(REVOCATION_REASONS) } }, ['revocationReason']);
+export const revokeBody = object({ revocationReason: { type: 'string', enum: REVOCATION_REASON_NAMES } }, ['revocationReason']);

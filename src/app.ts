@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Express } from 'express';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -48,6 +49,8 @@ const MAINTENANCE_INTERVAL_MS = 60_000;
 
 export interface RunningService {
   server: Server;
+  /** The Express application the server hands requests to (tests read its routes). */
+  app: Express;
   /** http://host:port with the port actually bound. */
   url: string;
   /** The ops listener's http://host:port, when server.opsPort is set. */
@@ -241,6 +244,7 @@ export async function startService(config: Config, logger: Logger, options: Star
   let closing: Promise<void> | undefined;
   return {
     server,
+    app,
     url,
     ...(ops ? { opsUrl: ops.url } : {}),
     token,

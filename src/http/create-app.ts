@@ -28,6 +28,7 @@ import { readStatedLength } from './read-body.js';
 import { addressRateLimit, identityRateLimit, LoginThrottle, type LoginThrottleOptions } from './rate-limit.js';
 import { authenticate } from './request-context.js';
 import { auditRoutes } from './routes/audit.js';
+import { docsRoutes } from './routes/docs.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes, type HealthSource } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
@@ -171,6 +172,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   // checks must not be refused for its own address's traffic.
   app.use(healthRoutes(processHealth(deps)));
   app.use(addressRateLimit({ perSecond: deps.rateLimit.perAddressPerSecond, burst: deps.rateLimit.perAddressBurst }));
+  // The API reference: the document and the page that renders it, public like the API's shape.
+  app.use('/api/docs', docsRoutes());
   app.use('/api/v1/auth', noStore, json, authRoutes({ identities: deps.identities, loginThrottle }));
   app.use('/api/v1/kms', noStore, bearer, rateLimit, json, kmsRoutes(deps));
   app.use('/api/v1/identities', noStore, bearer, rateLimit, json, identityRoutes(deps));

@@ -1,4 +1,11 @@
-/** A small fetch wrapper for tests: JSON in, status/headers/JSON out, never throws on 4xx/5xx. */
+/**
+ * A small fetch wrapper for tests: JSON in, status/headers/JSON out, never throws on 4xx/5xx.
+ * Every answer is held to the service's OpenAPI document (openapi-recorder.ts): one that
+ * contradicts it throws, so every integration test that goes through here also checks the
+ * document against what the service really answers.
+ */
+import { checkAnswer } from './openapi-recorder.js';
+
 
 export interface ApiResponse<T = any> {
   status: number;
@@ -30,6 +37,8 @@ export async function request<T = any>(
   } catch {
     // Not JSON: leave the text for the assertion to show.
   }
+  const problems = checkAnswer(method, path, response.status, response.headers.get('content-type'), parsed);
+  if (problems.length > 0) throw new Error(`the answer contradicts the OpenAPI document:\n${problems.join('\n')}`);
   return { status: response.status, headers: response.headers, body: parsed as T };
 }
 

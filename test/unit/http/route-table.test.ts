@@ -12,6 +12,7 @@ import { FAMILIES, familyOf, ROUTES, TABLE, type RouteFacts } from '../../../src
 import { RESPONSES } from '../../../src/http/schemas/responses.js';
 import { ACTIONS } from '../../../src/services/permissions.js';
 import { pino } from 'pino';
+import { servedRoutes } from '../../helpers/served-routes.js';
 
 const METHODS = new Set(['GET', 'POST', 'PATCH', 'DELETE']);
 const AUTH = new Set(['bearer', 'credentials', 'est', 'none']);
@@ -19,23 +20,6 @@ const PERMISSIONS = new Set<string>([...ACTIONS, 'admin', 'grantor', 'none']);
 const RESOURCE_TYPES = new Set(['key', 'ca', 'profile', 'certificate', 'identity', 'audit']);
 /** Every fact a route must state, even when the fact is "none" (null). */
 const REQUIRED_FACTS: Array<keyof RouteFacts> = ['family', 'summary', 'auth', 'permission', 'audit', 'metric', 'responses'];
-
-/** The routes an Express app serves, as `METHOD template`, from its router stack. */
-function servedRoutes(app: Express): string[] {
-  const out: string[] = [];
-  type Layer = { route?: { path: string; methods: Record<string, boolean> }; handle?: { stack?: Layer[] }; rawPath?: string };
-  const walk = (stack: Layer[], prefix: string) => {
-    for (const layer of stack) {
-      if (layer.route) {
-        for (const [method, on] of Object.entries(layer.route.methods)) if (on && method !== '_all') out.push(`${method.toUpperCase()} ${prefix}${layer.route.path}`);
-      } else if (layer.handle?.stack) {
-        walk(layer.handle.stack, prefix + (layer.rawPath && layer.rawPath !== '/' ? layer.rawPath : ''));
-      }
-    }
-  };
-  walk((app as unknown as { router: { stack: Layer[] } }).router.stack, '');
-  return out;
-}
 
 /** The application with stand-ins for its services: building it touches none of them. */
 function app(): Express {

@@ -15,7 +15,8 @@ export type { Config } from './schema.js';
 export const CONFIG_DIR = fileURLToPath(new URL('../../config/', import.meta.url));
 
 type Json = { [key: string]: unknown };
-export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+/** Any part of a setting's tree (nullable objects too: `server.tls` may be given in part). */
+export type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
 
 function isPlainObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

@@ -3,6 +3,8 @@
  * (README.md's table is made from the same words). Validated once at start; secrets are
  * never part of it (PINs come from the environment or a file, see `hsm.pinSource`).
  */
+import type { FromSchema } from 'json-schema-to-ts';
+
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
@@ -155,38 +157,8 @@ export const configSchema = {
   },
 } as const;
 
-export interface Config {
-  server: {
-    host: string;
-    port: number;
-    publicBaseUrl?: string | null;
-    bodyLimitBytes: number;
-    shutdownGraceMs: number;
-    httpWorkers: number | 'auto';
-    opsPort: number | null;
-    trustedProxies: string[];
-    tls?: { certFile: string; keyFile: string; clientCaFile?: string | null; requestClientCertificate?: boolean } | null;
-    estClientCertificateHeader?: string | null;
-  };
-  dataDir: string;
-  database: { path?: string | null; url?: string | null };
-  hsm: {
-    embedded: boolean;
-    modulePath: string;
-    tokenLabel?: string | null;
-    tokenSerial?: string | null;
-    pinSource?: string | null;
-    sessions: number;
-    acquireTimeoutMs: number;
-    keyGenerationTimeoutMs: number;
-    readyTimeoutMs: number;
-  };
-  auth: {
-    accessTokenTTL: number;
-    accessTokenMaxTTL: number;
-    loginThrottle: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
-  };
-  rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
-  audit: { signIntervalMs: number; deniedSummaryIntervalMs: number };
-  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-}
+/**
+ * The configuration as the service reads it after validation, taken from the schema itself
+ * (settings with a default are always present: ajv fills them in, see load.ts).
+ */
+export type Config = FromSchema<typeof configSchema>;

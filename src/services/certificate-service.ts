@@ -20,7 +20,7 @@ import type { CertificateRecord, PkiStore, ProfileRecord } from '../store/pki-st
 import { wholeSecond, type CaService } from './ca-service.js';
 import { hashSecret } from './identity-service.js';
 import { authorize, type Principal } from './permissions.js';
-import { isUniqueViolation } from '../store/database.js';
+import { UniqueViolation } from '../store/database.js';
 
 export interface ProfileInput {
   projectId: string;
@@ -243,7 +243,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
       try {
         await store.insertProfile(profile);
       } catch (error) {
-        if (isUniqueViolation(error)) throw badRequest(`A certificate profile '${input.slug}' already exists in project '${input.projectId}'`);
+        if (error instanceof UniqueViolation) throw badRequest(`A certificate profile '${input.slug}' already exists in project '${input.projectId}'`);
         throw error;
       }
       return toPublicProfile(profile);

@@ -26,7 +26,7 @@ import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../sto
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { authorize, type Action, type Principal } from './permissions.js';
 import { backgroundRefresh } from './background-refresh.js';
-import { isUniqueViolation } from '../store/database.js';
+import { UniqueViolation } from '../store/database.js';
 
 
 export interface PublicKmsKey {
@@ -236,7 +236,7 @@ export function createKeyService(deps: KeyServiceDeps) {
       try {
         await store.insertPending(key, { keyId: key.id, version: 1, objectId, publicKey: null, state: 'pending' });
       } catch (error) {
-        if (isUniqueViolation(error)) throw badRequest(`A key named '${input.name}' already exists in project '${input.projectId}'`);
+        if (error instanceof UniqueViolation) throw badRequest(`A key named '${input.name}' already exists in project '${input.projectId}'`);
         throw error;
       }
       try {
@@ -275,7 +275,7 @@ export function createKeyService(deps: KeyServiceDeps) {
       try {
         await store.update(keyId, changes, updatedAt);
       } catch (error) {
-        if (isUniqueViolation(error)) throw badRequest(`A key named '${changes.name}' already exists in project '${key.projectId}'`);
+        if (error instanceof UniqueViolation) throw badRequest(`A key named '${changes.name}' already exists in project '${key.projectId}'`);
         throw error;
       }
       cache.delete(keyId);
@@ -304,7 +304,7 @@ export function createKeyService(deps: KeyServiceDeps) {
         await store.insertPendingVersion({ keyId, version: next, objectId, publicKey: null, state: 'pending' });
       } catch (error) {
         // Two rotations raced for the same version number: the other one won.
-        if (isUniqueViolation(error)) throw badRequest('The key is being rotated; try again');
+        if (error instanceof UniqueViolation) throw badRequest('The key is being rotated; try again');
         throw error;
       }
       try {

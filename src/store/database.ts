@@ -205,12 +205,30 @@ function secretsOf(url: string): string[] {
 }
 
 /**
- * Whether a write failed on a UNIQUE or PRIMARY KEY constraint, on either engine (better-sqlite3's code, or
- * PostgreSQL's SQLSTATE 23505), so that services answer a duplicate name with a 400.
+ * A write refused because a row with the same unique key is there already (a duplicate name, a
+ * key version another writer took first). The stores throw it, on either engine, so services
+ * answer with a 400 without knowing any driver's error codes.
  */
-export function isUniqueViolation(error: unknown): boolean {
+export class UniqueViolation extends Error {
+  constructor(cause: unknown) {
+    super('A row with the same unique key exists', { cause });
+    this.name = 'UniqueViolation';
+  }
+}
+
+/** better-sqlite3's codes for a UNIQUE or PRIMARY KEY failure, and PostgreSQL's SQLSTATE 23505. */
+function isUniqueViolation(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
   return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
+}
+
+/** Runs a write whose unique keys may clash; such a clash becomes a UniqueViolation, anything else passes through. */
+export async function uniqueWrite<T>(write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    throw isUniqueViolation(error) ? new UniqueViolation(error) : error;
+  }
 }
 
 /**

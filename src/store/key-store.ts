@@ -5,7 +5,7 @@
  * objects were destroyed.
  */
 import type { KeyAlgorithm, KeyUsage } from '../algorithms.js';
-import type { Store } from './database.js';
+import { uniqueWrite, type Store } from './database.js';
 import { chunks, containsPattern } from './queries.js';
 
 export type RowState = 'pending' | 'active' | 'deleting';
@@ -124,26 +124,29 @@ export function createKeyStore(store: Store): KeyStore {
 
   return {
     async insertPending(key, firstVersion) {
-      await db.transaction().execute(async (trx) => {
-        await trx
-          .insertInto('kms_keys')
-          .values({
-            id: key.id,
-            org_id: key.orgId,
-            project_id: key.projectId,
-            name: key.name,
-            description: key.description,
-            is_disabled: key.isDisabled ? 1 : 0,
-            key_usage: key.keyUsage,
-            algorithm: key.algorithm,
-            version: key.version,
-            state: key.state,
-            created_at: key.createdAt,
-            updated_at: key.updatedAt,
-          })
-          .execute();
-        await trx.insertInto('kms_key_versions').values(versionValues(firstVersion, key.createdAt)).execute();
-      });
+      // A second key of the same name in the project is a UniqueViolation.
+      await uniqueWrite(() =>
+        db.transaction().execute(async (trx) => {
+          await trx
+            .insertInto('kms_keys')
+            .values({
+              id: key.id,
+              org_id: key.orgId,
+              project_id: key.projectId,
+              name: key.name,
+              description: key.description,
+              is_disabled: key.isDisabled ? 1 : 0,
+              key_usage: key.keyUsage,
+              algorithm: key.algorithm,
+              version: key.version,
+              state: key.state,
+              created_at: key.createdAt,
+              updated_at: key.updatedAt,
+            })
+            .execute();
+          await trx.insertInto('kms_key_versions').values(versionValues(firstVersion, key.createdAt)).execute();
+        }),
+      );
     },
     async activate(keyId, version, publicKey, updatedAt) {
       return db.transaction().execute(async (trx) => {
@@ -154,7 +157,7 @@ export function createKeyStore(store: Store): KeyStore {
       });
     },
     async insertPendingVersion(version) {
-      await db.insertInto('kms_key_versions').values(versionValues(version, new Date().toISOString())).execute();
+      await uniqueWrite(() => db.insertInto('kms_key_versions').values(versionValues(version, new Date().toISOString())).execute());
     },
     async get(id) {
       const row = await db.selectFrom('kms_keys').selectAll().where('id', '=', id).where('state', '=', active).executeTakeFirst();
@@ -187,17 +190,21 @@ export function createKeyStore(store: Store): KeyStore {
       return { keys: rows.map(keyRow), totalCount: Number(count) };
     },
     async update(id, changes, updatedAt) {
-      await db
-        .updateTable('kms_keys')
-        .set({
-          updated_at: updatedAt,
-          ...(changes.name !== undefined ? { name: changes.name } : {}),
-          ...(changes.description !== undefined ? { description: changes.description } : {}),
-          ...(changes.isDisabled !== undefined ? { is_disabled: changes.isDisabled ? 1 : 0 } : {}),
-        })
-        .where('id', '=', id)
-        .execute();
+      // A rename onto a name the project already has is a UniqueViolation.
+      await uniqueWrite(() =>
+        db
+          .updateTable('kms_keys')
+          .set({
+            updated_at: updatedAt,
+            ...(changes.name !== undefined ? { name: changes.name } : {}),
+            ...(changes.description !== undefined ? { description: changes.description } : {}),
+            ...(changes.isDisabled !== undefined ? { is_disabled: changes.isDisabled ? 1 : 0 } : {}),
+          })
+          .where('id', '=', id)
+          .execute(),
+      );
     },
+
     async getVersion(keyId, version) {
       const row = await db.selectFrom('kms_key_versions').selectAll().where('key_id', '=', keyId).where('version', '=', version).where('state', '=', active).executeTakeFirst();
       return row && versionRow(row);

@@ -3,7 +3,7 @@
  * material only (certificates, CRLs, CSRs); CA private keys are token objects named by
  * `objectId`.
  */
-import type { Store } from './database.js';
+import { uniqueWrite, type Store } from './database.js';
 import { prepared } from './queries.js';
 import type { RowState } from './key-store.js';
 
@@ -240,7 +240,7 @@ export function createPkiStore(store: Store): PkiStore {
     },
 
     async insertProfile(profile) {
-      await db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute();
+      await uniqueWrite(() => db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute());
     },
     async updateProfile(id, changes) {
       await db

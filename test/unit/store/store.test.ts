@@ -17,7 +17,7 @@ import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chainEvents, verifyAuditChain } from '../../../src/services/audit-chain.js';
 import { createAuditAppender, createAuditStore, readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
-import { isUniqueViolation, openStore, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
+import { openStore, UniqueViolation, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
 import { createIdentityStore, type IdentityRecord } from '../../../src/store/identity-store.js';
 import { createKeyStore, type KeyRecord, type KeyVersionRecord } from '../../../src/store/key-store.js';
 import { createLeaseStore } from '../../../src/store/lease-store.js';
@@ -192,7 +192,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       expect((await keys.versions(k.id)).map((v) => [v.version, v.state])).toEqual([[1, 'active'], [2, 'pending']]);
       await keys.activate(k.id, 2, null, iso(1_700_000_002_000));
       expect((await keys.get(k.id))!.version).toBe(2);
-      await expect(keys.insertPending(key({ name: k.name }), version(randomUUID()))).rejects.toThrow();
+      await expect(keys.insertPending(key({ name: k.name }), version(randomUUID()))).rejects.toBeInstanceOf(UniqueViolation);
     });
 
     it('activate reports a pending row removed meanwhile (by another replica\'s reconcile) instead of activating nothing', async () => {
@@ -205,7 +205,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const other = key();
       await keys.insertPending(other, version(other.id));
       expect(await keys.activate(other.id, 1, null, other.updatedAt)).toBe(true);
-      await expect(keys.insertPendingVersion(version(other.id, 1))).rejects.toSatisfy(isUniqueViolation);
+      await expect(keys.insertPendingVersion(version(other.id, 1))).rejects.toBeInstanceOf(UniqueViolation);
     });
 
     it('getMany returns the active keys among the ids, past the IN-list chunk size', async () => {
@@ -419,7 +419,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       await pki.updateProfile(web.id, { description: 'servers', defaults: {} });
       expect(await pki.getProfile(web.id)).toMatchObject({ description: 'servers', defaults: {}, policy: web.policy });
       expect((await pki.listProfiles('p1')).map((p) => p.slug)).toEqual(['API', 'web']);
-      await expect(pki.insertProfile({ ...profile('web') })).rejects.toThrow();
+      await expect(pki.insertProfile({ ...profile('web') })).rejects.toBeInstanceOf(UniqueViolation);
       await pki.removeProfile(api.id);
       expect(await pki.getProfile(api.id)).toBeUndefined();
       // EST settings: a boolean and a hash on both engines, changed only when given.

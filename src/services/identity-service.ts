@@ -17,8 +17,8 @@
  */
 import { createHash, randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { badRequest, notFound, permissionDenied, unauthorized } from '../errors.js';
-import type { ClientSecretRecord, IdentityRecord, IdentityStore, Permission, TokenHolder } from '../store/identity-store.js';
-import { canGrant, type Principal } from './permissions.js';
+import type { ClientSecretRecord, IdentityRecord, IdentityStore, TokenHolder } from '../store/identity-store.js';
+import { canGrant, type Permission, type Principal } from './permissions.js';
 import { backgroundRefresh } from './background-refresh.js';
 
 const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>

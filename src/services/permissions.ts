@@ -3,7 +3,6 @@
  * action on that project; `*` as a projectId applies the entry to every project.
  */
 import { permissionDenied } from '../errors.js';
-import type { Permission } from '../store/identity-store.js';
 
 export const ACTIONS = [
   'read',
@@ -19,6 +18,12 @@ export const ACTIONS = [
   'manage-identities',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
+
+/** One entry of an identity's permissions: actions (or `*`) on a project (or `*`). */
+export interface Permission {
+  projectId: string;
+  actions: string[];
+}
 
 export interface Principal {
   identityId: string;

@@ -2,14 +2,10 @@
  * Machine identities, their client secrets (slow hashes only) and access tokens (SHA-256 of
  * the bearer value only): a stolen database file holds nothing that logs anyone in.
  */
+import type { Permission } from '../services/permissions.js';
 import type { Store } from './database.js';
 import { chunks } from './queries.js';
 import type { IdentitiesTable } from './schema.js';
-
-export interface Permission {
-  projectId: string;
-  actions: string[];
-}
 
 export interface IdentityRecord {
   id: string;

@@ -98,6 +98,10 @@ export interface CertificateProfilesTable {
   defaults: string;
   est_enabled: Generated<number>;
   est_passphrase_hash: string | null;
+  /** ACME (migration 007): 0 or 1 each; the EAB HMAC key, base64url, once made. */
+  acme_enabled: Generated<number>;
+  acme_require_eab: Generated<number>;
+  acme_eab_secret: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -150,6 +154,56 @@ export interface LeasesTable {
   expires_at: number;
 }
 
+export interface AcmeNoncesTable {
+  nonce: string;
+  expires_at: number;
+}
+
+export interface AcmeAccountsTable {
+  id: string;
+  profile_id: string;
+  jwk: string;
+  thumbprint: string;
+  status: string;
+  contact: string;
+  eab_kid: string | null;
+  created_at: string;
+}
+
+export interface AcmeOrdersTable {
+  id: string;
+  account_id: string;
+  profile_id: string;
+  status: string;
+  identifiers: string;
+  expires_at: string;
+  error: string | null;
+  certificate_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface AcmeAuthorizationsTable {
+  id: string;
+  order_id: string;
+  account_id: string;
+  identifier_type: string;
+  identifier_value: string;
+  status: string;
+  expires_at: string;
+}
+
+export interface AcmeChallengesTable {
+  id: string;
+  authorization_id: string;
+  type: string;
+  token: string;
+  status: string;
+  validated_at: string | null;
+  error: string | null;
+  updated_at: string;
+}
+
 export interface SchemaMigrationsTable {
   name: string;
   applied_at: string;
@@ -168,5 +222,10 @@ export interface Schema {
   audit_events: AuditEventsTable;
   audit_checkpoints: AuditCheckpointsTable;
   leases: LeasesTable;
+  acme_nonces: AcmeNoncesTable;
+  acme_accounts: AcmeAccountsTable;
+  acme_orders: AcmeOrdersTable;
+  acme_authorizations: AcmeAuthorizationsTable;
+  acme_challenges: AcmeChallengesTable;
   schema_migrations: SchemaMigrationsTable;
 }

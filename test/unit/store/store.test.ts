@@ -409,6 +409,9 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
         defaults: { ttl: '30d' },
         estEnabled: false,
         estPassphraseHash: null,
+        acmeEnabled: false,
+        acmeRequireEab: false,
+        acmeEabSecret: null,
         createdAt: iso(1_700_000_000_000),
         updatedAt: iso(1_700_000_000_000),
       });
@@ -429,6 +432,14 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       expect(await pki.getProfile(web.id)).toMatchObject({ estEnabled: true, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
       await pki.updateProfile(web.id, { estEnabled: false });
       expect((await pki.listProfiles('p1')).find((p) => p.id === web.id)).toMatchObject({ estEnabled: false, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
+      // ACME flags are booleans on both engines; the EAB key is made once, whoever asks first.
+      await pki.updateProfile(web.id, { acmeEnabled: true, acmeRequireEab: true });
+      expect(await pki.getProfile(web.id)).toMatchObject({ acmeEnabled: true, acmeRequireEab: true, estEnabled: false, acmeEabSecret: null });
+      const keys = await Promise.all([pki.ensureAcmeEabSecret(web.id, 'first'), pki.ensureAcmeEabSecret(web.id, 'second')]);
+      expect(new Set(keys).size).toBe(1);
+      expect(['first', 'second']).toContain(keys[0]);
+      expect(await pki.ensureAcmeEabSecret(web.id, 'third')).toBe(keys[0]);
+      expect(await pki.ensureAcmeEabSecret(randomUUID(), 'none')).toBeUndefined();
     });
 
     it('certificateBySerial and certificateStatus: by CA and serial only, the status of a revocation as stored', async () => {

@@ -31,6 +31,8 @@ import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
+import { createAcmeService } from './services/acme-service.js';
+import { resolveMap } from './services/acme-validation.js';
 import { createEstService } from './services/est-service.js';
 import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
@@ -40,6 +42,7 @@ import { describeLocation, openStore, storeLocation, type Store } from './store/
 import { createIdentityStore } from './store/identity-store.js';
 import { createKeyStore } from './store/key-store.js';
 import { createPkiStore } from './store/pki-store.js';
+import { createAcmeStore } from './store/acme-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
 import { createLeaseStore } from './store/lease-store.js';
 
@@ -144,6 +147,21 @@ export async function startService(config: Config, logger: Logger, options: Star
   const certificates = createCertificateService({ pkiStore, cas });
   const ocsp = createOcspService({ pkiStore, cas });
   const est = createEstService({ pkiStore, cas, certificates });
+  const acme = createAcmeService({
+    acmeStore: createAcmeStore(store),
+    certificates,
+    pkiStore,
+    cas,
+    publicBaseUrl: () => publicBaseUrl,
+    http01: {
+      port: config.acme.http01Port,
+      resolve: resolveMap(config.acme.resolve),
+      allowPrivateAddresses: config.acme.allowPrivateAddresses,
+      timeoutMs: config.acme.validationTimeoutMs,
+      attempts: config.acme.validationAttempts,
+    },
+    logger,
+  });
 
   const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
@@ -169,6 +187,8 @@ export async function startService(config: Config, logger: Logger, options: Star
     certificates,
     ocsp,
     est,
+    acme,
+    publicBaseUrl: () => publicBaseUrl,
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
@@ -233,6 +253,7 @@ export async function startService(config: Config, logger: Logger, options: Star
     duties: [
       { name: 'purge expired access tokens', run: () => identities.purgeExpiredTokens() },
       { name: 'renew expiring CRLs', run: () => cas.renewExpiringCrls() },
+      { name: 'purge expired ACME nonces', run: async () => void (await acme.purgeExpiredNonces()) },
     ],
   });
   // A first round now: the purge and the CRL check need not wait a whole interval after a restart.
@@ -266,6 +287,8 @@ export async function startService(config: Config, logger: Logger, options: Star
           opsServer.closeAllConnections();
           await opsClosed;
         }
+        // ACME validations still running write their results before the store closes.
+        await within(acme.idle(), Math.max(deadline, Date.now() + 1000));
         // Summaries of refused requests go into the chain before its last checkpoint.
         deniedRequests.close();
         await audit.close();

@@ -68,6 +68,17 @@ const ACTIONS: Record<string, [action: string, resourceType: AuditResourceType |
 
   'POST /.well-known/est/:profileId/simpleenroll': ['pki.est.enroll', 'certificate'],
   'POST /.well-known/est/:profileId/simplereenroll': ['pki.est.reenroll', 'certificate'],
+
+  'GET /api/v1/cert-manager/certificate-profiles/:profileId/acme/eab-secret': ['pki.profile.read-acme-eab-secret', 'profile'],
+  // ACME requests whose JWS verified and that change something (acme.ts marks reads unaudited).
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/new-account': ['pki.acme.account.create', 'acme-account'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/accounts/:accountId': ['pki.acme.account.update', 'acme-account'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/key-change': ['pki.acme.account.key-change', 'acme-account'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/new-order': ['pki.acme.order.create', 'acme-order'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/authorizations/:authorizationId': ['pki.acme.authorization.deactivate', 'acme-order'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/authorizations/:authorizationId/challenges/:challengeId': ['pki.acme.challenge.respond', 'acme-order'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/orders/:orderId/finalize': ['pki.acme.certificate.issue', 'certificate'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/revoke-cert': ['pki.acme.certificate.revoke', 'certificate'],
 };
 
 /** The path parameter that names the resource, by resource type. */
@@ -78,6 +89,8 @@ const ID_PARAM: Record<AuditResourceType, string> = {
   certificate: 'certificateId',
   identity: 'identityId',
   audit: '',
+  'acme-account': 'accountId',
+  'acme-order': 'orderId',
 };
 
 /** Route families whose requests are audited even when they are refused before a route. */
@@ -109,11 +122,21 @@ export const auditIndividually = (res: Response): void => {
   res.locals.auditIndividually = true;
 };
 
+/**
+ * Set by a route whose answered request is a read not worth an event of its own although it
+ * sits under an audited prefix (ACME's directory, nonces and POST-as-GET polls, which clients
+ * repeat every second).
+ */
+export const notAudited = (res: Response): void => {
+  res.locals.notAudited = true;
+};
+
 export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
   return (req, res, next) => {
     const path = req.path;
     if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || unaudited(path)) return next();
     res.once('close', () => {
+      if (res.locals.notAudited === true) return;
       const status = statusOf(res);
       const principal = res.locals.principal as { identityId: string } | undefined;
       const identityId = principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null;

@@ -81,6 +81,9 @@ export function certManagerRoutes({ cas, certificates }: PkiRouteDeps): Router {
     const { params, body } = inputOf<ProfileParams, {}, Partial<ProfileInput>>(res);
     res.json({ certificateProfile: await certificates.updateProfile(principalOf(res), params.profileId, body) });
   });
+  router.get('/certificate-profiles/:profileId/acme/eab-secret', validate({ params: schemas.profileIdParams }), async (_req, res) => {
+    res.json(await certificates.acmeEabSecret(principalOf(res), inputOf<ProfileParams>(res).params.profileId));
+  });
   router.delete('/certificate-profiles/:profileId', validate({ params: schemas.profileIdParams }), async (_req, res) => {
     res.json({ certificateProfile: await certificates.deleteProfile(principalOf(res), inputOf<ProfileParams>(res).params.profileId) });
   });

@@ -98,11 +98,14 @@ const policy = {
 /** EST (RFC 7030) for the profile: the passphrase is stored as a slow hash and never returned. */
 const est = object({ enabled: { type: 'boolean' }, passphrase: { type: 'string', minLength: 12, maxLength: 256 } }, ['enabled']);
 
+/** ACME (RFC 8555) for the profile; with requireEab, accounts need the EAB key of …/acme/eab-secret. */
+const acme = object({ enabled: { type: 'boolean' }, requireEab: { type: 'boolean' } }, ['enabled']);
+
 export const createProfileBody = object(
-  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est },
+  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est, acme },
   ['projectId', 'caId', 'slug', 'policy'],
 );
 
-export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est });
+export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est, acme });
 
 export const revokeBody = object({ revocationReason: { type: 'string', enum: Object.keys(REVOCATION_REASONS) } }, ['revocationReason']);

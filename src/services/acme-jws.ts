@@ -126,7 +126,8 @@ export async function verifyWith(read: ReadJws, jwk: Record<string, string>): Pr
   try {
     key = await importJWK({ ...jwk, alg: read.header.alg } as JWK, read.header.alg);
   } catch {
-    throw acmeProblem('badPublicKey', `The account key cannot be used with ${read.header.alg}`);
+    // ES256 with a P-384 key, say: whatever signed this, it was not this key under this algorithm.
+    throw acmeProblem('malformed', `The JWS algorithm ${read.header.alg} does not fit the account key`);
   }
   try {
     const { payload } = await flattenedVerify(read.jws, key, { algorithms: [read.header.alg] });

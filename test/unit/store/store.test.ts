@@ -614,7 +614,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const location = await freshLocation(engine);
       const [a, b] = await Promise.all([open(location), open(location)]);
       const applied = await a.db.selectFrom('schema_migrations').select('name').orderBy('name').execute();
-      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql', '006-est.sql'];
+      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql', '006-est.sql', '007-acme.sql'];
       expect(applied.map((row) => row.name)).toEqual(files);
       // A third open finds nothing to do, and both first openers work on the one schema.
       await open(location);
@@ -658,6 +658,7 @@ describe('SQLite specifics', () => {
       ['004-leases.sql', true],
       ['005-crl-stored-number.sql', false],
       ['006-est.sql', false],
+      ['007-acme.sql', false],
     ]);
     // The expired lease of the old run is taken over; the new column is there.
     expect(await createLeaseStore(store).tryAcquire('maintenance', 'me', 1000)).toBe(true);

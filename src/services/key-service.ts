@@ -210,7 +210,7 @@ export function createKeyService(deps: KeyServiceDeps) {
   return {
     async create(principal: Principal, input: CreateKeyInput): Promise<PublicKmsKey> {
       authorize(principal, input.projectId, 'create');
-      // API.md's (and Infisical's) defaults, each on its own: a sign-verify key must name its
+      // Infisical's defaults (docs/contract.md, KMS), each on its own: a sign-verify key must name its
       // algorithm, and an asymmetric algorithm must come with keyUsage sign-verify.
       const keyUsage = input.keyUsage ?? 'encrypt-decrypt';
       const algorithm = input.encryptionAlgorithm ?? 'aes-256-gcm';
@@ -319,7 +319,7 @@ export function createKeyService(deps: KeyServiceDeps) {
     },
 
     /**
-     * The key an operation may use, checked in API.md's order: unknown (404), disabled (400),
+     * The key an operation may use, checked in the contract's order (docs/contract.md): unknown (404), disabled (400),
      * not permitted (403), wrong usage (400). `versionNumber` defaults to the current version.
      */
     async usableKey(principal: Principal, keyId: string, action: Action, usage: KeyUsage, versionNumber?: number): Promise<UsableKey> {

@@ -1,7 +1,8 @@
 /**
  * The composition root: the only file that builds concrete implementations and wires them
- * together. `startService` brings up the token, the store and the services, reconciles keys
- * with the token, makes the first-start admin, and listens; `close` undoes it in reverse.
+ * together. `startService` brings up the token, the store and the services, undoes what stopped
+ * replicas left half-done, makes the first-start admin, and listens; `close` undoes it in
+ * reverse.
  */
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';

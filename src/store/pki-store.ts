@@ -137,7 +137,7 @@ const CERTIFICATE_COLUMNS = [
 ] as const;
 
 /** Columns a CaRecord does not carry (bookkeeping of this store's own). */
-const CA_INTERNAL = ['crlStoredNumber'];
+const CA_INTERNAL = ['crlStoredNumber', 'owner'];
 function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
   const ca = fromRow<CaRecord & { crlStoredNumber?: unknown }>(row);
   if (ca) for (const field of CA_INTERNAL) delete (ca as unknown as Record<string, unknown>)[field];
@@ -145,12 +145,14 @@ function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
 }
 
 export interface PkiStore {
-  insertCa(ca: CaRecord): Promise<void>;
+  /** `owner`: the replica writing the pending row (services/leases.ts). */
+  insertCa(ca: CaRecord, owner: string): Promise<void>;
   updateCa(id: string, changes: Partial<Omit<CaRecord, 'crlNumber' | 'crl'>>): Promise<void>;
   getCa(id: string): Promise<CaRecord | undefined>;
   listCas(projectId: string): Promise<CaRecord[]>;
   allActiveCas(): Promise<CaRecord[]>;
-  pendingCas(): Promise<CaRecord[]>;
+  /** CAs not active, with the replica that wrote them pending (null if unknown). */
+  pendingCas(): Promise<Array<CaRecord & { owner: string | null }>>;
   removeCa(id: string): Promise<void>;
   caObjectIds(): Promise<Buffer[]>;
   /**
@@ -205,8 +207,8 @@ export function createPkiStore(store: Store): PkiStore {
     db.insertInto('certificates').values(Object.fromEntries(CERTIFICATE_COLUMNS.map((column, i) => [column, values[i]])) as Values),
   );
   return {
-    async insertCa(ca) {
-      await db.insertInto('cas').values(toRow(ca) as Values).execute();
+    async insertCa(ca, owner) {
+      await db.insertInto('cas').values(toRow({ ...ca, owner }) as Values).execute();
     },
     async updateCa(id, changes) {
       await db
@@ -227,7 +229,7 @@ export function createPkiStore(store: Store): PkiStore {
       return rows.map((row) => toCa(row)!);
     },
     async pendingCas() {
-      return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => toCa(row)!);
+      return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => ({ ...toCa(row)!, owner: row.owner }));
     },
     async removeCa(id) {
       await db.deleteFrom('cas').where('id', '=', id).execute();

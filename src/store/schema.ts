@@ -47,6 +47,8 @@ export interface KmsKeysTable {
   algorithm: string;
   version: number;
   state: string;
+  /** The replica that wrote the row while pending (migration 009). */
+  owner: Generated<string | null>;
   created_at: string;
   updated_at: string;
 }
@@ -57,6 +59,7 @@ export interface KmsKeyVersionsTable {
   object_id: Buffer;
   public_key: Buffer | null;
   state: string;
+  owner: Generated<string | null>;
   created_at: string;
 }
 
@@ -66,6 +69,7 @@ export interface CasTable {
   type: string;
   status: string;
   state: string;
+  owner: Generated<string | null>;
   parent_ca_id: string | null;
   subject: Buffer;
   subject_dn: string;

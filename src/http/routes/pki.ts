@@ -1,5 +1,5 @@
 /**
- * PKI routes: sign-certificate (v3, spec/pki-sign-certificate.openapi.md), certificate
+ * PKI routes: sign-certificate (v3, Infisical's; docs/contract.md, PKI), certificate
  * authorities, certificate profiles and certificates under /api/v1/cert-manager, and the
  * unauthenticated DER certificate and CRL URLs that issued certificates name.
  */

@@ -1,6 +1,6 @@
 /**
- * Request schemas of the PKI routes: sign-certificate transcribed from
- * ../shared/spec/pki-sign-certificate.openapi.md, the rest in the same style.
+ * Request schemas of the PKI routes: sign-certificate transcribed from Infisical's OpenAPI
+ * description of it, the rest in the same style (docs/contract.md, PKI).
  */
 import { CA_KEY_ALGORITHMS } from '../../services/ca-service.js';
 import { REVOCATION_REASONS } from '../../pki/crl.js';
@@ -11,7 +11,7 @@ const text = (maxLength: number) => ({ type: 'string', minLength: 1, maxLength }
 const ttl = { type: 'string', minLength: 1, maxLength: 32 } as const;
 const patterns = { type: 'array', maxItems: 100, items: text(253) } as const;
 
-/** spec/pki-sign-certificate.openapi.md */
+/** Infisical's sign-certificate body, field for field. */
 export const signCertificateBody = object(
   {
     profileId: uuid,

@@ -1,7 +1,8 @@
 /**
  * The composition root: the only file that builds concrete implementations and wires them
- * together. `startService` brings up the token, the store and the services, reconciles keys
- * with the token, makes the first-start admin, and listens; `close` undoes it in reverse.
+ * together. `startService` brings up the token, the store and the services, undoes what stopped
+ * replicas left half-done, makes the first-start admin, and listens; `close` undoes it in
+ * reverse.
  */
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -32,15 +33,18 @@ import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
+import { createAcmeService } from './services/acme-service.js';
+import { resolveMap } from './services/acme-validation.js';
 import { createEstService } from './services/est-service.js';
 import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
-import { startMaintenance, underLease } from './services/leases.js';
+import { liveOwners, startMaintenance, startReplicaPresence, underLease } from './services/leases.js';
 import { describeLocation, openStore, storeLocation, type Store } from './store/database.js';
 import { createIdentityStore } from './store/identity-store.js';
 import { createKeyStore } from './store/key-store.js';
 import { createPkiStore } from './store/pki-store.js';
+import { createAcmeStore } from './store/acme-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
 import { createLeaseStore } from './store/lease-store.js';
 
@@ -115,20 +119,13 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
   return { module, pool, token };
 }
 
-export interface StartOptions {
-  /**
-   * Undo what a crash left half-done (pending rows, objects no row names) before serving.
-   * False for a cluster worker started beside a running one: the running worker's creations in
-   * progress would look exactly like a crash's leftovers.
-   */
-  reconcile?: boolean;
-}
-
-export async function startService(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningService> {
+export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const { module, pool, token } = connectToken(config, logger);
   const store = await openConfiguredStore(config, logger);
   const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
   const leases = createLeaseStore(store);
+  // Before this replica writes any pending row: the others leave rows of a live writer alone.
+  const presence = await startReplicaPresence(leases, logger);
   const identityStore = createIdentityStore(store);
   const identities = createIdentityService({
     identityStore,
@@ -147,16 +144,35 @@ export async function startService(config: Config, logger: Logger, options: Star
   const certificates = createCertificateService({ pkiStore, cas });
   const ocsp = createOcspService({ pkiStore, cas });
   const est = createEstService({ pkiStore, cas, certificates });
+  const acme = createAcmeService({
+    acmeStore: createAcmeStore(store),
+    certificates,
+    pkiStore,
+    cas,
+    publicBaseUrl: () => publicBaseUrl,
+    http01: {
+      port: config.acme.http01Port,
+      resolve: resolveMap(config.acme.resolve),
+      allowPrivateAddresses: config.acme.allowPrivateAddresses,
+      timeoutMs: config.acme.validationTimeoutMs,
+      attempts: config.acme.validationAttempts,
+    },
+    logger,
+  });
 
+  /** Half-done deletes, and pending creations whose writer is no longer alive; how many rows. */
+  const undoAbandonedWork = async () => {
+    const isLive = await liveOwners(leases);
+    return (await keys.reconcile(isLive)) + (await cas.reconcile(isLive));
+  };
   const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
-  // starting at the same moment may be between writing a pending CA row and activating it, or
-  // between generating its audit key and saving it, and the reconcile and the orphan sweep
-  // must not take that work in progress for a crash's leftovers.
+  // starting at the same moment may be between generating its audit key and saving it, and the
+  // orphan sweep must not take that for a crash's leftover. Pending rows of live replicas (keys
+  // and CAs being made right now) are told apart by their writer's presence, not by the lease.
   await underLease(leases, 'bootstrap', 60_000, async () => {
     await audit.start();
-    if (options.reconcile === false) return;
-    const undone = (await keys.reconcile()) + (await cas.reconcile());
+    const undone = await undoAbandonedWork();
     const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
     if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
   });
@@ -172,6 +188,8 @@ export async function startService(config: Config, logger: Logger, options: Star
     certificates,
     ocsp,
     est,
+    acme,
+    publicBaseUrl: () => publicBaseUrl,
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
@@ -234,8 +252,17 @@ export async function startService(config: Config, logger: Logger, options: Star
     logger,
     onLeadership: (leading) => maintenanceLeader.set(leading ? 1 : 0),
     duties: [
+      {
+        // A replica that crashed left pending rows whose presence lease has lapsed since.
+        name: 'undo the work of stopped replicas',
+        run: async () => {
+          const undone = await undoAbandonedWork();
+          if (undone) logger.warn({ undone }, 'undid key and CA creations a stopped replica left pending');
+        },
+      },
       { name: 'purge expired access tokens', run: () => identities.purgeExpiredTokens() },
       { name: 'renew expiring CRLs', run: () => cas.renewExpiringCrls() },
+      { name: 'purge expired ACME nonces', run: async () => void (await acme.purgeExpiredNonces()) },
     ],
   });
   // A first round now: the purge and the CRL check need not wait a whole interval after a restart.
@@ -270,6 +297,8 @@ export async function startService(config: Config, logger: Logger, options: Star
           opsServer.closeAllConnections();
           await opsClosed;
         }
+        // ACME validations still running write their results before the store closes.
+        await within(acme.idle(), Math.max(deadline, Date.now() + 1000));
         // Summaries of refused requests go into the chain before its last checkpoint.
         deniedRequests.close();
         await audit.close();
@@ -280,6 +309,8 @@ export async function startService(config: Config, logger: Logger, options: Star
         }
         module.finalize();
         observePool(undefined);
+        // Nothing of this replica's is pending any more: the others need not wait out its presence.
+        await presence.stop();
         await store.close();
       })();
       return closing;

@@ -76,6 +76,8 @@ async function createDemoPki(cas: CaService, certificates: CertificateService): 
     description: 'Demo TLS server profile made at first start',
     policy: DEMO_TLS_POLICY,
     defaults: { ttl: '90d' },
+    // certbot and lego work against it with one command (README, "ACME").
+    acme: { enabled: true, requireEab: false },
   });
   return { caId: intermediate.id, profileId: profile.id };
 }

@@ -34,9 +34,7 @@ if (cluster.isPrimary && workers > 1) {
 async function serve(config: Config, logger: Logger, isWorker: boolean): Promise<void> {
   const { startService, StartupError } = await import('./app.js');
   try {
-    // Only a primary's first worker reconciles: it starts alone, before any other serves, while
-    // a later one (a second worker, or a replacement) starts beside workers already creating keys.
-    const service = await startService(config, logger, { reconcile: !isWorker || cluster.worker?.id === 1 });
+    const service = await startService(config, logger);
     logger.info({ url: service.url, sessions: config.hsm.sessions, ...(service.opsUrl ? { opsUrl: service.opsUrl } : {}) }, isWorker ? 'worker is listening' : 'hsm-signer is listening');
     const stop = (signal: string) => {
       logger.info({ signal }, 'stopping');

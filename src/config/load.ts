@@ -4,6 +4,7 @@
  * against the schema once. PINs are not configuration: see `readPin`.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
@@ -116,6 +117,15 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       perAddressPerSecond: number(env.RATE_LIMIT_PER_ADDRESS_PER_SECOND),
       perAddressBurst: integer(env.RATE_LIMIT_PER_ADDRESS_BURST),
     },
+    acme: {
+      http01Port: integer(env.ACME_HTTP01_PORT),
+      resolve: env.ACME_RESOLVE
+        ? env.ACME_RESOLVE.split(',')
+            .map((entry) => entry.trim())
+            .filter(Boolean)
+        : undefined,
+      allowPrivateAddresses: env.ACME_ALLOW_PRIVATE === undefined || env.ACME_ALLOW_PRIVATE === '' ? undefined : env.ACME_ALLOW_PRIVATE === 'true',
+    },
     logLevel: env.LOG_LEVEL || undefined,
   };
 }
@@ -138,6 +148,10 @@ export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.Proc
   // Parsed here too (the HTTP layer parses it again to use it) so a bad entry stops the start
   // with its name, before anything is opened.
   trustedProxyList(config.server.trustedProxies);
+  for (const entry of config.acme.resolve) {
+    const address = entry.slice(entry.indexOf(':') + 1);
+    if (isIP(address) === 0) throw new Error(`Invalid configuration: acme.resolve entry "${entry}" is not name:address with an IP address`);
+  }
   if (config.auth.accessTokenMaxTTL < config.auth.accessTokenTTL) throw new Error('Invalid configuration: auth.accessTokenMaxTTL is shorter than auth.accessTokenTTL');
   return config;
 }

@@ -153,6 +153,29 @@ export const configSchema = {
         },
       },
     },
+    acme: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'ACME (RFC 8555) challenge validation. The validator makes requests from the server to names clients choose, so private addresses are refused unless allowed.',
+      properties: {
+        http01Port: { type: 'integer', minimum: 1, maximum: 65535, default: 80, description: 'Port http-01 validation connects to (env ACME_HTTP01_PORT); RFC 8555 says 80.' },
+        resolve: {
+          type: 'array',
+          default: [],
+          items: { type: 'string', pattern: '^[A-Za-z0-9*_.-]+:.+$' },
+          description:
+            "Fixed answers for the validator's name lookups, 'name:address' like curl's --resolve (env ACME_RESOLVE, comma-separated). Addresses given here are used even when private or loopback: the operator chose them.",
+        },
+        allowPrivateAddresses: {
+          type: 'boolean',
+          default: false,
+          description: 'Let the validator connect to loopback, link-local and private addresses found through DNS (env ACME_ALLOW_PRIVATE=true). Off, a client cannot point the server at its own internal network (SSRF).',
+        },
+        validationTimeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'How long one validation attempt may take (connect, request and answer).' },
+        validationAttempts: { type: 'integer', minimum: 1, maximum: 10, default: 3, description: 'Attempts before a challenge is invalid (a second apart).' },
+      },
+    },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'pino log level (env LOG_LEVEL).' },
   },
 } as const;

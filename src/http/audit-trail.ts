@@ -28,6 +28,8 @@ const ID_PARAM: Record<AuditResourceType, string> = {
   certificate: 'certificateId',
   identity: 'identityId',
   audit: '',
+  'acme-account': 'accountId',
+  'acme-order': 'orderId',
 };
 
 /**
@@ -62,6 +64,15 @@ export const auditIndividually = (res: Response): void => {
   res.locals.auditIndividually = true;
 };
 
+/**
+ * Set by a route whose answered request is a read not worth an event of its own although it
+ * sits under an audited prefix (ACME's directory, nonces and POST-as-GET polls, which clients
+ * repeat every second).
+ */
+export const notAudited = (res: Response): void => {
+  res.locals.notAudited = true;
+};
+
 export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
   return (req, res, next) => {
     if (!auditedPath(req.path)) return next();
@@ -70,6 +81,8 @@ export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<Den
       const facts = route === undefined ? undefined : BY_KEY.get(`${req.method} ${route}`)?.facts;
       // A public read of an audited family (EST's cacerts): like the CRL, not audited.
       if (facts && facts.audit === null) return;
+      // A read a route marked as not worth an event (ACME's polls).
+      if (res.locals.notAudited === true) return;
       const status = statusOf(res);
       const principal = res.locals.principal as { identityId: string } | undefined;
       const identityId = principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null;

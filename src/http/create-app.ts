@@ -14,6 +14,7 @@ import type { AuditService } from '../services/audit-service.js';
 import type { CaService } from '../services/ca-service.js';
 import type { CertificateService } from '../services/certificate-service.js';
 import type { CryptoService } from '../services/crypto-service.js';
+import type { AcmeService } from '../services/acme-service.js';
 import type { EstService } from '../services/est-service.js';
 import type { OcspService } from '../services/ocsp-service.js';
 import type { IdentityService } from '../services/identity-service.js';
@@ -33,6 +34,7 @@ import { authRoutes } from './routes/auth.js';
 import { healthRoutes, type HealthSource } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
 import { kmsRoutes } from './routes/kms.js';
+import { acmeRoutes } from './routes/acme.js';
 import { estRoutes } from './routes/est.js';
 import { ocspRoutes } from './routes/ocsp.js';
 import { certManagerRoutes, publicPkiRoutes, signCertificateRoutes } from './routes/pki.js';
@@ -47,6 +49,9 @@ export interface HttpDeps {
   certificates: CertificateService;
   ocsp: OcspService;
   est: EstService;
+  acme: AcmeService;
+  /** The base URL clients reach the service at (ACME's signed URLs and links are on it). */
+  publicBaseUrl: () => string;
   /** server.estClientCertificateHeader: where a trusted proxy passes an EST client's certificate. */
   estClientCertificateHeader?: string | undefined;
   audit: AuditService;
@@ -180,6 +185,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v3/pki', noStore, bearer, rateLimit, json, signCertificateRoutes(deps));
   // Before the rest of cert-manager: relying parties ask OCSP without credentials.
   app.use('/api/v1/cert-manager/ocsp', ocspRoutes(deps));
+  // ACME authenticates each request by its JWS (account keys), not with bearer tokens.
+  app.use('/api/v1/cert-manager/acme', acmeRoutes(deps));
   app.use('/api/v1/cert-manager', noStore, bearer, rateLimit, json, certManagerRoutes(deps));
   // EST authenticates per profile (passphrase or client certificate), not with bearer tokens.
   app.use('/.well-known/est', noStore, estRoutes({ ...deps, estThrottle: new LoginThrottle(deps.loginThrottle), fromTrustedProxy }));

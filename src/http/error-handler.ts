@@ -1,5 +1,5 @@
 /**
- * The one place an error becomes a response: API.md's envelope {reqId, statusCode, message,
+ * The one place an error becomes a response: the contract's envelope (docs/contract.md) {reqId, statusCode, message,
  * error[, details]}. Token failures that mean "the HSM is not there" become a 503 with
  * Retry-After; anything unexpected becomes a generic 500 whose cause goes to the log only.
  */

@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { FAMILIES, TABLE, type Answer, type FamilyName, type RouteFacts, type TableRoute } from './route-table.js';
-import { errorEnvelope, RESPONSES } from './schemas/responses.js';
+import { acmeProblem, errorEnvelope, RESPONSES } from './schemas/responses.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -41,6 +41,7 @@ function forDocument(schema: unknown): unknown {
 
 const PERMISSION_TEXT: Record<string, string> = {
   admin: 'an admin: every action on every project',
+  account: 'the ACME account that signed the request owns what it names',
   grantor: 'manage-identities on every project the identity names, and every action it grants',
   none: 'nothing beyond the authentication',
 };
@@ -99,6 +100,10 @@ function responses(route: TableRoute): Json {
   const out: Json = {};
   for (const [status, item] of Object.entries(facts.responses)) out[status] = answer(item);
   const errors = FAMILIES[facts.family].errors;
+  if (errors === 'problem') {
+    for (const [status, description] of Object.entries(PROBLEM_STATUSES)) if (!(status in out)) out[status] = { description, content: PROBLEM_CONTENT };
+    out.default = { description: 'An ACME problem document', content: PROBLEM_CONTENT };
+  }
   if (errors === 'envelope') {
     for (const [status, description] of Object.entries(errorStatuses(facts))) {
       if (!(status in out)) out[status] = { description, content: ENVELOPE_CONTENT };
@@ -110,9 +115,20 @@ function responses(route: TableRoute): Json {
 
 const ENVELOPE_CONTENT = { 'application/json': { schema: { $ref: '#/components/schemas/ErrorEnvelope' } } };
 
+/** ACME answers every refusal with a problem document (RFC 8555 §6.7), never the envelope. */
+const PROBLEM_CONTENT = { 'application/problem+json': { schema: { $ref: '#/components/schemas/AcmeProblem' } } };
+const PROBLEM_STATUSES: Record<string, string> = {
+  '400': 'malformed, badNonce (retry with the fresh Replay-Nonce), badCSR, badPublicKey, rejectedIdentifier, …',
+  '403': 'unauthorized: the signer does not own what it names, or the policy refuses it',
+  '404': 'No such profile, or no ACME on it',
+  '415': 'The body is not application/jose+json',
+  '503': 'The token is busy or down (Retry-After)',
+};
+
 function security(facts: RouteFacts): Json[] {
   if (facts.auth === 'bearer') return [{ bearer: [] }];
   if (facts.auth === 'est') return [{ estPassphrase: [] }, { clientCertificate: [] }];
+  // ACME's JWS is in the body, not a scheme OpenAPI can name: the operation says it in words.
   return [];
 }
 
@@ -162,7 +178,7 @@ export function buildOpenApi(routes: readonly TableRoute[] = TABLE): Json {
     tags,
     paths,
     components: {
-      schemas: { ...Object.fromEntries(Object.entries(RESPONSES).map(([name, schema]) => [name, forDocument(schema)])), ErrorEnvelope: errorEnvelope },
+      schemas: { ...Object.fromEntries(Object.entries(RESPONSES).map(([name, schema]) => [name, forDocument(schema)])), ErrorEnvelope: errorEnvelope, AcmeProblem: acmeProblem },
       responses: { Error: { description: 'The error envelope: every failure of a JSON route', content: ENVELOPE_CONTENT } },
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'An access token from POST /api/v1/auth/universal-auth/login' },

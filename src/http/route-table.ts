@@ -14,6 +14,7 @@
  */
 import type { Action } from '../services/permissions.js';
 import type { AuditResourceType } from '../services/audit-service.js';
+import * as acme from './schemas/acme.js';
 import * as audit from './schemas/audit.js';
 import * as auth from './schemas/auth.js';
 import type { JSONSchema } from './schemas/common.js';
@@ -21,7 +22,7 @@ import * as kms from './schemas/kms.js';
 import * as pki from './schemas/pki.js';
 import type { ResponseName } from './schemas/responses.js';
 
-export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+export type Method = 'GET' | 'HEAD' | 'POST' | 'PATCH' | 'DELETE';
 
 /**
  * Route families: the prefix a router is mounted at, which labels requests that reached no
@@ -35,6 +36,7 @@ export const FAMILIES = {
   identities: { prefix: '/api/v1/identities', audited: true, tag: 'Machine identities', errors: 'envelope' },
   signCertificate: { prefix: '/api/v3/pki', audited: true, tag: 'Certificates', errors: 'envelope' },
   ocsp: { prefix: '/api/v1/cert-manager/ocsp', audited: false, tag: 'OCSP', errors: 'ocsp' },
+  acme: { prefix: '/api/v1/cert-manager/acme', audited: true, tag: 'ACME (RFC 8555)', errors: 'problem' },
   certManager: { prefix: '/api/v1/cert-manager', audited: true, tag: 'Certificate authorities and profiles', errors: 'envelope' },
   auditLogs: { prefix: '/api/v1/audit-logs', audited: true, tag: 'Audit log', errors: 'envelope' },
   publicPki: { prefix: '/pki', audited: false, tag: 'Public CA files', errors: 'envelope' },
@@ -45,8 +47,8 @@ export interface FamilyFacts {
   prefix: string;
   audited: boolean;
   tag: string;
-  /** How failures are answered: the JSON error envelope, OCSPResponse statuses, or the route's own JSON. */
-  errors: 'envelope' | 'ocsp' | 'own';
+  /** How failures are answered: the JSON error envelope, ACME problem documents, OCSPResponse statuses, or the route's own JSON. */
+  errors: 'envelope' | 'problem' | 'ocsp' | 'own';
 }
 
 export type FamilyName = keyof typeof FAMILIES;
@@ -59,17 +61,24 @@ export type Authentication =
   | 'credentials'
   /** HTTP Basic with the profile's EST passphrase, or a client certificate (re-enrollment). */
   | 'est'
+  /** A JWS in the body, signed by an ACME account's key (`kid`), or by the key it carries (`jwk`: new-account, revoke-cert). */
+  | 'acme-jws'
   | 'none';
 
 /**
  * What the caller must be allowed: an action on the project of the resource named (or of the
  * `projectId` given), `admin` (every action on every project), `grantor` (manage-identities
  * on every project the identity's permissions name, and every action they grant: nobody manages
- * an identity stronger than itself), or nothing beyond the authentication (`none`).
+ * an identity stronger than itself), `account` (the ACME account that signed owns what it
+ * names), or nothing beyond the authentication (`none`).
  */
-export type RoutePermission = Action | 'admin' | 'grantor' | 'none';
+export type RoutePermission = Action | 'admin' | 'grantor' | 'account' | 'none';
 
-/** The audit event of a request: action and resource type, or null when the route is not audited one by one. */
+/**
+ * The audit event of a request: action and resource type, recorded for every request with a
+ * known caller (a route may still mark a read as not worth one: ACME's polls); refused requests
+ * without one are counted. Null: the route is never audited nor counted (a public read).
+ */
 export type RouteAudit = readonly [action: string, resourceType: AuditResourceType | null] | null;
 
 /** The metric a route feeds beyond the request duration histogram every route feeds. */
@@ -101,6 +110,13 @@ export interface RouteFacts {
 }
 
 const json = (name: ResponseName, description = 'Success'): Answer => ({ description, json: name });
+
+/** ACME requests: a flattened JWS (RFC 7515 §7.2.2) as application/jose+json (RFC 8555 §6.2). */
+const JWS_BODY = {
+  types: ['application/jose+json'],
+  description: 'Flattened JWS: the protected header names alg, nonce, url and kid (or jwk); the payload is the request, empty for POST-as-GET',
+  schema: acme.jws,
+} as const;
 
 export const ROUTES = {
   // ----- operations ----------------------------------------------------------------------------
@@ -538,6 +554,17 @@ export const ROUTES = {
     params: pki.profileIdParams,
     responses: { 200: json('profile', 'The profile as it was') },
   },
+  'GET /api/v1/cert-manager/certificate-profiles/:profileId/acme/eab-secret': {
+    family: 'certManager',
+    summary: "The profile's ACME external account binding key (made on first read)",
+    description: 'Give eabKid and eabSecret to an ACME client for a profile that requires external account binding.',
+    auth: 'bearer',
+    permission: 'manage-pki',
+    audit: ['pki.profile.read-acme-eab-secret', 'profile'],
+    metric: null,
+    params: pki.profileIdParams,
+    responses: { 200: json('eabSecret') },
+  },
   'GET /api/v1/cert-manager/certificates': {
     family: 'certManager',
     summary: "List a project's certificates",
@@ -605,6 +632,163 @@ export const ROUTES = {
     expressPath: '/:caId/*request',
     params: { type: 'object', properties: { caId: { type: 'string' }, request: { type: 'string' } }, required: ['caId', 'request'] },
     responses: { 200: { description: 'DER OCSPResponse', types: ['application/ocsp-response'], schema: { type: 'string', contentMediaType: 'application/ocsp-response' } } },
+  },
+
+  // ----- ACME (RFC 8555) ------------------------------------------------------------------------
+  'GET /api/v1/cert-manager/acme/profiles/:profileId/directory': {
+    family: 'acme',
+    summary: "The profile's ACME directory (RFC 8555 §7.1.1)",
+    description: 'A read: not audited when answered; a refusal is counted like other requests without credentials.',
+    auth: 'none',
+    permission: 'none',
+    audit: ['pki.acme.directory.read', null],
+    metric: null,
+    params: acme.profileParams,
+    responses: { 200: json('acmeDirectory') },
+  },
+  'HEAD /api/v1/cert-manager/acme/profiles/:profileId/new-nonce': {
+    family: 'acme',
+    summary: 'A fresh nonce in Replay-Nonce (RFC 8555 §7.2)',
+    auth: 'none',
+    permission: 'none',
+    audit: ['pki.acme.nonce.read', null],
+    metric: null,
+    params: acme.profileParams,
+    responses: { 200: { description: 'No body; the nonce is in Replay-Nonce', types: [] } },
+  },
+  'GET /api/v1/cert-manager/acme/profiles/:profileId/new-nonce': {
+    family: 'acme',
+    summary: 'A fresh nonce in Replay-Nonce (RFC 8555 §7.2)',
+    auth: 'none',
+    permission: 'none',
+    audit: ['pki.acme.nonce.read', null],
+    metric: null,
+    params: acme.profileParams,
+    responses: { 204: { description: 'No body; the nonce is in Replay-Nonce', types: [] } },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/new-account': {
+    family: 'acme',
+    summary: 'Create an account, or find the one of this key (onlyReturnExisting)',
+    description: 'Signed with the new key itself (jwk). A profile with requireEab needs the external account binding made with its eab-secret.',
+    auth: 'acme-jws',
+    permission: 'none',
+    audit: ['pki.acme.account.create', 'acme-account'],
+    metric: null,
+    params: acme.profileParams,
+    rawBody: JWS_BODY,
+    responses: { 201: json('acmeAccount', 'Created (Location: the account URL)'), 200: json('acmeAccount', 'The existing account of this key') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/accounts/:accountId': {
+    family: 'acme',
+    summary: 'Read, update the contacts of, or deactivate an account',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.account.update', 'acme-account'],
+    metric: null,
+    params: acme.accountParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeAccount') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/accounts/:accountId/orders': {
+    family: 'acme',
+    summary: "The account's orders (POST-as-GET)",
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.account.list-orders', 'acme-account'],
+    metric: null,
+    params: acme.accountParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeOrderList') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/new-order': {
+    family: 'acme',
+    summary: 'Order a certificate for DNS names',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.order.create', 'acme-order'],
+    metric: null,
+    params: acme.profileParams,
+    rawBody: JWS_BODY,
+    responses: { 201: json('acmeOrder', 'Created (Location: the order URL)') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/orders/:orderId': {
+    family: 'acme',
+    summary: 'Read an order (POST-as-GET)',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.order.read', 'acme-order'],
+    metric: null,
+    params: acme.orderParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeOrder') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/orders/:orderId/finalize': {
+    family: 'acme',
+    summary: 'Finalize a ready order with a CSR: the certificate is issued under the profile',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.certificate.issue', 'certificate'],
+    metric: null,
+    params: acme.orderParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeOrder', 'The order, valid, with its certificate URL') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/orders/:orderId/certificate': {
+    family: 'acme',
+    summary: 'The issued certificate and its chain (POST-as-GET)',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.certificate.read', 'acme-order'],
+    metric: null,
+    params: acme.orderParams,
+    rawBody: JWS_BODY,
+    responses: { 200: { description: 'PEM chain, leaf first', types: ['application/pem-certificate-chain'], schema: { type: 'string' } } },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/authorizations/:authorizationId': {
+    family: 'acme',
+    summary: 'Read (POST-as-GET) or deactivate an authorization',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.authorization.deactivate', 'acme-order'],
+    metric: null,
+    params: acme.authorizationParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeAuthorization') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/authorizations/:authorizationId/challenges/:challengeId': {
+    family: 'acme',
+    summary: 'Ask for a challenge to be validated (POST {}), or read it',
+    description: 'Validation (http-01) runs in the background; the answer is processing at once.',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.challenge.respond', 'acme-order'],
+    metric: null,
+    params: acme.challengeParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeChallenge') },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/revoke-cert': {
+    family: 'acme',
+    summary: 'Revoke a certificate',
+    description: "Signed by the account that ordered it, or by the certificate's own key (jwk).",
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.certificate.revoke', 'certificate'],
+    metric: null,
+    params: acme.profileParams,
+    rawBody: JWS_BODY,
+    responses: { 200: { description: 'Revoked; no body', types: [] } },
+  },
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/key-change': {
+    family: 'acme',
+    summary: 'Roll the account over to a new key (an inner JWS signed by it)',
+    auth: 'acme-jws',
+    permission: 'account',
+    audit: ['pki.acme.account.key-change', 'acme-account'],
+    metric: null,
+    params: acme.profileParams,
+    rawBody: JWS_BODY,
+    responses: { 200: json('acmeAccount') },
   },
 
   // ----- audit ---------------------------------------------------------------------------------

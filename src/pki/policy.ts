@@ -131,6 +131,13 @@ function namesOf<T extends string>(bits: number, table: Record<T, number>): T[] 
   return (Object.keys(table) as T[]).filter((name) => (bits & table[name]) !== 0);
 }
 
+/** Why the policy refuses a DNS name as a subject alternative name; undefined when it admits it (ACME checks ordered names with it). */
+export function dnsNameViolation(policy: CertificatePolicy, name: string): string | undefined {
+  if (!policy.sans.dns) return `DNS names are not allowed (got ${name})`;
+  if (!matchesAny(name, policy.sans.dns)) return `DNS name ${name} does not match ${policy.sans.dns.join(' or ')}`;
+  return undefined;
+}
+
 export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): PolicyVerdict {
   const violations: string[] = [];
 
@@ -161,10 +168,11 @@ export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): Polic
   if (sans.required && csr.sans.length === 0) violations.push('at least one subject alternative name is required');
   for (const san of csr.sans) {
     switch (san.type) {
-      case 'dns':
-        if (!sans.dns) violations.push(`DNS names are not allowed (got ${san.value})`);
-        else if (!matchesAny(san.value, sans.dns)) violations.push(`DNS name ${san.value} does not match ${sans.dns.join(' or ')}`);
+      case 'dns': {
+        const violation = dnsNameViolation(policy, san.value);
+        if (violation) violations.push(violation);
         break;
+      }
       case 'ip':
         if (!sans.ip) violations.push(`IP addresses are not allowed (got ${san.value})`);
         else if (!ipAllowed(san.value, sans.ip)) violations.push(`IP address ${san.value} is outside ${sans.ip.join(', ')}`);

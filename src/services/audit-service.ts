@@ -57,7 +57,7 @@ import { ecdsaRawToDer } from './kms-encoding.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import type { Principal } from './permissions.js';
 
-export type AuditResourceType = 'key' | 'ca' | 'profile' | 'certificate' | 'identity' | 'audit';
+export type AuditResourceType = 'key' | 'ca' | 'profile' | 'certificate' | 'identity' | 'audit' | 'acme-account' | 'acme-order';
 export type AuditOutcome = 'success' | 'denied' | 'failure';
 
 export interface AuditEventInput {

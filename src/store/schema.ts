@@ -47,6 +47,8 @@ export interface KmsKeysTable {
   algorithm: string;
   version: number;
   state: string;
+  /** The replica that wrote the row while pending (migration 009). */
+  owner: Generated<string | null>;
   created_at: string;
   updated_at: string;
 }
@@ -57,6 +59,7 @@ export interface KmsKeyVersionsTable {
   object_id: Buffer;
   public_key: Buffer | null;
   state: string;
+  owner: Generated<string | null>;
   created_at: string;
 }
 
@@ -66,6 +69,7 @@ export interface CasTable {
   type: string;
   status: string;
   state: string;
+  owner: Generated<string | null>;
   parent_ca_id: string | null;
   subject: Buffer;
   subject_dn: string;
@@ -98,6 +102,10 @@ export interface CertificateProfilesTable {
   defaults: string;
   est_enabled: Generated<number>;
   est_passphrase_hash: string | null;
+  /** ACME (migration 007): 0 or 1 each; the EAB HMAC key, base64url, once made. */
+  acme_enabled: Generated<number>;
+  acme_require_eab: Generated<number>;
+  acme_eab_secret: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -150,6 +158,56 @@ export interface LeasesTable {
   expires_at: number;
 }
 
+export interface AcmeNoncesTable {
+  nonce: string;
+  expires_at: number;
+}
+
+export interface AcmeAccountsTable {
+  id: string;
+  profile_id: string;
+  jwk: string;
+  thumbprint: string;
+  status: string;
+  contact: string;
+  eab_kid: string | null;
+  created_at: string;
+}
+
+export interface AcmeOrdersTable {
+  id: string;
+  account_id: string;
+  profile_id: string;
+  status: string;
+  identifiers: string;
+  expires_at: string;
+  error: string | null;
+  certificate_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface AcmeAuthorizationsTable {
+  id: string;
+  order_id: string;
+  account_id: string;
+  identifier_type: string;
+  identifier_value: string;
+  status: string;
+  expires_at: string;
+}
+
+export interface AcmeChallengesTable {
+  id: string;
+  authorization_id: string;
+  type: string;
+  token: string;
+  status: string;
+  validated_at: string | null;
+  error: string | null;
+  updated_at: string;
+}
+
 export interface SchemaMigrationsTable {
   name: string;
   applied_at: string;
@@ -168,5 +226,10 @@ export interface Schema {
   audit_events: AuditEventsTable;
   audit_checkpoints: AuditCheckpointsTable;
   leases: LeasesTable;
+  acme_nonces: AcmeNoncesTable;
+  acme_accounts: AcmeAccountsTable;
+  acme_orders: AcmeOrdersTable;
+  acme_authorizations: AcmeAuthorizationsTable;
+  acme_challenges: AcmeChallengesTable;
   schema_migrations: SchemaMigrationsTable;
 }

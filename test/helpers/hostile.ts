@@ -104,7 +104,7 @@ export interface Fixtures {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Patterns of API.md and the schemas, to build values that are invalid for sure
+// Patterns of the contract (docs/contract.md) and the schemas, to build values that are invalid for sure
 // ---------------------------------------------------------------------------------------------
 
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -266,7 +266,7 @@ const corruptBase64 = fc
     return valid.slice(0, Math.max(1, position));
   });
 
-/** Strings that are not standard padded base64 (API.md). */
+/** Strings that are not standard padded base64 (docs/contract.md). */
 export const badBase64: fc.Arbitrary<string> = fc
   .oneof(
     fc.constantFrom('abc', '!!!!', 'aGVsbG8', 'aGV sbG8=', 'aGVsbG8-', 'aGVsbG8_', '====', 'A===', 'AA=A', 'AAAA====', 'AA==AA==', ' AAAA', 'AAAA ', 'AA\nAA', 'AAAA\u0000', '\u00e9\u00e9\u00e9\u00e9', 'QQ', 'Q', 'data:;base64,AAAA', 'AAA=\n', 'aGVsbG8gd29ybGQ', '\ud800\ud800\ud800\ud800', '%41%41%41%41'),
@@ -275,7 +275,7 @@ export const badBase64: fc.Arbitrary<string> = fc
   )
   .filter((value) => !BASE64.test(value));
 
-/** Base64 that decodes to more than 1 MiB (1 MiB + 1 to + 3 bytes), the API.md payload cap. */
+/** Base64 that decodes to more than 1 MiB (1 MiB + 1 to + 3 bytes), the payload cap of docs/contract.md. */
 const overCapBase64 = fc.integer({ min: 1, max: 3 }).map((extra) => Buffer.alloc(1024 * 1024 + extra, 0x61).toString('base64'));
 
 const b64 = (bytes: Buffer | string) => Buffer.from(bytes).toString('base64');
@@ -613,6 +613,7 @@ export const NOT_AIMED_AT: Partial<Record<FamilyName, string>> = {
   docs: 'the API reference takes no input beyond a file name (test/integration/openapi.test.ts)',
   ocsp: 'answers every request with an OCSPResponse, never the JSON envelope (test/integration/pki-ocsp.test.ts)',
   est: 'RFC 7030 bodies and Basic credentials, not JSON (test/integration/pki-est.test.ts)',
+  acme: 'JWS bodies answered with ACME problem documents, never the envelope (test/integration/pki-acme.test.ts)',
 };
 
 /** The routes of the table the generators must aim at. */
@@ -1223,7 +1224,8 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
     ]);
   }
   const profiles = [fx.profileId, fx.disabledProfileId];
-  for (const route of ['GET /api/v1/cert-manager/certificate-profiles/:profileId', 'DELETE /api/v1/cert-manager/certificate-profiles/:profileId'] as const) {
+  // eab-secret makes the key on its first read: only requests refused before that are sent.
+  for (const route of ['GET /api/v1/cert-manager/certificate-profiles/:profileId', 'DELETE /api/v1/cert-manager/certificate-profiles/:profileId', 'GET /api/v1/cert-manager/certificate-profiles/:profileId/acme/eab-secret'] as const) {
     add(route, 200, [
       [4, make(route, 'path: bad id', badId.map((profileId) => ({ profileId })), admin)],
       [1, make(route, 'permission: low-privilege caller', fc.constantFrom(...profiles).map((profileId) => ({ profileId })), low)],

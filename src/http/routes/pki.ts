@@ -1,5 +1,5 @@
 /**
- * PKI routes: sign-certificate (v3, spec/pki-sign-certificate.openapi.md), certificate
+ * PKI routes: sign-certificate (v3, Infisical's; docs/contract.md, PKI), certificate
  * authorities, certificate profiles and certificates under /api/v1/cert-manager, and the
  * unauthenticated DER certificate and CRL URLs that issued certificates name.
  */
@@ -71,6 +71,9 @@ export function certManagerRoutes({ cas, certificates }: PkiRouteDeps): Router {
   });
   on(router, 'PATCH /api/v1/cert-manager/certificate-profiles/:profileId', async ({ params, body }, res) => {
     res.json({ certificateProfile: await certificates.updateProfile(principalOf(res), params.profileId, body) });
+  });
+  on(router, 'GET /api/v1/cert-manager/certificate-profiles/:profileId/acme/eab-secret', async ({ params }, res) => {
+    res.json(await certificates.acmeEabSecret(principalOf(res), params.profileId));
   });
   on(router, 'DELETE /api/v1/cert-manager/certificate-profiles/:profileId', async ({ params }, res) => {
     res.json({ certificateProfile: await certificates.deleteProfile(principalOf(res), params.profileId) });

@@ -1,6 +1,6 @@
 /**
- * Request schemas of the PKI routes: sign-certificate transcribed from
- * ../shared/spec/pki-sign-certificate.openapi.md, the rest in the same style.
+ * Request schemas of the PKI routes: sign-certificate transcribed from Infisical's OpenAPI
+ * description of it, the rest in the same style (docs/contract.md, PKI).
  */
 import { CA_KEY_ALGORITHMS } from '../../services/ca-service.js';
 import { REVOCATION_REASONS, type RevocationReason } from '../../pki/crl.js';
@@ -15,7 +15,7 @@ const KEY_USAGE_NAMES = Object.keys(KEY_USAGE_BITS) as KeyUsageName[];
 const EXTENDED_KEY_USAGE_NAMES = Object.keys(EXTENDED_KEY_USAGE_OIDS) as ExtendedKeyUsageName[];
 const REVOCATION_REASON_NAMES = Object.keys(REVOCATION_REASONS) as RevocationReason[];
 
-/** spec/pki-sign-certificate.openapi.md */
+/** Infisical's sign-certificate body, field for field. */
 export const signCertificateBody = object(
   {
     profileId: uuid,
@@ -102,11 +102,14 @@ export const policy = {
 /** EST (RFC 7030) for the profile: the passphrase is stored as a slow hash and never returned. */
 const est = object({ enabled: { type: 'boolean' }, passphrase: { type: 'string', minLength: 12, maxLength: 256 } }, ['enabled']);
 
+/** ACME (RFC 8555) for the profile; with requireEab, accounts need the EAB key of …/acme/eab-secret. */
+const acme = object({ enabled: { type: 'boolean' }, requireEab: { type: 'boolean' } }, ['enabled']);
+
 export const createProfileBody = object(
-  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est },
+  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est, acme },
   ['projectId', 'caId', 'slug', 'policy'],
 );
 
-export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est });
+export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est, acme });
 
 export const revokeBody = object({ revocationReason: { type: 'string', enum: REVOCATION_REASON_NAMES } }, ['revocationReason']);

@@ -82,6 +82,7 @@ const profile = record({
   policy: { ...policy, required: ['subject', 'sans', 'keyUsages', 'extendedKeyUsages', 'keyAlgorithms', 'maxValidity', 'allowCa'] },
   defaults: { type: 'object', properties: { ttl: string }, additionalProperties: false },
   est: record({ enabled: { type: 'boolean' }, passphraseSet: { type: 'boolean' } }, 'Whether EST is open and a passphrase is set; never the passphrase'),
+  acme: record({ enabled: { type: 'boolean' }, requireEab: { type: 'boolean' } }, 'Whether ACME is open, and whether new accounts need the external account binding key'),
   createdAt: dateTime,
   updatedAt: dateTime,
 });
@@ -119,6 +120,37 @@ const auditEvent = record({
   hash: { type: 'string', pattern: '^[0-9a-f]{64}$' },
 });
 
+// ----- ACME (RFC 8555 §7.1): the resources as clients read them --------------------------------
+const url = { type: 'string', format: 'uri' } as const;
+/** RFC 7807 problem document with an ACME error type (RFC 8555 §6.7). */
+export const acmeProblem = {
+  type: 'object',
+  properties: { type: { type: 'string', pattern: '^urn:ietf:params:acme:error:' }, detail: string, status: integer },
+  required: ['type', 'detail'],
+  description: 'RFC 7807 problem document; `type` is one of RFC 8555 §6.7',
+} as const;
+const acmeIdentifier = record({ type: { const: 'dns' }, value: string });
+const acmeChallenge = {
+  type: 'object',
+  properties: { type: { const: 'http-01' }, url, token: string, status: { enum: ['pending', 'processing', 'valid', 'invalid'] }, validated: dateTime, error: acmeProblem },
+  required: ['type', 'url', 'token', 'status'],
+  additionalProperties: false,
+} as const;
+const acmeOrder = {
+  type: 'object',
+  properties: {
+    status: { enum: ['pending', 'ready', 'processing', 'valid', 'invalid'] },
+    expires: dateTime,
+    identifiers: { type: 'array', items: acmeIdentifier },
+    authorizations: { type: 'array', items: url },
+    finalize: url,
+    certificate: url,
+    error: acmeProblem,
+  },
+  required: ['status', 'expires', 'identifiers', 'authorizations', 'finalize'],
+  additionalProperties: false,
+} as const;
+
 /** Answer bodies by name; route-table.ts refers to them by these names. */
 export const RESPONSES = {
   login: loginResult,
@@ -147,6 +179,18 @@ export const RESPONSES = {
   certificateBody: record({ certificate: pem, certificateChain: pemChain, serialNumber: string }),
   revocation: record({ message: string, serialNumber: string, revokedAt: dateTime }),
   auditList: record({ auditLogs: { type: 'array', items: auditEvent }, totalCount: integer }),
+  eabSecret: record({ eabKid: string, eabSecret: { type: 'string', description: 'base64url HMAC key for ACME external account binding' } }),
+  acmeDirectory: record({ newNonce: url, newAccount: url, newOrder: url, revokeCert: url, keyChange: url, meta: record({ externalAccountRequired: { type: 'boolean' } }) }),
+  acmeAccount: record({ status: { enum: ['valid', 'deactivated', 'revoked'] }, contact: { type: 'array', items: string }, orders: url }),
+  acmeOrderList: record({ orders: { type: 'array', items: url } }),
+  acmeOrder,
+  acmeAuthorization: {
+    type: 'object',
+    properties: { identifier: acmeIdentifier, status: { enum: ['pending', 'valid', 'invalid', 'deactivated', 'expired', 'revoked'] }, expires: dateTime, challenges: { type: 'array', items: acmeChallenge }, wildcard: { type: 'boolean' } },
+    required: ['identifier', 'status', 'expires', 'challenges'],
+    additionalProperties: false,
+  },
+  acmeChallenge,
   healthy: record({ status: { const: 'ok' } }),
   failed: record({ status: { const: 'failed' }, message: string }),
   ready: record({ status: { const: 'ready' } }),

@@ -36,6 +36,15 @@ describe('configuration', () => {
     expect(() => loadConfig({}, { HTTP_WORKERS: '0' })).toThrow(/httpWorkers/);
   });
 
+  it('reads the ACME validator settings from the environment and refuses a resolve entry without an IP address', () => {
+    expect(loadConfig({}, {}).acme).toEqual({ http01Port: 80, resolve: [], allowPrivateAddresses: false, validationTimeoutMs: 5000, validationAttempts: 3 });
+    const config = loadConfig({}, { ACME_HTTP01_PORT: '5002', ACME_RESOLVE: 'a.test:127.0.0.1, b.test:::1,', ACME_ALLOW_PRIVATE: 'true' });
+    expect(config.acme).toMatchObject({ http01Port: 5002, resolve: ['a.test:127.0.0.1', 'b.test:::1'], allowPrivateAddresses: true });
+    expect(() => loadConfig({}, { ACME_RESOLVE: 'a.test:not-an-address' })).toThrow(/acme\.resolve entry "a\.test:not-an-address"/);
+    expect(() => loadConfig({}, { ACME_RESOLVE: 'no-address' })).toThrow(/resolve/);
+    expect(() => loadConfig({}, { ACME_HTTP01_PORT: '0' })).toThrow(/http01Port/);
+  });
+
   it('reads an RFC 7512 PKCS#11 URI and refuses an inline PIN', () => {
     expect(parsePkcs11Uri('pkcs11:token=my%20hsm;serial=42?module-path=/usr/lib/x.so&pin-source=file:/run/pin')).toEqual({
       tokenLabel: 'my hsm',

@@ -42,7 +42,7 @@
  * Signing never holds up recording: it runs on a timer, and a token that is down only delays the
  * next checkpoint.
  */
-import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
+import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import type { KeySpec } from '../algorithms.js';
 import { badRequest, permissionDenied } from '../errors.js';
@@ -53,7 +53,7 @@ import type { Store } from '../store/database.js';
 import { createAuditStore, type AuditEventRecord, type AuditKeySettings, type AuditListQuery } from '../store/audit-store.js';
 import { CHECKPOINT_ALGORITHM, checkpointMessage } from './audit-chain.js';
 import { FIELDS_PER_EVENT, packEvent, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
-import { ecdsaRawToDer } from './kms-encoding.js';
+import { signMessageDer } from './token-signature.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import type { Principal } from './permissions.js';
 
@@ -276,8 +276,7 @@ export function createAuditService(deps: {
     const { seq, hash } = head;
     const signedAt = new Date().toISOString();
     const message = checkpointMessage(seq, hash, signedAt);
-    const raw = await token.signDigest(key.objectId, 'ecdsa', 'sha256', createHash('sha256').update(message).digest());
-    const signature = ecdsaRawToDer(raw);
+    const signature = await signMessageDer(token, key.objectId, 'ecdsa', 'sha256', message);
     // A checkpoint nobody can verify is worse than none: it would read as tampering later.
     if (!verify('sha256', message, createPublicKey({ key: key.publicKey, format: 'der', type: 'spki' }), signature)) {
       throw new Error('The audit key in the token does not match the public key in the settings');

@@ -9,7 +9,7 @@
  * whose writing replica is no longer alive, and their objects.
  */
 import 'reflect-metadata';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { KeySpec } from '../algorithms.js';
 import { badRequest, notFound } from '../errors.js';
@@ -32,9 +32,9 @@ import { KEY_USAGE_BITS, type PolicyKeyAlgorithm } from '../pki/policy.js';
 import { newSerialNumber } from '../pki/serial.js';
 import { parseTtl } from '../pki/ttl.js';
 import type { CaRecord, CaType, PkiStore } from '../store/pki-store.js';
-import { ecdsaRawToDer } from './kms-encoding.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { authorize, type Principal } from './permissions.js';
+import { signMessageDer } from './token-signature.js';
 
 export const CA_KEY_ALGORITHMS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1'] as const satisfies readonly PolicyKeyAlgorithm[];
 export type CaKeyAlgorithm = (typeof CA_KEY_ALGORITHMS)[number];
@@ -143,11 +143,7 @@ export function createCaService(deps: CaDeps) {
       spec.kind === 'rsa' ? SIGNATURE_ALGORITHMS.sha256WithRSAEncryption : hash === 'sha384' ? SIGNATURE_ALGORITHMS.ecdsaWithSHA384 : SIGNATURE_ALGORITHMS.ecdsaWithSHA256;
     return {
       algorithm: signatureAlgorithm(oid),
-      async sign(tbs) {
-        const digest = createHash(hash).update(tbs).digest();
-        const raw = await token.signDigest(ca.objectId, spec.kind === 'rsa' ? 'pkcs1' : 'ecdsa', hash, digest);
-        return spec.kind === 'rsa' ? raw : ecdsaRawToDer(raw);
-      },
+      sign: (tbs) => signMessageDer(token, ca.objectId, spec.kind === 'rsa' ? 'pkcs1' : 'ecdsa', hash, tbs),
     };
   }
 

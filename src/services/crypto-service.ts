@@ -18,9 +18,10 @@ import { badRequest } from '../errors.js';
 import { GCM_IV_BYTES } from '../pkcs11/mechanisms.js';
 import { TokenError } from '../pkcs11/errors.js';
 import type { Token } from '../pkcs11/token.js';
-import { decodeCiphertext, ecdsaDerToRaw, ecdsaRawToDer, encodeCiphertext } from './kms-encoding.js';
+import { decodeCiphertext, ecdsaDerToRaw, encodeCiphertext } from './kms-encoding.js';
 import type { KeyService, UsableKey } from './key-service.js';
 import type { Principal } from './permissions.js';
+import { signDigestDer } from './token-signature.js';
 
 export interface SignInput {
   signingAlgorithm: SigningAlgorithm;
@@ -97,8 +98,7 @@ export function createCryptoService(deps: { keys: Pick<KeyService, 'usableKey'>;
     async sign(principal: Principal, keyId: string, input: SignInput): Promise<Buffer> {
       const usable = await keys.usableKey(principal, keyId, 'sign', 'sign-verify');
       const spec = signingSpecFor(usable, input.signingAlgorithm);
-      const raw = await token.signDigest(usable.version.objectId, spec.scheme, spec.hash, digestFor(usable, spec, input));
-      return spec.scheme === 'ecdsa' ? ecdsaRawToDer(raw) : raw;
+      return signDigestDer(token, usable.version.objectId, spec.scheme, spec.hash, digestFor(usable, spec, input));
     },
 
     async verify(principal: Principal, keyId: string, input: SignInput & { signature: Buffer }): Promise<boolean> {

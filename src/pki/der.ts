@@ -152,3 +152,9 @@ export function encodeTime(date: Date): Buffer {
   const rest = `${two(date.getUTCMonth() + 1)}${two(date.getUTCDate())}${two(date.getUTCHours())}${two(date.getUTCMinutes())}${two(date.getUTCSeconds())}Z`;
   return year >= 1950 && year <= 2049 ? tlv(TAG.utcTime, Buffer.from(`${two(year % 100)}${rest}`, 'latin1')) : tlv(TAG.generalizedTime, Buffer.from(`${String(year).padStart(4, '0')}${rest}`, 'latin1'));
 }
+
+/** The DER of every PEM block with this label in `pem`, in order. */
+export function pemToDer(pem: string, label: string): Buffer[] {
+  const blocks = [...pem.matchAll(new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`, 'g'))];
+  return blocks.map((block) => Buffer.from(block[1]!.replace(/\s/g, ''), 'base64'));
+}

@@ -13,3 +13,6 @@ export function parseTtl(ttl: string): number | undefined {
   const value = ms(trimmed as ms.StringValue);
   return typeof value === 'number' && Number.isFinite(value) && value >= 1000 ? value : undefined;
 }
+
+/** Seconds precision: certificates carry whole seconds, and "ttl to the second" means this. */
+export const wholeSecond = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);

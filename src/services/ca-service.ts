@@ -1,8 +1,9 @@
 /**
  * Certificate authorities whose keys are generated and used in the token: self-signed roots,
  * intermediates signed by a CA of this service, and intermediates whose CSR an outside root
- * signs (then imported). Also each CA's CRL: signed in the token, regenerated on every
- * revocation and before it runs out.
+ * signs (then imported). Their lifecycle and what issuing under one needs; the rest lives
+ * beside it: the CA's key as a signer (ca-signer.ts), its CRL (ca-crl.ts), and the checks on a
+ * certificate an outside parent signed (outside-chain.ts).
  *
  * Crash safety as for KMS keys: the CA row is written `pending` before its key is generated
  * and turned `active` once its certificate (or CSR) is stored; reconcile removes pending rows
@@ -11,45 +12,21 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import type { KeySpec } from '../algorithms.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import { replicaId } from './leases.js';
-import {
-  algorithmIdentifierDer,
-  buildCaCsr,
-  buildCertificate,
-  issuerPartsOf,
-  SIGNATURE_ALGORITHMS,
-  signatureAlgorithm,
-  toPem,
-  type CertificateSigner,
-  type IssuerParts,
-} from '../pki/certificate-builder.js';
-import { buildCrl, type RevocationReason } from '../pki/crl.js';
-import { KEY_USAGE_BITS, type PolicyKeyAlgorithm } from '../pki/policy.js';
+import { algorithmIdentifierDer, buildCaCsr, buildCertificate, issuerPartsOf, toPem, type IssuerParts } from '../pki/certificate-builder.js';
+import { KEY_USAGE_BITS } from '../pki/policy.js';
 import { newSerialNumber } from '../pki/serial.js';
-import { parseTtl } from '../pki/ttl.js';
+import { pemToDer } from '../pki/der.js';
+import { parseTtl, wholeSecond } from '../pki/ttl.js';
 import type { CaRecord, CaType, PkiStore } from '../store/pki-store.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
+import { createCrlMaker } from './ca-crl.js';
+import { CA_KEY_SPECS, caSigner, type CaKeyAlgorithm } from './ca-signer.js';
+import { readOutsideCertificate } from './outside-chain.js';
 import { authorize, type Principal } from './permissions.js';
-import { signMessageDer } from './token-signature.js';
-
-export const CA_KEY_ALGORITHMS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1'] as const satisfies readonly PolicyKeyAlgorithm[];
-export type CaKeyAlgorithm = (typeof CA_KEY_ALGORITHMS)[number];
-
-const CA_KEY_SPECS: Record<CaKeyAlgorithm, KeySpec> = {
-  RSA_2048: { kind: 'rsa', bits: 2048 },
-  RSA_3072: { kind: 'rsa', bits: 3072 },
-  RSA_4096: { kind: 'rsa', bits: 4096 },
-  EC_prime256v1: { kind: 'ec', curve: 'P-256' },
-  EC_secp384r1: { kind: 'ec', curve: 'P-384' },
-};
-
-const CRL_LIFETIME_MS = 7 * 86_400_000;
-/** A CRL is made again once less than this is left before its nextUpdate. */
-const CRL_RENEW_BEFORE_MS = 86_400_000;
 
 export interface CreateCaInput {
   projectId: string;
@@ -98,14 +75,6 @@ const toPublicCa = (ca: CaRecord): PublicCa => ({
   updatedAt: ca.updatedAt,
 });
 
-/** Seconds precision: certificates carry whole seconds, and "ttl to the second" means this. */
-export const wholeSecond = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
-
-export function pemToDer(pem: string, label: string): Buffer[] {
-  const blocks = [...pem.matchAll(new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`, 'g'))];
-  return blocks.map((block) => Buffer.from(block[1]!.replace(/\s/g, ''), 'base64'));
-}
-
 /**
  * What signing a certificate under one CA needs beyond the request: the parts of the
  * TBSCertificate every certificate of this CA shares, the signature, and the PEM answers.
@@ -135,17 +104,7 @@ export function createCaService(deps: CaDeps) {
   /** The CA's OCSP responder (routes/ocsp.ts), named in the AIA of what it issues. */
   const ocspUrl = (caId: string) => `${publicBaseUrl()}/api/v1/cert-manager/ocsp/${caId}`;
 
-  /** The CA's key as a certificate/CRL signer: hash here, sign the digest in the token. */
-  function signerFor(ca: Pick<CaRecord, 'objectId' | 'keyAlgorithm'>): CertificateSigner {
-    const spec = CA_KEY_SPECS[ca.keyAlgorithm as CaKeyAlgorithm];
-    const hash = spec.kind === 'ec' && spec.curve === 'P-384' ? 'sha384' : 'sha256';
-    const oid =
-      spec.kind === 'rsa' ? SIGNATURE_ALGORITHMS.sha256WithRSAEncryption : hash === 'sha384' ? SIGNATURE_ALGORITHMS.ecdsaWithSHA384 : SIGNATURE_ALGORITHMS.ecdsaWithSHA256;
-    return {
-      algorithm: signatureAlgorithm(oid),
-      sign: (tbs) => signMessageDer(token, ca.objectId, spec.kind === 'rsa' ? 'pkcs1' : 'ecdsa', hash, tbs),
-    };
-  }
+  const signerFor = (ca: Pick<CaRecord, 'objectId' | 'keyAlgorithm'>) => caSigner(token, ca);
 
   /**
    * Per-CA parts of every certificate it issues, made once. Safe to keep because nothing in
@@ -210,42 +169,8 @@ export function createCaService(deps: CaDeps) {
     return keyIds.get(ca.serialNumber);
   }
 
-  // One CRL generation at a time per CA in this process (each reads the revoked list fresh).
-  // Across replicas, the store hands out the numbers (nextCrlNumber: unique and increasing
-  // whoever asks) and keeps the highest-numbered CRL (saveCrl), so a replica that took its
-  // number first but finished last never puts an older list back.
-  const crlQueues = new Map<string, Promise<unknown>>();
-  function regenerateCrl(ca: CaRecord): Promise<Buffer> {
-    const previous = crlQueues.get(ca.id) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(async () => makeCrl((await store.getCa(ca.id)) ?? ca));
-    crlQueues.set(ca.id, next);
-    void next.finally(() => {
-      if (crlQueues.get(ca.id) === next) crlQueues.delete(ca.id);
-    }).catch(() => undefined);
-    return next;
-  }
-
-  async function makeCrl(ca: CaRecord): Promise<Buffer> {
-    // The number first: a certificate revoked after this read is in the next CRL, whose number is higher.
-    const crlNumber = await store.nextCrlNumber(ca.id);
-    const revoked = await store.revokedCertificates(ca.id);
-    const now = Date.now();
-    const crl = await buildCrl(
-      {
-        issuer: ca.subject,
-        issuerPublicKey: ca.publicKey,
-        issuerKeyId: issuerKeyId(ca),
-        crlNumber,
-        thisUpdate: wholeSecond(now),
-        nextUpdate: wholeSecond(now + CRL_LIFETIME_MS),
-        revoked: revoked.map((entry) => ({ serialNumber: entry.serialNumber, revokedAt: new Date(entry.revokedAt!), reason: entry.revocationReason as RevocationReason })),
-      },
-      signerFor(ca),
-    );
-    if (await store.saveCrl(ca.id, crlNumber, crl, new Date(now + CRL_LIFETIME_MS).toISOString())) return crl;
-    // Another replica stored a newer CRL meanwhile: that one is the CA's current list.
-    return (await store.getCa(ca.id))?.crl ?? crl;
-  }
+  const crls = createCrlMaker({ store, signerFor, issuerKeyId });
+  const regenerateCrl = crls.regenerate;
 
   function subjectOf(input: CreateCaInput): { der: Buffer; dn: string } {
     const rdns: x509.JsonName = [];
@@ -278,13 +203,11 @@ export function createCaService(deps: CaDeps) {
   }
 
   return {
+    // What issuers (certificates, OCSP, EST, ACME) need of a CA: its row, the chain above it,
+    // the parts every certificate it issues shares, and its key as a signer.
     signerFor,
     issuing,
-    issuerKeyId,
     chainAbove,
-    certificateUrl,
-    crlUrl,
-    ocspUrl,
     existing,
 
     async create(principal: Principal | 'bootstrap', input: CreateCaInput): Promise<PublicCa> {
@@ -409,43 +332,9 @@ export function createCaService(deps: CaDeps) {
       const ca = await existing(caId);
       authorize(principal, ca.projectId, 'manage-pki');
       if (ca.status !== 'pending-certificate') throw badRequest('The CA already has a certificate');
-      const [der] = pemToDer(certificatePem, 'CERTIFICATE');
-      if (!der) throw badRequest('certificate is not a PEM certificate');
-      let certificate: x509.X509Certificate;
-      let publicKey: Buffer;
-      let basic: x509.BasicConstraintsExtension | null;
-      try {
-        // @peculiar/x509 parses the key and extensions lazily: read them here, where a
-        // malformed one is the client's error.
-        certificate = new x509.X509Certificate(der);
-        publicKey = Buffer.from(certificate.publicKey.rawData);
-        basic = certificate.getExtension(x509.BasicConstraintsExtension);
-      } catch {
-        throw badRequest('certificate cannot be parsed');
-      }
-      if (!publicKey.equals(ca.publicKey)) throw badRequest("The certificate's public key is not this CA's key");
-      if (!basic?.ca) throw badRequest('The certificate is not a CA certificate (BasicConstraints cA is not set)');
-      // Every block must parse: skipping one that does not would import a chain nobody checked.
-      const chain = pemToDer(chainPem, 'CERTIFICATE').map((item, index) => {
-        try {
-          return new x509.X509Certificate(item);
-        } catch {
-          throw badRequest(`certificateChain: certificate ${index + 1} cannot be parsed`);
-        }
-      });
-      if (chain.length === 0) throw badRequest('certificateChain must hold the issuer certificate (and those above it)');
-      let child = certificate;
-      for (const issuer of chain) {
-        // A key algorithm or size WebCrypto refuses fails as a throw (sometimes before any
-        // promise exists), not a false.
-        const verified = await (async () => child.verify({ publicKey: issuer.publicKey, signatureOnly: true }))().catch(() => false);
-        if (!verified) throw badRequest('The certificate chain does not verify: each certificate must be signed by the next');
-        child = issuer;
-      }
-      if (Date.now() > certificate.notAfter.getTime()) throw badRequest('The certificate has expired');
-      const outsideChain = chain.map((item) => item.toString('pem')).join('\n');
+      const { der, outsideChain, pathLength } = await readOutsideCertificate(ca.publicKey, certificatePem, chainPem);
       const active = await activate(ca, der, outsideChain);
-      if (basic.pathLength !== undefined) await store.updateCa(ca.id, { pathLength: basic.pathLength });
+      if (pathLength !== undefined) await store.updateCa(ca.id, { pathLength });
       logger.info({ caId: ca.id }, 'imported the certificate of an externally signed CA');
       return toPublicCa((await store.getCa(active.id))!);
     },
@@ -472,11 +361,7 @@ export function createCaService(deps: CaDeps) {
     },
 
     /** Makes every CRL that would run out within a day again (a maintenance duty: one replica runs it). */
-    async renewExpiringCrls(): Promise<void> {
-      for (const ca of await store.allActiveCas()) {
-        if (!ca.crlNextUpdate || Date.parse(ca.crlNextUpdate) - Date.now() < CRL_RENEW_BEFORE_MS) await regenerateCrl(ca);
-      }
-    },
+    renewExpiringCrls: crls.renewExpiring,
 
     /** Removes CAs left pending by a writer that is not alive (`isLive`), and their token objects. */
     async reconcile(isLive: (owner: string | null) => boolean): Promise<number> {

@@ -34,7 +34,7 @@ import {
   type OcspErrorStatus,
 } from '../pki/ocsp.js';
 import type { CaRecord, CertificateStatusRecord } from '../store/pki-store.js';
-import { wholeSecond } from './ca-service.js';
+import { wholeSecond } from '../pki/ttl.js';
 
 export interface OcspStore {
   getCa(id: string): Promise<CaRecord | undefined>;

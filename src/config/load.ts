@@ -42,6 +42,16 @@ function number(value: string | undefined): number | string | undefined {
   return Number.isFinite(parsed) ? parsed : value;
 }
 
+/** A comma-separated list, entries trimmed, empty ones dropped; undefined when unset or empty. */
+function list(value: string | undefined): string[] | undefined {
+  return value
+    ? value
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean)
+    : undefined;
+}
+
 function integer(value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   const parsed = Number(value);
@@ -96,11 +106,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       shutdownGraceMs: integer(env.SHUTDOWN_GRACE_MS),
       httpWorkers: env.HTTP_WORKERS === 'auto' ? 'auto' : integer(env.HTTP_WORKERS),
       opsPort: integer(env.OPS_PORT),
-      trustedProxies: env.TRUSTED_PROXIES
-        ? env.TRUSTED_PROXIES.split(',')
-            .map((cidr) => cidr.trim())
-            .filter(Boolean)
-        : undefined,
+      trustedProxies: list(env.TRUSTED_PROXIES),
       tls:
         env.TLS_CERT_FILE || env.TLS_KEY_FILE
           ? { certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE, clientCaFile: env.TLS_CLIENT_CA_FILE || null, requestClientCertificate: env.TLS_REQUEST_CLIENT_CERTIFICATE === 'true' }
@@ -118,11 +124,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
     },
     acme: {
       http01Port: integer(env.ACME_HTTP01_PORT),
-      resolve: env.ACME_RESOLVE
-        ? env.ACME_RESOLVE.split(',')
-            .map((entry) => entry.trim())
-            .filter(Boolean)
-        : undefined,
+      resolve: list(env.ACME_RESOLVE),
       allowPrivateAddresses: env.ACME_ALLOW_PRIVATE === undefined || env.ACME_ALLOW_PRIVATE === '' ? undefined : env.ACME_ALLOW_PRIVATE === 'true',
     },
     logLevel: env.LOG_LEVEL || undefined,

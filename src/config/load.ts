@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
+import ms from 'ms';
 import { trustedProxyList } from '../http/client-address.js';
 import { configSchema, type Config } from './schema.js';
 
@@ -115,8 +116,24 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       perAddressPerSecond: number(env.RATE_LIMIT_PER_ADDRESS_PER_SECOND),
       perAddressBurst: integer(env.RATE_LIMIT_PER_ADDRESS_BURST),
     },
+    audit: {
+      retention: env.AUDIT_RETENTION === 'off' ? null : env.AUDIT_RETENTION || undefined,
+      maxEvents: env.AUDIT_MAX_EVENTS === 'off' ? null : integer(env.AUDIT_MAX_EVENTS),
+      sink: env.AUDIT_SINK === 'off' ? null : env.AUDIT_SINK || undefined,
+      sinkFailure: env.AUDIT_SINK_FAILURE || undefined,
+    },
     logLevel: env.LOG_LEVEL || undefined,
   };
+}
+
+/** audit.retention in milliseconds (null: keep everything); loadConfig has checked it parses. */
+export function retentionMs(config: Pick<Config, 'audit'>): number | null {
+  if (config.audit.retention === null) return null;
+  const value = ms(config.audit.retention as ms.StringValue);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 1000) {
+    throw new Error(`Invalid configuration: audit.retention "${config.audit.retention}" is not a duration of at least a second in ms notation (90d, 12h, 30m)`);
+  }
+  return value;
 }
 
 export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -137,6 +154,7 @@ export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.Proc
   // Parsed here too (the HTTP layer parses it again to use it) so a bad entry stops the start
   // with its name, before anything is opened.
   trustedProxyList(config.server.trustedProxies);
+  retentionMs(config);
   if (config.auth.accessTokenMaxTTL < config.auth.accessTokenTTL) throw new Error('Invalid configuration: auth.accessTokenMaxTTL is shorter than auth.accessTokenTTL');
   return config;
 }

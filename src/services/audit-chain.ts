@@ -304,7 +304,8 @@ export async function verifyAuditChain(source: AuditChainSource, options: Verify
       const pruned = prunedBy ? `the last ${PRUNE_ACTION} event (seq ${prunedBy.seq}) pruned up to seq ${prunedBy.to}` : `no ${PRUNE_ACTION} event records pruning them`;
       return problem('removed', from, undefined, `${range} from the start of the trail and ${pruned}`);
     }
-    start.prunedBy = covered;
+    // An export's earlier files may be elsewhere: its start is where what was read begins.
+    start.prunedBy = options.startMayBeUnexplained ? null : covered;
   }
   const lastCheckpoint = checkpoints.at(-1);
   return {

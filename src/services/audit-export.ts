@@ -13,7 +13,8 @@
  * every checkpoint's signature with the key line every file opened by the sink starts with.
  * A checkpoint comes after the event it signs, not necessarily right after (it may be signed
  * later). Export is at least once: after a crash or a handover between replicas an event may
- * appear twice, identical; readers skip the repeat. Lines of any other shape (a log line on a
+ * appear twice, identical; readers skip the repeat. A record may follow a prefix a collector put
+ * before it (syslog's `<pri>date host hsm-signer-audit: `); lines with no record (a log line on a
  * shared stdout) are not part of the trail and are skipped.
  */
 import { createReadStream, readdirSync, statSync } from 'node:fs';
@@ -48,12 +49,16 @@ export type ExportRecord =
 const str = (value: unknown): string => (typeof value === 'string' ? value : String(value));
 const strOrNull = (value: unknown): string | null => (value === null || value === undefined ? null : str(value));
 
+/** Where a record starts in a line: at its start, or after a prefix a collector added (syslog's header). */
+const RECORD_START = '{"type":"hsm-signer.audit.';
+
 /** One line as a record of the trail, or undefined when it is not one. */
 export function parseExportLine(line: string): ExportRecord | undefined {
-  if (!line.startsWith('{')) return undefined;
+  const start = line.indexOf(RECORD_START);
+  if (start < 0) return undefined;
   let value: Record<string, unknown>;
   try {
-    value = JSON.parse(line) as Record<string, unknown>;
+    value = JSON.parse(line.slice(start)) as Record<string, unknown>;
   } catch {
     return undefined;
   }

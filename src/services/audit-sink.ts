@@ -20,7 +20,7 @@
  * (src/http/audit-trail.ts).
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from '../logger.js';
@@ -117,9 +117,19 @@ function streamDestination(name: string, stream: NodeJS.WritableStream): SinkDes
 /**
  * Local syslog through util-linux's `logger` (always installed on Debian), one message per line
  * on its standard input, facility auth, tag hsm-signer-audit: Node has no Unix datagram socket
- * of its own. "Written" here means handed to logger; a logger that exits (the socket is gone)
- * fails the next write, and a new one is started for the write after.
+ * of its own. "Written" here means handed to logger, as syslog itself acknowledges nothing: a
+ * missing socket fails the write (checked before logger starts), a logger that exits fails the
+ * next write and a new one is started for the write after, but lines a dying logger had taken
+ * are gone. For an export that must be complete, use a file.
  */
+function isSocket(path: string): boolean {
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false;
+  }
+}
+
 function syslogDestination(socket: string): SinkDestination {
   let child: ChildProcessWithoutNullStreams | undefined;
   let exited: Error | undefined;
@@ -149,6 +159,8 @@ function syslogDestination(socket: string): SinkDestination {
         return Promise.reject(error);
       }
       const fresh = !child;
+      // logger reports a missing socket only by exiting after it has taken the lines: look first.
+      if (fresh && !isSocket(socket)) return Promise.reject(new Error(`syslog socket ${socket}: No such file or directory (or not a socket)`));
       const target = child ?? start();
       const text = `${fresh ? `${header}\n` : ''}${lines.join('\n')}\n`;
       return new Promise<void>((resolve, reject) => {

@@ -9,6 +9,7 @@ import { createPublicKey, generateKeyPairSync, randomBytes, sign, verify as veri
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HashName, KeySpec, SignatureScheme } from '../../../src/algorithms.js';
 import type { Token } from '../../../src/pkcs11/token.js';
@@ -651,6 +652,35 @@ describe('export to the sink', () => {
     writeFileSync(join(sinkDir, 'audit.jsonl.1'), edited);
     const report = await verifyFiles(sinkDir);
     expect(formatAuditReport(report)).toMatch(/^audit chain broken at seq 3 .*edited: its stored hash does not match its fields$/);
+  });
+
+  it('syslog: one message per line through logger, which the verifier reads back with the syslog header; a missing socket fails the write', async () => {
+    await recordEvents(4, [4]);
+    const socket = join(dir, 'syslog.sock');
+    let received = '';
+    const server = createServer((connection) => connection.on('data', (chunk: Buffer) => (received += chunk.toString('utf8'))));
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const feeder = createSinkFeeder({ auditStore: createAuditStore(store), destination: sinkDestination(`syslog:${socket}`), logger: silent });
+      expect(await feeder.round()).toMatchObject({ written: 4 });
+      await feeder.close();
+      await vi.waitFor(() => expect(received.match(/hsm-signer\.audit\./g)).toHaveLength(6)); // key, 4 events, checkpoint
+      expect(received).toMatch(/^<38>.* hsm-signer-audit: \{"type":"hsm-signer\.audit\.key"/);
+      const collected = join(dir, 'collected.log');
+      writeFileSync(collected, received);
+      expect(await verifyFiles(collected)).toMatchObject({ ok: true, events: 4, lastSignedSeq: 4 });
+    } finally {
+      server.close();
+    }
+    let failures = 0;
+    const missing = createSinkFeeder({ auditStore: createAuditStore(store), destination: sinkDestination(`syslog:${join(dir, 'no.sock')}`), logger: silent, onFailure: () => failures++ });
+    audit.record(event(5));
+    await audit.flush();
+    const before = await state();
+    expect(await missing.round()).toMatchObject({ written: 0, lag: 1 });
+    expect(failures).toBe(1);
+    expect(await state()).toMatchObject({ exportedSeq: before.exportedSeq, lastError: expect.stringContaining('No such file or directory') });
+    await missing.close();
   });
 
   it('a destination that fails keeps the cursor, records the failure, and the next good write clears it', async () => {

@@ -32,11 +32,12 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/load.js';
 import { formatAuditReport, verifyAuditChain, type AuditChainReport } from '../src/services/audit-chain.js';
 import { exportFiles, readExportedTrail } from '../src/services/audit-export.js';
-import { readAuditChain } from '../src/store/audit-store.js';
+import { readAuditChain, withSnapshot } from '../src/store/audit-store.js';
 import { describeLocation, openStore, storeLocation, type Store, type StoreLocation } from '../src/store/database.js';
 
 export function verifyAuditDatabase(store: Store, options: { trustedPublicKey?: KeyObject } = {}): Promise<AuditChainReport> {
-  return verifyAuditChain(readAuditChain(store), options);
+  // One snapshot: retention on a live service deletes from the start while this reads.
+  return withSnapshot(store, (snapshot) => verifyAuditChain(readAuditChain(snapshot), options));
 }
 
 function locationOf(values: { db?: string | undefined; url?: string | undefined; 'data-dir'?: string | undefined }): StoreLocation {

@@ -78,7 +78,7 @@ export function createAuditRetention(deps: {
       if ((await auditStore.findEvent(PRUNE_ACTION, range, through)) === undefined) {
         throw new Error(`could not record the ${PRUNE_ACTION} event for seq ${range}; nothing pruned`);
       }
-      const started = now();
+      const started = Date.now();
       let pruned = 0;
       let from = first;
       while (from <= through) {

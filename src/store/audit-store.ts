@@ -354,9 +354,11 @@ const VERIFY_PAGE = 1000;
 
 /**
  * The chain as the verifier reads it, from a store that may be read-only: SELECTs only, and
- * events in pages by seq rather than all at once.
+ * events in pages by seq rather than all at once. On a live store whose trail retention prunes,
+ * pass a transaction (`withSnapshot`) so every page comes from one snapshot: pages read one by
+ * one could see the start deleted between them and report a gap that was never there.
  */
-export function readAuditChain(store: Store): {
+export function readAuditChain(store: Pick<Store, 'db'>): {
   events(): AsyncIterable<AuditEventRecord>;
   checkpoints(): Promise<AuditCheckpointRecord[]>;
   publicKey(): Promise<Buffer | undefined>;
@@ -378,4 +380,13 @@ export function readAuditChain(store: Store): {
     checkpoints: async () => (await db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute()).map(toCheckpoint),
     publicKey: async () => (await readSettings(db))?.publicKey,
   };
+}
+
+/**
+ * Runs `read` in one read transaction (a snapshot: SQLite's deferred BEGIN in WAL mode,
+ * PostgreSQL's REPEATABLE READ), so a long read sees the store as it was when it began.
+ */
+export function withSnapshot<T>(store: Store, read: (snapshot: Pick<Store, 'db'>) => Promise<T>): Promise<T> {
+  const transaction = store.engine === 'postgres' ? store.db.transaction().setIsolationLevel('repeatable read') : store.db.transaction();
+  return transaction.execute((trx) => read({ db: trx }));
 }

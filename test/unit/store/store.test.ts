@@ -17,7 +17,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chainEvents, eventHash, verifyAuditChain } from '../../../src/services/audit-chain.js';
-import { createAuditAppender, createAuditStore, readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
+import { createAuditAppender, createAuditStore, readAuditChain, withSnapshot, type AuditEventRecord } from '../../../src/store/audit-store.js';
 import { isUniqueViolation, openStore, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
 import { createIdentityStore, type IdentityRecord } from '../../../src/store/identity-store.js';
 import { createKeyStore, type KeyRecord, type KeyVersionRecord } from '../../../src/store/key-store.js';
@@ -562,6 +562,26 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       // A second feeder that read the cursor before the move stops.
       expect(await second.advanceSink(read, { exportedSeq: 8, exportedCheckpointSeq: 7 })).toBe(false);
       expect(await second.sinkState()).toEqual({ exportedSeq: 6, exportedCheckpointSeq: 3, failingSince: null, lastError: null });
+    });
+
+    it('the verifier reads one snapshot: retention deleting the start meanwhile does not show as a gap', async () => {
+      const append = createAuditAppender(store);
+      for (let i = 0; i < 5; i++) await append((head) => chainEvents(head, unchained(500)));
+      const reader = store.engine === 'sqlite' ? await openStore(store.location, { migrate: false, readonly: true }) : await open(store.location);
+      try {
+        const seqs = await withSnapshot(reader, async (snapshot) => {
+          const seen: number[] = [];
+          for await (const event of readAuditChain(snapshot).events()) {
+            if (seen.length === 10) expect(await createAuditStore(store).deleteEvents(1, 2000)).toBe(2000);
+            seen.push(event.seq);
+          }
+          return seen;
+        });
+        expect(seqs).toEqual(Array.from({ length: 2500 }, (_, i) => i + 1));
+      } finally {
+        if (store.engine === 'sqlite') await reader.close();
+      }
+      expect(await createAuditStore(store).bounds()).toEqual({ first: 2001, last: 2500 });
     });
 
     it('migration 008 carries events written in the earlier form over losslessly: they keep verifying, and a tampered one is still named', async () => {

@@ -185,7 +185,6 @@ export async function startService(config: Config, logger: Logger, options: Star
       overdue: (n) => auditPruneOverdue.set(n),
     },
   });
-  let auditLeading = false;
   let sinkFailing = false;
   const sinkWatch =
     feeder && config.audit.sinkFailure === 'block'
@@ -271,7 +270,6 @@ export async function startService(config: Config, logger: Logger, options: Star
     logger,
     onLeadership: (leading) => {
       maintenanceLeader.set(leading ? 1 : 0);
-      auditLeading = leading;
       auditUpkeep.setLeading(leading);
     },
     duties: [
@@ -297,7 +295,7 @@ export async function startService(config: Config, logger: Logger, options: Star
         draining = true;
         for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
         // The lease holder exports what is left once the last checkpoint is signed (below).
-        const exportAtEnd = auditLeading && feeder !== undefined;
+        const exportAtEnd = auditUpkeep.leading && feeder !== undefined;
         await maintenance.stop();
         await auditUpkeep.stop();
         clearInterval(sinkWatch);

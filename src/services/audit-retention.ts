@@ -34,7 +34,7 @@ export interface PruneResult {
   /** The first and last seq kept after the round. */
   first: number;
   last: number;
-  /** Events retention wants gone that are still kept (held back by the sink or by no checkpoint yet, or out of time). */
+  /** Events retention wants gone that are still kept (held back by the sink or by no checkpoint yet, or out of time or stopped). */
   overdue: number;
   /** Why `overdue` is not 0. */
   heldBy: 'sink' | 'checkpoint' | 'time' | null;
@@ -50,12 +50,12 @@ export function createAuditRetention(deps: {
   sink: boolean;
   batch?: number;
   now?: () => number;
-}): { run(): Promise<PruneResult> } {
+}): { run(keepGoing?: () => boolean): Promise<PruneResult> } {
   const { auditStore, audit, logger } = deps;
   const batch = deps.batch ?? PRUNE_BATCH;
   const now = deps.now ?? Date.now;
   return {
-    async run() {
+    async run(keepGoing = () => true) {
       const { first, last } = await auditStore.bounds();
       if (last === 0) return { pruned: 0, first, last, overdue: 0, heldBy: null };
       let wanted = 0;
@@ -82,7 +82,7 @@ export function createAuditRetention(deps: {
       let pruned = 0;
       let from = first;
       while (from <= through) {
-        if (Date.now() - started > PRUNE_ROUND_BUDGET_MS) {
+        if (Date.now() - started > PRUNE_ROUND_BUDGET_MS || !keepGoing()) {
           heldBy = 'time';
           break;
         }
@@ -120,7 +120,7 @@ export function startAuditUpkeep(deps: {
   pruneIntervalMs: number;
   logger: Logger;
   metrics: AuditUpkeepMetrics;
-}): { setLeading(leading: boolean): void; stop(): Promise<void>; pruneNow(): Promise<PruneResult | undefined>; feedNow(): Promise<void> } {
+}): { setLeading(leading: boolean): void; readonly leading: boolean; stop(): Promise<void> } {
   const { retention, feeder, logger, metrics } = deps;
   let leading = false;
   let stopped = false;
@@ -147,7 +147,7 @@ export function startAuditUpkeep(deps: {
   const prune = (): Promise<PruneResult | undefined> =>
     (pruning ??= (async () => {
       try {
-        const result = await retention.run();
+        const result = await retention.run(() => leading && !stopped);
         if (result.pruned > 0) metrics.pruned(result.pruned);
         metrics.storeEvents(result.last === 0 ? 0 : result.last - result.first + 1);
         metrics.overdue(result.overdue);
@@ -191,13 +191,14 @@ export function startAuditUpkeep(deps: {
       void feed().then(scheduleSink);
       void prune().then(schedulePrune);
     },
+    get leading() {
+      return leading;
+    },
     async stop() {
       stopped = true;
       clearTimeout(sinkTimer);
       clearTimeout(pruneTimer);
       await Promise.all([feeding, pruning]);
     },
-    pruneNow: prune,
-    feedNow: feed,
   };
 }

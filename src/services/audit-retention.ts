@@ -106,12 +106,19 @@ export interface AuditUpkeepMetrics {
   overdue(events: number): void;
 }
 
+/** Prune rounds in a row in which the overdue events grew before that is worth a warning. */
+const GROWING_ROUNDS_TO_WARN = 3;
+/** While it keeps growing, the warning again every this many rounds. */
+const GROWING_ROUNDS_TO_REPEAT = 30;
+
 /**
  * The lease holder's loops: the sink every sinkIntervalMs (at once again after a full batch)
  * and pruning every pruneIntervalMs, each one round at a time. A warning is logged when the
- * events retention wants gone but cannot remove grow from one prune round to the next: the
- * store then grows faster than retention removes (the sink is behind or failing, checkpoints
- * are not being signed, or more is written than a round can delete).
+ * events retention wants gone but cannot remove grew in GROWING_ROUNDS_TO_WARN rounds in a row:
+ * the store then grows faster than retention removes (the sink is behind or failing, checkpoints
+ * are not being signed, or more is written than a round can delete). Some are always overdue,
+ * up to a sign interval's worth (pruning stops at a checkpoint), and that number moves with the
+ * load; a single rise is not a trend.
  */
 export function startAuditUpkeep(deps: {
   retention: ReturnType<typeof createAuditRetention>;
@@ -129,6 +136,7 @@ export function startAuditUpkeep(deps: {
   let feeding: Promise<void> | undefined;
   let pruning: Promise<PruneResult | undefined> | undefined;
   let lastOverdue = 0;
+  let growingRounds = 0;
 
   const feed = (): Promise<void> =>
     (feeding ??= (async () => {
@@ -151,9 +159,10 @@ export function startAuditUpkeep(deps: {
         if (result.pruned > 0) metrics.pruned(result.pruned);
         metrics.storeEvents(result.last === 0 ? 0 : result.last - result.first + 1);
         metrics.overdue(result.overdue);
-        if (result.overdue > 0 && result.overdue > lastOverdue) {
+        growingRounds = result.overdue > lastOverdue ? growingRounds + 1 : 0;
+        if (growingRounds >= GROWING_ROUNDS_TO_WARN && (growingRounds - GROWING_ROUNDS_TO_WARN) % GROWING_ROUNDS_TO_REPEAT === 0) {
           logger.warn(
-            { overdue: result.overdue, heldBy: result.heldBy, kept: result.last - result.first + 1 },
+            { overdue: result.overdue, heldBy: result.heldBy, kept: result.last - result.first + 1, growingRounds },
             'the audit store grows faster than retention removes: events past audit.retention or audit.maxEvents are still kept',
           );
         }

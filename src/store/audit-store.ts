@@ -270,7 +270,11 @@ export function createAuditStore(store: Store): AuditStore {
       return { first: Number(row.first ?? 0), last: Number(row.last ?? 0) };
     },
     async lastSeqBefore(timeMs) {
-      const row = await db.selectFrom('audit_events').select((eb) => eb.fn.max<number | null>('seq').as('seq')).where('time', '<', timeMs).executeTakeFirstOrThrow();
+      // Two index lookups rather than one scan of every event before timeMs: the latest time
+      // before it, then the last seq at that time (times never decrease along seq).
+      const latest = await db.selectFrom('audit_events').select((eb) => eb.fn.max<number | null>('time').as('time')).where('time', '<', timeMs).executeTakeFirstOrThrow();
+      if (latest.time === null) return 0;
+      const row = await db.selectFrom('audit_events').select((eb) => eb.fn.max<number | null>('seq').as('seq')).where('time', '=', Number(latest.time)).executeTakeFirstOrThrow();
       return Number(row.seq ?? 0);
     },
     async checkpointAtOrBelow(seq) {

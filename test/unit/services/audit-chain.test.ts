@@ -17,7 +17,7 @@ import { eventHash, formatAuditReport, GENESIS_HASH, verifyAuditChain, type Audi
 import { createAuditService, type AuditEventInput, type AuditService } from '../../../src/services/audit-service.js';
 import type { Principal } from '../../../src/services/permissions.js';
 import { createAuditStore, readAuditChain, toEvent, toEventRow, type AuditEventRecord } from '../../../src/store/audit-store.js';
-import { createAuditRetention } from '../../../src/services/audit-retention.js';
+import { createAuditRetention, startAuditUpkeep } from '../../../src/services/audit-retention.js';
 import { createSinkFeeder, sinkDestination } from '../../../src/services/audit-sink.js';
 import { exportFiles, readExportedTrail } from '../../../src/services/audit-export.js';
 import type { AuditEventsTable } from '../../../src/store/schema.js';
@@ -596,6 +596,42 @@ describe('retention', () => {
     const forged = { ...eleven, prevHash: 'ab'.repeat(32) };
     writeRow(11, { ...forged, hash: eventHash(forged) });
     expect(await expectProblem('edited', 11)).toContain('its prev_hash is not the hash of seq 10 that the checkpoint signed');
+  });
+});
+
+describe('the upkeep loop on the lease holder', () => {
+  it('prunes while leading, reports the gauges, and warns only when the overdue events keep growing', async () => {
+    const overdue = [5, 3, 4, 6, 8, 8, 9, 10, 11, 2, 2, 2, 2, 2];
+    let round = 0;
+    const retention = { run: async () => ({ pruned: 1, first: 10, last: 19, overdue: overdue[Math.min(round++, overdue.length - 1)]!, heldBy: 'sink' as const }) };
+    const lines: Array<{ level: number; msg: string; growingRounds?: number }> = [];
+    const logger = createLogger('info', { write: (line: string) => lines.push(JSON.parse(line)) });
+    const seen = { pruned: 0, stored: [] as number[], overdue: [] as number[] };
+    const upkeep = startAuditUpkeep({
+      retention,
+      feeder: undefined,
+      sinkIntervalMs: 10,
+      pruneIntervalMs: 5,
+      logger,
+      metrics: { pruned: (n) => (seen.pruned += n), sinkLag: () => undefined, storeEvents: (n) => seen.stored.push(n), overdue: (n) => seen.overdue.push(n) },
+    });
+    expect(round).toBe(0); // nothing until this process leads
+    upkeep.setLeading(true);
+    await vi.waitFor(() => expect(round).toBeGreaterThanOrEqual(overdue.length), { timeout: 5000 });
+    upkeep.setLeading(false);
+    await upkeep.stop();
+    const after = round;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(round).toBe(after);
+    expect(seen.pruned).toBeGreaterThanOrEqual(overdue.length);
+    expect(seen.stored).toContain(10);
+    expect(seen.overdue.slice(0, overdue.length)).toEqual(overdue);
+    expect(seen.overdue.at(-1)).toBe(0); // not leading: the gauges are the new holder's
+    const warnings = lines.filter((line) => line.level === 40);
+    expect(warnings.map((w) => [w.msg, w.growingRounds])).toEqual([
+      ['the audit store grows faster than retention removes: events past audit.retention or audit.maxEvents are still kept', 3],
+      ['the audit store grows faster than retention removes: events past audit.retention or audit.maxEvents are still kept', 3],
+    ]);
   });
 });
 

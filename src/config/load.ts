@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
+import ms from 'ms';
 import { trustedProxyList } from '../http/client-address.js';
 import { configSchema, type Config } from './schema.js';
 
@@ -127,8 +128,24 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       resolve: list(env.ACME_RESOLVE),
       allowPrivateAddresses: env.ACME_ALLOW_PRIVATE === undefined || env.ACME_ALLOW_PRIVATE === '' ? undefined : env.ACME_ALLOW_PRIVATE === 'true',
     },
+    audit: {
+      retention: env.AUDIT_RETENTION === 'off' ? null : env.AUDIT_RETENTION || undefined,
+      maxEvents: env.AUDIT_MAX_EVENTS === 'off' ? null : integer(env.AUDIT_MAX_EVENTS),
+      sink: env.AUDIT_SINK === 'off' ? null : env.AUDIT_SINK || undefined,
+      sinkFailure: env.AUDIT_SINK_FAILURE || undefined,
+    },
     logLevel: env.LOG_LEVEL || undefined,
   };
+}
+
+/** audit.retention in milliseconds (null: keep everything); loadConfig has checked it parses. */
+export function retentionMs(config: Pick<Config, 'audit'>): number | null {
+  if (config.audit.retention === null) return null;
+  const value = ms(config.audit.retention as ms.StringValue);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 1000) {
+    throw new Error(`Invalid configuration: audit.retention "${config.audit.retention}" is not a duration of at least a second in ms notation (90d, 12h, 30m)`);
+  }
+  return value;
 }
 
 export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -153,6 +170,7 @@ export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.Proc
     const address = entry.slice(entry.indexOf(':') + 1);
     if (isIP(address) === 0) throw new Error(`Invalid configuration: acme.resolve entry "${entry}" is not name:address with an IP address`);
   }
+  retentionMs(config);
   if (config.auth.accessTokenMaxTTL < config.auth.accessTokenTTL) throw new Error('Invalid configuration: auth.accessTokenMaxTTL is shorter than auth.accessTokenTTL');
   return config;
 }

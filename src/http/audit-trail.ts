@@ -14,7 +14,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler, Response } from 'express';
-import type { AuditEventInput, AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import type { AuditEventInput, AuditResourceType, AuditService } from '../services/audit-service.js';
+import { serviceUnavailable } from '../errors.js';
 import { clientAddressOf } from './client-address.js';
 import { statusOf } from './observe-requests.js';
 import { reqIdOf } from './request-context.js';
@@ -102,13 +103,6 @@ const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities',
  */
 const unaudited = (path: string) => path.startsWith('/api/v1/cert-manager/ocsp/') || (path.startsWith('/.well-known/est/') && path.endsWith('/cacerts'));
 
-/** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
-export function outcomeOf(statusCode: number): AuditOutcome {
-  if (statusCode < 400) return 'success';
-  if (statusCode === 401 || statusCode === 403 || statusCode === 429) return 'denied';
-  return 'failure';
-}
-
 function resourceIdOf(req: Request, res: Response, resourceType: AuditResourceType | null): string | null {
   const given = res.locals.auditResourceId as string | undefined;
   if (given) return given;
@@ -131,10 +125,17 @@ export const notAudited = (res: Response): void => {
   res.locals.notAudited = true;
 };
 
-export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
+/**
+ * `refuse`, when given, is asked for every audited request: true (the audit sink cannot write and
+ * audit.sinkFailure is block) answers it 503 before anything else runs, as Vault does with a
+ * blocking audit device. The refusal itself is recorded in the store (before any identity is
+ * known, it is counted like other refused unauthenticated requests).
+ */
+export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>, refuse?: () => boolean): RequestHandler {
   return (req, res, next) => {
     const path = req.path;
     if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || unaudited(path)) return next();
+
     res.once('close', () => {
       if (res.locals.notAudited === true) return;
       const status = statusOf(res);
@@ -152,12 +153,12 @@ export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<Den
         action,
         resourceType,
         resourceId: resourceIdOf(req, res, resourceType),
-        outcome: outcomeOf(status),
         statusCode: status,
         clientAddress: clientAddressOf(res),
       });
     });
-    next();
+    if (refuse?.()) next(serviceUnavailable('The audit sink cannot write and audited requests are refused until it can (audit.sinkFailure is block)'));
+    else next();
   };
 }
 
@@ -205,7 +206,6 @@ export function createDeniedSummary(audit: Pick<AuditService, 'record'>, options
         action: DENIED_SUMMARY_ACTION,
         resourceType: null,
         resourceId: String(counter.count),
-        outcome: outcomeOf(counter.statusCode),
         statusCode: counter.statusCode,
         clientAddress: counter.clientAddress,
       };

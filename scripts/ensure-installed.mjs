@@ -40,6 +40,8 @@ const wanted = [
         { pkg: 'gnutls-bin', present: () => onPath('certtool') && onPath('ocsptool') },
         // The EST tests speak to the service with curl, as the README's examples do.
         { pkg: 'curl', present: () => onPath('curl') },
+        // The syslog audit sink hands its lines to util-linux's logger (Essential on Debian; named for other bases).
+        { pkg: 'bsdutils', present: () => onPath('logger') },
         { pkg: 'prometheus', present: () => onPath('promtool') },
         { pkg: 'gcc', present: () => onPath('gcc') },
         { pkg: 'libc6-dev', present: () => existsSync('/usr/include/dlfcn.h') },

@@ -23,7 +23,7 @@ import { observeRequests } from './http/observe-requests.js';
 import { createOpsApp, listenOps } from './http/ops-app.js';
 import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
-import { auditRecordFailures, maintenanceLeader, observePool } from './metrics.js';
+import { auditEventsPruned, auditPruneOverdue, auditRecordFailures, auditSinkFailures, auditSinkLag, auditStoreEvents, maintenanceLeader, observeAuditWrites, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
 import { Pkcs11Token } from './pkcs11/token.js';
@@ -38,6 +38,10 @@ import { resolveMap } from './services/acme-validation.js';
 import { createEstService } from './services/est-service.js';
 import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
+import { createAuditRetention, startAuditUpkeep } from './services/audit-retention.js';
+import { createSinkFeeder, sinkDestination } from './services/audit-sink.js';
+import { createAuditStore } from './store/audit-store.js';
+import { retentionMs } from './config/load.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
 import { liveOwners, startMaintenance, startReplicaPresence, underLease } from './services/leases.js';
 import { describeLocation, openStore, storeLocation, type Store } from './store/database.js';
@@ -62,6 +66,8 @@ export interface RunningService {
   /** What /healthz, /readyz and /metrics answer for this process (the cluster primary asks it over IPC). */
   health: HealthSource;
   token: Pkcs11Token;
+  /** Starts a new audit sink file at the next write (SIGHUP, after logrotate moved it). */
+  reopenAuditSink(): void;
   /**
    * Stops accepting, lets in-flight requests finish (up to server.shutdownGraceMs), signs the
    * audit head, closes the sessions and finalizes the module. Rejects when a token call was
@@ -176,7 +182,39 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
     if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
   });
+  observeAuditWrites(audit);
   const deniedRequests = createDeniedSummary(audit, { intervalMs: config.audit.deniedSummaryIntervalMs });
+
+  // The audit trail's upkeep (services/audit-retention.ts): sink and pruning, on the
+  // maintenance lease holder only; every process reads the sink's state for audit.sinkFailure.
+  const auditStore = createAuditStore(store);
+  const feeder = config.audit.sink
+    ? createSinkFeeder({ auditStore, destination: sinkDestination(config.audit.sink), logger, onFailure: () => auditSinkFailures.inc() })
+    : undefined;
+  const auditUpkeep = startAuditUpkeep({
+    retention: createAuditRetention({ auditStore, audit, logger, retentionMs: retentionMs(config), maxEvents: config.audit.maxEvents, sink: feeder !== undefined }),
+    feeder,
+    sinkIntervalMs: config.audit.sinkIntervalMs,
+    pruneIntervalMs: config.audit.pruneIntervalMs,
+    logger,
+    metrics: {
+      pruned: (n) => auditEventsPruned.inc(n),
+      sinkLag: (n) => auditSinkLag.set(n),
+      storeEvents: (n) => auditStoreEvents.set(n),
+      overdue: (n) => auditPruneOverdue.set(n),
+    },
+  });
+  let sinkFailing = false;
+  const sinkWatch =
+    feeder && config.audit.sinkFailure === 'block'
+      ? setInterval(() => {
+          auditStore.sinkState().then(
+            (state) => (sinkFailing = state.failingSince !== null),
+            () => undefined,
+          );
+        }, Math.min(config.audit.sinkIntervalMs, 1000))
+      : undefined;
+  sinkWatch?.unref();
   let draining = false;
   const app = createHttpApp({
     logger,
@@ -193,6 +231,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
+    ...(sinkWatch ? { auditRefuses: () => sinkFailing } : {}),
     token,
     readyTimeoutMs: config.hsm.readyTimeoutMs,
     rateLimit: config.rateLimit,
@@ -250,7 +289,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     intervalMs: MAINTENANCE_INTERVAL_MS,
     ttlMs: 3 * MAINTENANCE_INTERVAL_MS,
     logger,
-    onLeadership: (leading) => maintenanceLeader.set(leading ? 1 : 0),
+    onLeadership: (leading) => {
+      maintenanceLeader.set(leading ? 1 : 0);
+      auditUpkeep.setLeading(leading);
+    },
     duties: [
       {
         // A replica that crashed left pending rows whose presence lease has lapsed since.
@@ -276,11 +318,18 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     ...(ops ? { opsUrl: ops.url } : {}),
     token,
     health,
+    reopenAuditSink() {
+      feeder?.reopen();
+    },
     close() {
       closing ??= (async () => {
         draining = true;
         for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
+        // The lease holder exports what is left once the last checkpoint is signed (below).
+        const exportAtEnd = auditUpkeep.leading && feeder !== undefined;
         await maintenance.stop();
+        await auditUpkeep.stop();
+        clearInterval(sinkWatch);
         identities.stopRefresh();
         keys.stopRefresh();
         const deadline = Date.now() + config.server.shutdownGraceMs;
@@ -302,6 +351,15 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         // Summaries of refused requests go into the chain before its last checkpoint.
         deniedRequests.close();
         await audit.close();
+        if (exportAtEnd) {
+          try {
+            for (let round = 0; round < 100 && (await feeder.round()).more; round++);
+          } catch (error) {
+            logger.warn({ err: error }, 'could not export the last audit events at shutdown; the next sink feeder will');
+          }
+        }
+        await feeder?.close();
+        observeAuditWrites(undefined);
         const poolClosed = pool.close();
         if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {
           await store.close();

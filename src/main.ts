@@ -56,6 +56,12 @@ async function serve(config: Config, logger: Logger, isWorker: boolean): Promise
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
+    // logrotate's postrotate: the audit sink file starts afresh at its next write (without a
+    // handler, SIGHUP would end the process).
+    process.on('SIGHUP', () => {
+      logger.info('SIGHUP: reopening the audit sink file');
+      service.reopenAuditSink();
+    });
     if (isWorker) {
       const { serveThePrimary } = await import('./cluster/worker.js');
       serveThePrimary(service.url, service.health, logger);

@@ -151,6 +151,33 @@ export const configSchema = {
           default: 60000,
           description: 'Requests refused before any identity was established are not audited one by one: each interval (and at shutdown) one auth.denied event per client address and status carries their count.',
         },
+        retention: {
+          type: ['string', 'null'],
+          default: '365d',
+          description:
+            'How long events stay in the store, in ms notation (90d, 12h, 30m; env AUDIT_RETENTION, "off" for null). Older ones are pruned in the background, only up to a signed checkpoint and never past what the sink has exported; null keeps them all. The default follows PCI DSS 10.5.1 (12 months of audit history).',
+        },
+        maxEvents: {
+          type: ['integer', 'null'],
+          minimum: 1,
+          default: null,
+          description: 'At most this many events stay in the store (env AUDIT_MAX_EVENTS); the oldest beyond it are pruned like those past the retention. Null: no limit by count.',
+        },
+        sink: {
+          type: ['string', 'null'],
+          pattern: '^(stdout|syslog|syslog:/.+|file:/.+)$',
+          default: null,
+          description:
+            'Where every event is also streamed, as JSON lines in chain order with the checkpoints and the audit public key (env AUDIT_SINK): file:/path/audit.jsonl (reopened on SIGHUP, for logrotate), stdout, syslog (the local /dev/log) or syslog:/path/to/socket. Null: none.',
+        },
+        sinkFailure: {
+          enum: ['buffer', 'block'],
+          default: 'buffer',
+          description:
+            'When the sink cannot write (env AUDIT_SINK_FAILURE): buffer keeps the events in the store (pruning waits for the sink) and retries every sinkIntervalMs; block also refuses every audited request with 503 until a write succeeds again.',
+        },
+        sinkIntervalMs: { type: 'integer', minimum: 10, default: 1000, description: 'How often the maintenance lease holder writes new events to the sink (at once again while a batch was full).' },
+        pruneIntervalMs: { type: 'integer', minimum: 100, default: 60000, description: 'How often the maintenance lease holder prunes events past audit.retention or audit.maxEvents.' },
       },
     },
     acme: {

@@ -14,7 +14,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler, Response } from 'express';
-import type { AuditEventInput, AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import type { AuditEventInput, AuditResourceType, AuditService } from '../services/audit-service.js';
+import { serviceUnavailable } from '../errors.js';
 import { clientAddressOf } from './client-address.js';
 import { statusOf } from './observe-requests.js';
 import { BY_KEY, FAMILIES, familyOf } from './route-table.js';
@@ -44,13 +45,6 @@ function auditedPath(path: string): boolean {
   return family !== undefined && FAMILIES[family].audited;
 }
 
-/** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
-export function outcomeOf(statusCode: number): AuditOutcome {
-  if (statusCode < 400) return 'success';
-  if (statusCode === 401 || statusCode === 403 || statusCode === 429) return 'denied';
-  return 'failure';
-}
-
 function resourceIdOf(req: Request, res: Response, resourceType: AuditResourceType | null): string | null {
   const given = res.locals.auditResourceId as string | undefined;
   if (given) return given;
@@ -73,9 +67,16 @@ export const notAudited = (res: Response): void => {
   res.locals.notAudited = true;
 };
 
-export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
+/**
+ * `refuse`, when given, is asked for every audited request: true (the audit sink cannot write and
+ * audit.sinkFailure is block) answers it 503 before anything else runs, as Vault does with a
+ * blocking audit device. The refusal itself is recorded in the store (before any identity is
+ * known, it is counted like other refused unauthenticated requests).
+ */
+export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>, refuse?: () => boolean): RequestHandler {
   return (req, res, next) => {
     if (!auditedPath(req.path)) return next();
+
     res.once('close', () => {
       const route = res.locals.route as string | undefined;
       const facts = route === undefined ? undefined : BY_KEY.get(`${req.method} ${route}`)?.facts;
@@ -98,12 +99,12 @@ export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<Den
         action,
         resourceType,
         resourceId: resourceIdOf(req, res, resourceType),
-        outcome: outcomeOf(status),
         statusCode: status,
         clientAddress: clientAddressOf(res),
       });
     });
-    next();
+    if (refuse?.()) next(serviceUnavailable('The audit sink cannot write and audited requests are refused until it can (audit.sinkFailure is block)'));
+    else next();
   };
 }
 
@@ -151,7 +152,6 @@ export function createDeniedSummary(audit: Pick<AuditService, 'record'>, options
         action: DENIED_SUMMARY_ACTION,
         resourceType: null,
         resourceId: String(counter.count),
-        outcome: outcomeOf(counter.statusCode),
         statusCode: counter.statusCode,
         clientAddress: counter.clientAddress,
       };

@@ -57,6 +57,8 @@ export interface HttpDeps {
   audit: AuditService;
   /** Where refused unauthenticated requests are counted instead of audited one by one. */
   deniedRequests: Pick<DeniedSummary, 'count'>;
+  /** True while audited requests must be refused (the audit sink fails and audit.sinkFailure is block). */
+  auditRefuses?: () => boolean;
   token: Pick<Token, 'ping'>;
   readyTimeoutMs: number;
   rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
@@ -172,7 +174,7 @@ export function createHttpApp(deps: HttpDeps): Express {
 
   app.use(frontDoor(deps.draining, trustsProxies));
   app.use(observeRequests(deps.logger));
-  app.use(auditTrail(deps.audit, deps.deniedRequests));
+  app.use(auditTrail(deps.audit, deps.deniedRequests, deps.auditRefuses));
   // Probes and scrapers come before the per-address limit: a busy load balancer's health
   // checks must not be refused for its own address's traffic.
   app.use(healthRoutes(processHealth(deps)));

@@ -95,7 +95,7 @@ export interface AcmeStore {
   useNonce(nonce: string, now: number): Promise<boolean>;
   purgeExpiredNonces(now: number): Promise<number>;
 
-  /** Throws a unique violation (isUniqueViolation) when the key already has an account on this profile. */
+  /** Throws a UniqueViolation when the key already has an account on this profile. */
   insertAccount(account: AcmeAccountRecord): Promise<void>;
   getAccount(id: string): Promise<AcmeAccountRecord | undefined>;
   accountByThumbprint(profileId: string, thumbprint: string): Promise<AcmeAccountRecord | undefined>;

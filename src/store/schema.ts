@@ -128,20 +128,23 @@ export interface CertificatesTable {
   created_at: string;
 }
 
+/** Compact since migration 008: see services/audit-chain.ts for how a row becomes an event. */
 export interface AuditEventsTable {
   seq: number;
-  id: string;
-  time: string;
+  /** Epoch milliseconds. */
+  time: number;
   req_id: string;
   identity_id: string | null;
   action: string;
   resource_type: string | null;
   resource_id: string | null;
-  outcome: string;
   status_code: number;
   client_address: string | null;
-  prev_hash: string;
-  hash: string;
+  /** 32 bytes each. */
+  prev_hash: Buffer;
+  hash: Buffer;
+  /** Only on events written before migration 008 (hash format v1). */
+  id: string | null;
 }
 
 export interface AuditCheckpointsTable {
@@ -150,6 +153,14 @@ export interface AuditCheckpointsTable {
   signed_at: string;
   algorithm: string;
   signature: Buffer;
+}
+
+export interface AuditSinkTable {
+  name: string;
+  exported_seq: number;
+  exported_checkpoint_seq: number;
+  failing_since: number | null;
+  last_error: string | null;
 }
 
 export interface LeasesTable {
@@ -225,6 +236,7 @@ export interface Schema {
   certificates: CertificatesTable;
   audit_events: AuditEventsTable;
   audit_checkpoints: AuditCheckpointsTable;
+  audit_sink: AuditSinkTable;
   leases: LeasesTable;
   acme_nonces: AcmeNoncesTable;
   acme_accounts: AcmeAccountsTable;

@@ -4,13 +4,16 @@ import { object, uuid } from './common.js';
 
 const dateTime = { type: 'string', format: 'date-time', maxLength: 64 } as const;
 
+/** The kinds of resource an audit event names (the answers of the audit list name them too). */
+export const RESOURCE_TYPES = ['key', 'ca', 'profile', 'certificate', 'identity', 'audit', 'acme-account', 'acme-order'] as const satisfies readonly AuditResourceType[];
+
 export const listAuditLogsQuery = object({
   /** Inclusive. */
   startTime: dateTime,
   /** Exclusive, so consecutive windows never show an event twice. */
   endTime: dateTime,
   identityId: uuid,
-  resourceType: { type: 'string', enum: ['key', 'ca', 'profile', 'certificate', 'identity', 'audit', 'acme-account', 'acme-order'] as const satisfies readonly AuditResourceType[] },
+  resourceType: { type: 'string', enum: RESOURCE_TYPES },
   resourceId: { type: 'string', minLength: 1, maxLength: 128 },
   action: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-z0-9]+(?:[.-][a-z0-9]+)*$' },
   outcome: { type: 'string', enum: ['success', 'denied', 'failure'] as const satisfies readonly AuditOutcome[] },

@@ -6,6 +6,7 @@
  */
 import { STATUS_OF } from '../../errors.js';
 import { KEY_ALGORITHMS, KEY_USAGES, SIGNING_ALGORITHMS } from '../../algorithms.js';
+import { RESOURCE_TYPES } from './audit.js';
 import { policy } from './pki.js';
 
 const string = { type: 'string' } as const;
@@ -106,12 +107,12 @@ const certificate = record({
 
 const auditEvent = record({
   seq: integer,
-  id: string,
+  id: { ...nullableString, description: 'Only events written before the compact format have one; seq names an event' },
   time: dateTime,
   reqId: string,
   identityId: nullableString,
   action: string,
-  resourceType: { type: ['string', 'null'], enum: ['key', 'ca', 'profile', 'certificate', 'identity', 'audit', null] },
+  resourceType: { type: ['string', 'null'], enum: [...RESOURCE_TYPES, null] },
   resourceId: nullableString,
   outcome: { type: 'string', enum: ['success', 'denied', 'failure'] },
   statusCode: integer,

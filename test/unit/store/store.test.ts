@@ -14,9 +14,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chainEvents, verifyAuditChain } from '../../../src/services/audit-chain.js';
-import { createAuditAppender, createAuditStore, readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
+import { chainEvents, eventHash, verifyAuditChain } from '../../../src/services/audit-chain.js';
+import { createAuditAppender, createAuditStore, readAuditChain, withSnapshot, type AuditEventRecord } from '../../../src/store/audit-store.js';
 import { openStore, UniqueViolation, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
 import { createIdentityStore, type IdentityRecord } from '../../../src/store/identity-store.js';
 import { createKeyStore, type KeyRecord, type KeyVersionRecord } from '../../../src/store/key-store.js';
@@ -161,7 +162,6 @@ function unchained(n: number, prefix = 'req') {
     action: i % 3 ? 'kms.key.encrypt' : 'auth.login',
     resourceType: i % 3 ? 'key' : null,
     resourceId: i % 3 ? `key-${i % 4}` : null,
-    outcome: i % 5 ? 'success' : 'denied',
     statusCode: i % 5 ? 200 : 403,
     clientAddress: '127.0.0.1',
   }));
@@ -562,6 +562,105 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       await expectFilter({ outcome: 'denied', action: 'auth.login' }, (e) => e.outcome === 'denied' && e.action === 'auth.login');
     });
 
+    it('retention and sink primitives: bounds, seq by time, checkpoint below, deletes from the start, the cursor moved only from where it was read', async () => {
+      const audit = createAuditStore(store);
+      expect(await audit.bounds()).toEqual({ first: 0, last: 0 });
+      const events = await createAuditAppender(store)((head) => chainEvents(head, unchained(10)));
+      expect(await audit.bounds()).toEqual({ first: 1, last: 10 });
+      expect(await audit.lastSeqBefore(1_700_000_000_004)).toBe(4);
+      expect(await audit.lastSeqBefore(1_600_000_000_000)).toBe(0);
+      for (const seq of [3, 7]) await audit.insertCheckpoint({ seq, headHash: events[seq - 1]!.hash, signedAt: iso(1_700_000_001_000), algorithm: 'ECDSA_SHA_256', signature: randomBytes(70) });
+      expect([await audit.checkpointAtOrBelow(6), await audit.checkpointAtOrBelow(7), await audit.checkpointAtOrBelow(2)]).toEqual([3, 7, 0]);
+      expect(await audit.findEvent('kms.key.encrypt', 'key-1', 3)).toBe(6);
+      expect(await audit.findEvent('kms.key.encrypt', 'key-1', 9)).toBeUndefined();
+      expect(await audit.deleteEvents(1, 3)).toBe(3);
+      expect(await audit.deleteCheckpointsBelow(7)).toBe(1);
+      expect(await audit.bounds()).toEqual({ first: 4, last: 10 });
+      expect((await audit.eventsAfter(5, 3)).map((e) => e.seq)).toEqual([6, 7, 8]);
+      expect(await audit.eventsAfter(5, 3)).toEqual(events.slice(5, 8));
+      expect((await audit.checkpointsBetween(0, 10)).map((c) => c.seq)).toEqual([7]);
+
+      const second = createAuditStore(await secondConnection(store));
+      const fresh = await audit.sinkState();
+      expect(fresh).toEqual({ exportedSeq: 0, exportedCheckpointSeq: 0, failingSince: null, lastError: null });
+      await audit.sinkFailed('EACCES', 1000);
+      await audit.sinkFailed('EACCES again', 2000);
+      expect(await second.sinkState()).toEqual({ exportedSeq: 0, exportedCheckpointSeq: 0, failingSince: 1000, lastError: 'EACCES again' });
+      const read = await audit.sinkState();
+      expect(await audit.advanceSink(read, { exportedSeq: 6, exportedCheckpointSeq: 3 })).toBe(true);
+      // A second feeder that read the cursor before the move stops.
+      expect(await second.advanceSink(read, { exportedSeq: 8, exportedCheckpointSeq: 7 })).toBe(false);
+      expect(await second.sinkState()).toEqual({ exportedSeq: 6, exportedCheckpointSeq: 3, failingSince: null, lastError: null });
+    });
+
+    it('the verifier reads one snapshot: retention deleting the start meanwhile does not show as a gap', async () => {
+      const append = createAuditAppender(store);
+      for (let i = 0; i < 5; i++) await append((head) => chainEvents(head, unchained(500)));
+      const reader = store.engine === 'sqlite' ? await openStore(store.location, { migrate: false, readonly: true }) : await open(store.location);
+      try {
+        const seqs = await withSnapshot(reader, async (snapshot) => {
+          const seen: number[] = [];
+          for await (const event of readAuditChain(snapshot).events()) {
+            if (seen.length === 10) expect(await createAuditStore(store).deleteEvents(1, 2000)).toBe(2000);
+            seen.push(event.seq);
+          }
+          return seen;
+        });
+        expect(seqs).toEqual(Array.from({ length: 2500 }, (_, i) => i + 1));
+      } finally {
+        if (store.engine === 'sqlite') await reader.close();
+      }
+      expect(await createAuditStore(store).bounds()).toEqual({ first: 2001, last: 2500 });
+    });
+
+    it('migration 008 carries events written in the earlier form over losslessly: they keep verifying, and a tampered one is still named', async () => {
+      // A store as migrations 001-006 left it, with events hashed in format v1 (UUID, ISO time, outcome).
+      const location = await freshLocation(engine);
+      const names = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql', '006-est.sql'];
+      const v1 = [] as AuditEventRecord[];
+      let prevHash = '0'.repeat(64);
+      for (const [i, input] of unchained(6).entries()) {
+        const fields = { ...input, seq: i + 1, id: randomUUID(), time: iso(input.timeMs), outcome: input.statusCode === 403 ? 'denied' : 'success', prevHash };
+        const { timeMs: _, ...event } = fields;
+        const hash = eventHash(event);
+        v1.push({ ...event, hash });
+        prevHash = hash;
+      }
+      const rows = v1.map((e) => [e.seq, e.id, e.time, e.reqId, e.identityId, e.action, e.resourceType, e.resourceId, e.outcome, e.statusCode, e.clientAddress, e.prevHash, e.seq === 5 ? 'not hex' : e.hash]);
+      const insert = 'INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash) VALUES ';
+      if (location.engine === 'sqlite') {
+        const old = new Database(location.path);
+        old.exec('CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
+        for (const name of names) {
+          old.exec(readFileSync(join(MIGRATIONS, 'sqlite', name), 'utf8'));
+          old.prepare('INSERT INTO schema_migrations VALUES (?, ?)').run(name, 'then');
+        }
+        for (const row of rows) old.prepare(`${insert}(${row.map(() => '?').join(', ')})`).run(...row);
+        old.close();
+      } else {
+        const client = new pg.Client({ connectionString: location.url });
+        await client.connect();
+        await client.query('CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
+        for (const name of names) {
+          await client.query(readFileSync(join(MIGRATIONS, 'postgres', name), 'utf8'));
+          await client.query('INSERT INTO schema_migrations VALUES ($1, $2)', [name, 'then']);
+        }
+        for (const row of rows) await client.query(`${insert}(${row.map((_, i) => `$${i + 1}`).join(', ')})`, row);
+        await client.end();
+      }
+      const migrated = await open(location);
+      const read: AuditEventRecord[] = [];
+      for await (const event of readAuditChain(migrated).events()) read.push(event);
+      expect(read.filter((e) => e.seq !== 5)).toEqual(v1.filter((e) => e.seq !== 5));
+      expect(read[4]!.hash).toBe('0'.repeat(64));
+      expect(await verifyAuditChain(readAuditChain(migrated))).toMatchObject({ ok: false, problem: { kind: 'edited', seq: 5 } });
+      // Without the tampered end, new events go on in format v2 after the old ones.
+      await migrated.db.deleteFrom('audit_events').where('seq', '>=', 5).execute();
+      const appended = await createAuditAppender(migrated)((head) => chainEvents(head, unchained(2, 'new')));
+      expect(appended.map((e) => [e.seq, e.id, e.prevHash === v1[3]!.hash])).toEqual([[5, null, true], [6, null, false]]);
+      expect(await verifyAuditChain(readAuditChain(migrated))).toMatchObject({ ok: true, events: 6 });
+    });
+
     it('auditKey, saveAuditKey: two concurrent first saves store one key, and both get that one', async () => {
       const second = await secondConnection(store);
       const [a, b] = [createAuditStore(store), createAuditStore(second)];
@@ -688,6 +787,7 @@ describe('SQLite specifics', () => {
     const before = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql'];
     expect(applied.map((row) => [row.name, row.applied_at === '2026-01-01T00:00:00.000Z'])).toEqual(migrationFiles('sqlite').map((name) => [name, before.includes(name)]));
     expect(applied.map((row) => row.name)).toContain('006-est.sql');
+    expect(applied.map((row) => row.name)).toContain('008-audit-retention.sql');
     // The expired lease of the old run is taken over; the new column is there.
     expect(await createLeaseStore(store).tryAcquire('maintenance', 'me', 1000)).toBe(true);
     const root = ca();

@@ -171,7 +171,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const isLive = await liveOwners(leases);
     return (await keys.reconcile(isLive)) + (await cas.reconcile(isLive));
   };
-  const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
+  // The composition root builds the audit trail's store: the service gets its interface, and
+  // the writer thread opens the same database (location) on a connection of its own.
+  const auditStore = createAuditStore(store);
+  const audit = createAuditService({ auditStore, location: store.location, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
   // starting at the same moment may be between generating its audit key and saving it, and the
   // orphan sweep must not take that for a crash's leftover. Pending rows of live replicas (keys
@@ -187,7 +190,6 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   // The audit trail's upkeep (services/audit-retention.ts): sink and pruning, on the
   // maintenance lease holder only; every process reads the sink's state for audit.sinkFailure.
-  const auditStore = createAuditStore(store);
   const feeder = config.audit.sink
     ? createSinkFeeder({ auditStore, destination: sinkDestination(config.audit.sink), logger, onFailure: () => auditSinkFailures.inc() })
     : undefined;

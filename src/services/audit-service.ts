@@ -49,8 +49,8 @@ import { badRequest, permissionDenied } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import { spawnWorker } from '../spawn-worker.js';
-import type { Store } from '../store/database.js';
-import { createAuditStore, type AuditEventRecord, type AuditKeySettings, type AuditListQuery } from '../store/audit-store.js';
+import type { StoreLocation } from '../store/database.js';
+import type { AuditEventRecord, AuditKeySettings, AuditListQuery, AuditStore } from '../store/audit-store.js';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, type AuditOutcome } from './audit-chain.js';
 import { FIELDS_PER_EVENT, packEvent, SETTLED, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
 import { signMessageDer } from './token-signature.js';
@@ -144,8 +144,10 @@ interface Writer {
 }
 
 export function createAuditService(deps: {
-  /** The service's store; the writer thread opens the same one (`store.location`) on a connection of its own. */
-  store: Store;
+  /** Reads of the trail (head, checkpoints, list) and the audit key's settings. */
+  auditStore: AuditStore;
+  /** Where the store is: the writer thread opens it on a connection of its own to append. */
+  location: StoreLocation;
   token: Pick<Token, 'generateKey' | 'signDigest'>;
   logger: Logger;
   signIntervalMs: number;
@@ -155,12 +157,12 @@ export function createAuditService(deps: {
   busyTimeoutMs?: number;
 }): AuditService {
   const { token, logger } = deps;
-  const { location } = deps.store;
+  const { location } = deps;
   if (location.engine === 'sqlite' && (location.path === ':memory:' || location.path === '')) {
     throw new Error('The audit trail needs a database file: its writer thread opens the file on a connection of its own');
   }
   const busyTimeoutMs = deps.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-  const store = createAuditStore(deps.store);
+  const store = deps.auditStore;
 
   /** Read from the store by start(). */
   let auditKey: AuditKeySettings | undefined;

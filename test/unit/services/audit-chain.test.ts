@@ -128,7 +128,7 @@ beforeEach(async () => {
   db = new Database(join(dir, 'test.db'));
   db.pragma('busy_timeout = 5000');
   token = fakeToken();
-  audit = createAuditService({ store, token, logger: silent, signIntervalMs: 3_600_000 });
+  audit = createAuditService({ auditStore: createAuditStore(store), location: store.location, token, logger: silent, signIntervalMs: 3_600_000 });
   await audit.start();
 });
 
@@ -368,7 +368,7 @@ describe('the audit service', () => {
     expect(token.generated).toBe(1);
     const [objectId] = audit.objectIds();
     expect(objectId).toHaveLength(16);
-    const again = createAuditService({ store, token, logger: silent, signIntervalMs: 3_600_000 });
+    const again = createAuditService({ auditStore: createAuditStore(store), location: store.location, token, logger: silent, signIntervalMs: 3_600_000 });
     await again.start();
     expect(token.generated).toBe(1);
     expect(again.objectIds()).toEqual([objectId]);
@@ -380,7 +380,7 @@ describe('the audit service', () => {
     };
     const otherStore = await openStore({ engine: 'sqlite', path: join(dir, 'other.db') });
     const otherDb = new Database(join(dir, 'other.db'));
-    const broken = createAuditService({ store: otherStore, token: failing, logger: silent, signIntervalMs: 3_600_000 });
+    const broken = createAuditService({ auditStore: createAuditStore(otherStore), location: otherStore.location, token: failing, logger: silent, signIntervalMs: 3_600_000 });
     await expect(broken.start()).rejects.toThrow('CKR_DEVICE_ERROR');
     expect(otherDb.prepare(`SELECT COUNT(*) AS n FROM settings WHERE name LIKE 'audit%'`).get()).toEqual({ n: 0 });
     expect(broken.objectIds()).toEqual([]);
@@ -392,7 +392,7 @@ describe('the audit service', () => {
     const onRecordFailure = vi.fn();
     const otherStore = await openStore({ engine: 'sqlite', path: join(dir, 'other.db') });
     const other = new Database(join(dir, 'other.db'));
-    const service = createAuditService({ store: otherStore, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
+    const service = createAuditService({ auditStore: createAuditStore(otherStore), location: otherStore.location, token, logger: silent, signIntervalMs: 3_600_000, onRecordFailure });
     // The writer thread has a connection of its own; what fails for it is the table being gone.
     other.exec('DROP TABLE audit_events');
     expect(() => service.record(event(1))).not.toThrow();
@@ -423,7 +423,7 @@ describe('the audit service', () => {
   });
 
   it('two services on one file, each with its own writer thread, extend one chain and sign it once', async () => {
-    const other = createAuditService({ store, token, logger: silent, signIntervalMs: 3_600_000 });
+    const other = createAuditService({ auditStore: createAuditStore(store), location: store.location, token, logger: silent, signIntervalMs: 3_600_000 });
     await other.start();
     try {
       for (let turn = 0; turn < 20; turn++) {
@@ -465,7 +465,7 @@ describe('the audit service', () => {
 
   it('retries a checkpoint the token refused at the next tick, and close signs the rest without throwing', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
-    const service = createAuditService({ store, token, logger: silent, signIntervalMs: 1000 });
+    const service = createAuditService({ auditStore: createAuditStore(store), location: store.location, token, logger: silent, signIntervalMs: 1000 });
     await service.start();
     service.record(event(1));
     token.failNext(1);

@@ -76,7 +76,6 @@ export const notAudited = (res: Response): void => {
 export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>, refuse?: () => boolean): RequestHandler {
   return (req, res, next) => {
     if (!auditedPath(req.path)) return next();
-
     res.once('close', () => {
       const route = res.locals.route as string | undefined;
       const facts = route === undefined ? undefined : BY_KEY.get(`${req.method} ${route}`)?.facts;

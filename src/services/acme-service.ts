@@ -33,7 +33,7 @@ import { UniqueViolation } from '../store/database.js';
 import type { CaRecord, CertificateRecord, ProfileRecord } from '../store/pki-store.js';
 import { acmeProblem, AcmeProblem } from './acme-problem.js';
 import { accountJwk, checkHeader, jsonPayload, readJws, thumbprintOf, verifyExternalAccountBinding, verifyWith, type KeyReference } from './acme-jws.js';
-import { validateHttp01, type Http01Settings } from './acme-validation.js';
+import { concurrencyLimit, validateHttp01, type Http01Settings } from './acme-validation.js';
 import type { CertificateService } from './certificate-service.js';
 
 /** Where a profile's ACME resources live, below the public base URL. */
@@ -41,10 +41,21 @@ export const ACME_PATH = '/api/v1/cert-manager/acme/profiles';
 
 const NONCE_LIFETIME_MS = 60 * 60 * 1000;
 const ORDER_LIFETIME_MS = 7 * 24 * 60 * 60 * 1000;
-/** A validation still `processing` after this long was abandoned (its process stopped). */
+/**
+ * A validation still `processing` after this long was abandoned (its process stopped). Longer
+ * than the longest a validation can run: at most 5 attempts (config schema) of at most 10 s
+ * each, a second apart, plus two DNS tries of 2 s per lookup.
+ */
 const STALE_VALIDATION_MS = 2 * 60 * 1000;
+/**
+ * Validations one process runs at once; more wait for a slot. Each holds a socket and a DNS
+ * query to a place a client chose, so a flood of challenges must not hold unbounded numbers.
+ */
+const MAX_CONCURRENT_VALIDATIONS = 32;
 const MAX_IDENTIFIERS = 100;
 const MAX_CONTACTS = 10;
+/** Ids in URLs are uuids the server made; anything else is not looked up (PostgreSQL refuses NUL in text). */
+const isId = (value: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(value);
 /** How soon a client should poll a challenge or order being worked on. */
 const RETRY_AFTER_SECONDS = 1;
 
@@ -133,6 +144,7 @@ export function createAcmeService(deps: AcmeDeps) {
 
   async function acmeProfile(profileId: string): Promise<ProfileRecord> {
     let profile: ProfileRecord;
+    if (!isId(profileId)) throw acmeProblem('malformed', `Certificate profile '${profileId.slice(0, 64)}' not found`, { status: 404 });
     try {
       profile = await certificates.existingProfile(profileId);
     } catch (error) {
@@ -164,14 +176,17 @@ export function createAcmeService(deps: AcmeDeps) {
       const id = read.header.kid.startsWith(prefix) ? read.header.kid.slice(prefix.length) : '';
       account = /^[0-9a-f-]{36}$/.test(id) ? await store.getAccount(id) : undefined;
       if (!account || account.profileId !== profile.id) throw acmeProblem('accountDoesNotExist', `No account ${read.header.kid.slice(0, 300)} on this profile`);
-      if (account.status !== 'valid') throw acmeProblem('unauthorized', `The account is ${account.status}`);
+      // §7.3.6: a deactivated account's requests are 401 unauthorized.
+      if (account.status !== 'valid') throw acmeProblem('unauthorized', `The account is ${account.status}`, { status: 401 });
+      // A profile that came to require EAB after this account was made: the account is not bound, so it may not act.
+      if (profile.acmeRequireEab && account.eabKid === null) throw acmeProblem('externalAccountRequired', 'This profile now requires external account binding, and this account was made without one: make a new account with the binding');
       jwk = account.jwk;
     } else {
       jwk = accountJwk(read.header.jwk!);
     }
     const payloadText = await verifyWith(read, jwk);
     // Last: a request refused above leaves its nonce for a corrected retry, and only a signed request uses one.
-    if (!(await store.useNonce(read.header.nonce, Date.now()))) throw acmeProblem('badNonce', 'The nonce is unknown, expired or already used; retry with the one in this answer');
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(read.header.nonce) || !(await store.useNonce(read.header.nonce, Date.now()))) throw acmeProblem('badNonce', 'The nonce is unknown, expired or already used; retry with the one in this answer');
     request.onAuthenticated?.();
     return { profile, base, jwk, thumbprint: account?.thumbprint ?? (await thumbprintOf(jwk)), ...(account ? { account } : {}), payload: jsonPayload(payloadText) };
   }
@@ -232,13 +247,13 @@ export function createAcmeService(deps: AcmeDeps) {
 
   /** An order of the requesting account, or unauthorized (whether it exists elsewhere is not told). */
   async function ownOrder(auth: Authenticated, orderId: string): Promise<AcmeOrderRecord> {
-    const order = await store.getOrder(orderId);
+    const order = isId(orderId) ? await store.getOrder(orderId) : undefined;
     if (!order || order.accountId !== auth.account!.id) throw acmeProblem('unauthorized', `No order ${orderId} of this account`, { status: 404 });
     return order;
   }
 
   async function ownAuthorization(auth: Authenticated, authorizationId: string): Promise<AcmeAuthorizationRecord> {
-    const authz = await store.getAuthorization(authorizationId);
+    const authz = isId(authorizationId) ? await store.getAuthorization(authorizationId) : undefined;
     if (!authz || authz.accountId !== auth.account!.id) throw acmeProblem('unauthorized', `No authorization ${authorizationId} of this account`, { status: 404 });
     return authz;
   }
@@ -276,8 +291,12 @@ export function createAcmeService(deps: AcmeDeps) {
     for (const name of sans) if (!wanted.has(name)) problems.push(`the CSR names ${name}, which the order does not`);
     for (const name of wanted) if (!sans.has(name)) problems.push(`the CSR does not name ${name} as a subject alternative name`);
     for (const attribute of csr.subject) {
-      if (attribute.type === 'CN' && !wanted.has(attribute.value.toLowerCase())) problems.push(`the CSR's common name ${attribute.value} is not one of the order's names`);
+      // Only the name was validated: an organization or a country in the subject would be
+      // vouched for by the CA on the strength of an http-01 answer alone.
+      if (attribute.type !== 'CN') problems.push(`the CSR's subject names ${attribute.type}, which ACME does not validate (only a CN, one of the order's names)`);
+      else if (!wanted.has(attribute.value.toLowerCase())) problems.push(`the CSR's common name ${attribute.value} is not one of the order's names`);
     }
+    if (csr.requestsCa) problems.push('the CSR asks for a CA certificate, which ACME does not issue');
     return problems;
   }
 
@@ -292,6 +311,8 @@ export function createAcmeService(deps: AcmeDeps) {
     return [toPem(record.der), ...chain].map((pem) => (pem.endsWith('\n') ? pem : `${pem}\n`)).join('');
   }
 
+  const validationSlots = concurrencyLimit(MAX_CONCURRENT_VALIDATIONS);
+
   function startValidation(auth: Authenticated, authz: AcmeAuthorizationRecord, challenge: AcmeChallengeRecord): void {
     const account = auth.account!;
     const run = (async () => {
@@ -299,7 +320,8 @@ export function createAcmeService(deps: AcmeDeps) {
       try {
         // The account's key now: a key change after the order still validates with the new key.
         const current = (await store.getAccount(account.id)) ?? account;
-        error = await validateHttp01(authz.identifierValue, challenge.token, `${challenge.token}.${await thumbprintOf(current.jwk)}`, deps.http01);
+        const keyAuthorization = `${challenge.token}.${await thumbprintOf(current.jwk)}`;
+        error = await validationSlots.run(() => validateHttp01(authz.identifierValue, challenge.token, keyAuthorization, deps.http01));
       } catch (cause) {
         logger.error({ err: cause }, 'ACME validation failed unexpectedly');
         error = { type: 'urn:ietf:params:acme:error:serverInternal', detail: 'Validation failed on the server', status: 500 };
@@ -336,6 +358,7 @@ export function createAcmeService(deps: AcmeDeps) {
       const auth = await authenticate(request, 'jwk');
       const payload = auth.payload ?? {};
       const existing = await store.accountByThumbprint(auth.profile.id, auth.thumbprint);
+      if (existing && existing.status !== 'valid') throw acmeProblem('unauthorized', `The account of this key is ${existing.status}`, { status: 401 });
       if (existing) return { status: 200, body: accountObject(auth.base, existing), location: accountUrl(auth.base, existing.id), auditResourceId: existing.id, audited: false };
       if (payload.onlyReturnExisting === true) throw acmeProblem('accountDoesNotExist', 'No account exists for this key on this profile');
       const contact = checkContacts(payload.contact);
@@ -451,7 +474,7 @@ export function createAcmeService(deps: AcmeDeps) {
     async challenge(request: AcmeRequest, authorizationId: string, challengeId: string): Promise<AcmeAnswer> {
       const auth = await authenticate(request, 'kid');
       const authz = await ownAuthorization(auth, authorizationId);
-      let challenge = await store.getChallenge(challengeId);
+      let challenge = isId(challengeId) ? await store.getChallenge(challengeId) : undefined;
       if (!challenge || challenge.authorizationId !== authz.id) throw acmeProblem('malformed', `No challenge ${challengeId} in this authorization`, { status: 404 });
       let audited = false;
       if (auth.payload !== undefined) {
@@ -583,3 +606,4 @@ export function createAcmeService(deps: AcmeDeps) {
 
 export type AcmeService = ReturnType<typeof createAcmeService>;
 export { AcmeProblem };
+

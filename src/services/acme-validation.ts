@@ -9,7 +9,7 @@
  * `acme.allowPrivateAddresses` says otherwise; the connection then goes to the address that was
  * checked (no second lookup a rebinding DNS server could answer differently). Addresses an
  * operator pinned in `acme.resolve` are used as given. Redirects are not followed, the answer
- * is read up to a few KiB, and each attempt has a deadline.
+ * is read up to a few KiB, and each attempt has a deadline for the whole exchange.
  */
 import { lookup } from 'node:dns/promises';
 import { request } from 'node:http';
@@ -50,13 +50,26 @@ const NOT_PUBLIC = (() => {
     ['240.0.0.0', 4],
   ] as const)
     list.addSubnet(network, prefix, 'ipv4');
+  return list;
+})();
+
+/**
+ * IPv6: only global unicast (2000::/3) is public, less the ranges inside it that carry an IPv4
+ * address (6to4 2002::/16, NAT64 64:ff9b::/96 sits outside it anyway) or are documentation;
+ * everything else (loopback, unspecified, IPv4-compatible ::/96, ULA, link- and site-local,
+ * multicast) is not.
+ */
+const GLOBAL_UNICAST_V6 = (() => {
+  const list = new BlockList();
+  list.addSubnet('2000::', 3, 'ipv6');
+  return list;
+})();
+const NOT_PUBLIC_V6 = (() => {
+  const list = new BlockList();
   for (const [network, prefix] of [
-    ['::', 128],
-    ['::1', 128],
-    ['64:ff9b:1::', 48],
-    ['fc00::', 7],
-    ['fe80::', 10],
-    ['ff00::', 8],
+    ['2001:db8::', 32],
+    ['2002::', 16],
+    ['2001::', 32],
   ] as const)
     list.addSubnet(network, prefix, 'ipv6');
   return list;
@@ -68,7 +81,8 @@ export function isNonPublicAddress(address: string): boolean {
   if (mapped) return NOT_PUBLIC.check(mapped[1]!, 'ipv4');
   const family = isIP(address);
   if (family === 0) return true;
-  return NOT_PUBLIC.check(address, family === 6 ? 'ipv6' : 'ipv4');
+  if (family === 4) return NOT_PUBLIC.check(address, 'ipv4');
+  return !GLOBAL_UNICAST_V6.check(address, 'ipv6') || NOT_PUBLIC_V6.check(address, 'ipv6');
 }
 
 const problem = (type: string, detail: string): AcmeProblemDocument => ({ type: `${ACME_ERROR}${type}`, detail, status: 400 });
@@ -80,12 +94,42 @@ class Final extends Error {
   }
 }
 
+/**
+ * dns.lookup (getaddrinfo, which also reads /etc/hosts) runs on libuv's four pool threads, which
+ * scrypt (every login) needs too, and a DNS server that never answers a name a client chose
+ * would hold a thread for the system resolver's whole timeout. So the validator never holds
+ * more than two of them.
+ */
+const lookups = concurrencyLimit(2);
+
+const lookupAll = (name: string) => lookups.run(() => lookup(name, { all: true, verbatim: true }));
+
+/** At most `size` tasks at once; the others wait, first come first served. */
+export function concurrencyLimit(size: number) {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return {
+    async run<T>(task: () => Promise<T>): Promise<T> {
+      if (running >= size) await new Promise<void>((resolve) => waiting.push(resolve));
+      else running++;
+      try {
+        return await task();
+      } finally {
+        // A waiter takes this slot over as it is; only when none waits is it given back.
+        const next = waiting.shift();
+        if (next) next();
+        else running--;
+      }
+    },
+  };
+}
+
 async function addressOf(name: string, settings: Http01Settings): Promise<string> {
   const pinned = settings.resolve.get(name.toLowerCase());
   if (pinned) return pinned;
   let addresses: Array<{ address: string }>;
   try {
-    addresses = await lookup(name, { all: true, verbatim: true });
+    addresses = await lookupAll(name);
   } catch (error) {
     throw Object.assign(new Error(`DNS lookup of ${name} failed (${(error as NodeJS.ErrnoException).code ?? 'error'})`), { problem: problem('dns', `DNS lookup of ${name} failed (${(error as NodeJS.ErrnoException).code ?? 'error'})`) });
   }
@@ -105,7 +149,11 @@ const MAX_BODY_BYTES = 8 * 1024;
 function fetchOnce(address: string, name: string, token: string, settings: Http01Settings): Promise<string> {
   return new Promise((resolve, reject) => {
     const url = `http://${name}:${settings.port}/.well-known/acme-challenge/${token}`;
-    const fail = (type: string, detail: string) => reject(Object.assign(new Error(detail), { problem: problem(type, detail) }));
+    let deadline: NodeJS.Timeout | undefined;
+    const fail = (type: string, detail: string) => {
+      clearTimeout(deadline);
+      reject(Object.assign(new Error(detail), { problem: problem(type, detail) }));
+    };
     const req = request(
       { host: address, port: settings.port, path: `/.well-known/acme-challenge/${token}`, method: 'GET', headers: { Host: name, 'User-Agent': 'hsm-signer ACME validator', Accept: '*/*', Connection: 'close' }, agent: false },
       (res) => {
@@ -124,14 +172,19 @@ function fetchOnce(address: string, name: string, token: string, settings: Http0
           }
           chunks.push(chunk);
         });
-        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+        res.on('end', () => {
+          clearTimeout(deadline);
+          resolve(Buffer.concat(chunks).toString('utf8'));
+        });
         res.on('error', (error) => fail('connection', `reading ${url} failed: ${error.message}`));
       },
     );
-    req.setTimeout(settings.timeoutMs, () => {
+    // A deadline for the whole attempt (connect, headers, body), not an idle timeout: a server
+    // trickling a byte now and then must not hold a validation for hours.
+    deadline = setTimeout(() => {
       req.destroy();
       fail('connection', `${url} did not answer within ${settings.timeoutMs} ms`);
-    });
+    }, settings.timeoutMs);
     req.on('error', (error: NodeJS.ErrnoException) => fail('connection', `connecting to ${url} (${address}) failed: ${error.code ?? error.message}`));
     req.end();
   });

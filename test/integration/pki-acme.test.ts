@@ -18,6 +18,7 @@
  * - a second replica (another process on the same store) serves steps of the same flow.
  */
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -219,10 +220,10 @@ describe('ACME', () => {
   }
 
   /** A key and a CSR for `names` (DER, base64url), with openssl. */
-  function csrFor(label: string, names: string[], options: { cn?: string; curve?: string } = {}): { csr: string; key: string } {
+  function csrFor(label: string, names: string[], options: { cn?: string; curve?: string; subject?: string } = {}): { csr: string; key: string } {
     const key = file(`${label}.key`);
     openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', `ec_paramgen_curve:${options.curve ?? 'P-256'}`, '-out', key);
-    openssl('req', '-new', '-key', key, '-subj', options.cn ? `/CN=${options.cn}` : '/', '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-outform', 'DER', '-out', file(`${label}.csr`));
+    openssl('req', '-new', '-key', key, '-subj', options.subject ?? (options.cn ? `/CN=${options.cn}` : '/'), '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-outform', 'DER', '-out', file(`${label}.csr`));
     return { csr: b64u(readFileSync(file(`${label}.csr`))), key };
   }
 
@@ -562,6 +563,11 @@ describe('ACME', () => {
       expect(policy.json.detail).toMatch(/key algorithm EC P-384 is not allowed/);
       const cn = csrFor('cn', ['jose.acme.test'], { cn: 'www.acme.test' });
       expect((await client.post(order.finalize, { csr: cn.csr })).json.detail).toMatch(/common name www\.acme\.test is not one of the order's names/);
+      // Only the name was validated: an organization in the subject is not vouched for.
+      const organization = csrFor('organization', ['jose.acme.test'], { subject: '/CN=jose.acme.test/O=Some Bank' });
+      const withO = await client.post(order.finalize, { csr: organization.csr });
+      expect(withO.json.type).toBe('urn:ietf:params:acme:error:badCSR');
+      expect(withO.json.detail).toMatch(/subject names O, which ACME does not validate/);
       expect((await client.post(order.finalize, { csr: 'not-a-csr' })).json.type).toBe('urn:ietf:params:acme:error:badCSR');
       expect(await certificateCount('default')).toBe(before);
       expect((await client.post(url, '')).json.status).toBe('ready');
@@ -629,9 +635,43 @@ describe('ACME', () => {
 
       const deactivated = await client.post(client.kid!, { status: 'deactivated' });
       expect(deactivated.json.status).toBe('deactivated');
+      // §7.3.6: 401 unauthorized, for the account's requests and for newAccount with its key.
       const after = await client.post(client.directory.newOrder, { identifiers: [{ type: 'dns', value: 'www.acme.test' }] });
-      expect(after.status).toBe(403);
+      expect(after.status).toBe(401);
       expect(after.json.type).toBe('urn:ietf:params:acme:error:unauthorized');
+      const again = await client.post(client.directory.newAccount, {}, { useJwk: true });
+      expect(again.status).toBe(401);
+      expect(again.json.type).toBe('urn:ietf:params:acme:error:unauthorized');
+    });
+
+    it('a profile that comes to require EAB refuses the accounts made without it (externalAccountRequired)', async () => {
+      const made = await api(svc.url, 'POST', '/api/v1/cert-manager/certificate-profiles', {
+        token,
+        body: { projectId: 'default', caId: demoCaId, slug: 'acme-later-eab', policy: PROFILE_POLICY, acme: { enabled: true } },
+      });
+      expect(made.status, JSON.stringify(made.body)).toBe(200);
+      const profileId = made.body.certificateProfile.id;
+      const open = await Client.create(`${svc.url}/api/v1/cert-manager/acme/profiles/${profileId}/directory`);
+      expect((await open.register()).status).toBe(201);
+      expect((await open.post(open.directory.newOrder, { identifiers: [{ type: 'dns', value: 'jose.acme.test' }] })).status).toBe(201);
+      const locked = await api(svc.url, 'PATCH', `/api/v1/cert-manager/certificate-profiles/${profileId}`, { token, body: { acme: { enabled: true, requireEab: true } } });
+      expect(locked.status, JSON.stringify(locked.body)).toBe(200);
+      const refused = await open.post(open.directory.newOrder, { identifiers: [{ type: 'dns', value: 'jose.acme.test' }] });
+      expect(refused.status).toBeGreaterThanOrEqual(400);
+      expect(refused.status).toBeLessThan(500);
+      expect(refused.json.type).toBe('urn:ietf:params:acme:error:externalAccountRequired');
+    });
+
+    it('ids that are not the server\'s own (not uuids, NUL bytes) are not found, never a server error', async () => {
+      const fresh = await Client.create(strictDirectory);
+      expect((await fresh.register()).status).toBe(201);
+      for (const id of ['not-a-uuid', '%00', `${randomUUID()}%00`]) {
+        const answer = await fresh.post(`${fresh.directory.newOrder.replace(/new-order$/, 'orders')}/${id}`, '');
+        expect(answer.status, answer.text).toBe(404);
+        expect(answer.headers['content-type']).toMatch(/^application\/problem\+json/);
+      }
+      const profile = await api(svc.url, 'GET', '/api/v1/cert-manager/acme/profiles/%00/directory', {});
+      expect(profile.status).toBe(404);
     });
   });
 

@@ -136,7 +136,9 @@ export function acmeRoutes(deps: AcmeRouteDeps): Router {
     if (res.headersSent) return;
     const profileId = typeof req.params?.profileId === 'string' ? req.params.profileId : /^\/profiles\/([^/]+)/.exec(req.path)?.[1];
     try {
-      if (profileId) await commonHeaders(res, decodeURIComponentSafe(profileId));
+      // No nonce for a 404 (an unknown profile, resource or id): it would be a stored row per
+      // request to a URL that serves nothing, for anyone who asks.
+      if (profileId && problem.status !== 404) await commonHeaders(res, decodeURIComponentSafe(profileId));
       else res.setHeader('Cache-Control', 'no-store');
     } catch (nonceError) {
       // The store is failing: the problem still goes out, without a nonce.

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isNonPublicAddress, resolveMap, validateHttp01, type Http01Settings } from '../../../src/services/acme-validation.js';
 
 describe('isNonPublicAddress', () => {
-  it.each(['127.0.0.1', '10.1.2.3', '172.16.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '::1', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1', '::ffff:10.0.0.1', 'not-an-ip'])('%s is not public', (address) => {
+  it.each(['127.0.0.1', '10.1.2.3', '172.16.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '::1', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1', '::ffff:10.0.0.1', '::127.0.0.1', '64:ff9b::a00:1', '2002:7f00:1::1', 'fec0::1', '2001:db8::1', '::', 'ff02::1', 'not-an-ip'])('%s is not public', (address) => {
     expect(isNonPublicAddress(address)).toBe(true);
   });
   it.each(['8.8.8.8', '1.1.1.1', '172.32.0.1', '2001:4860:4860::8888', '::ffff:8.8.8.8'])('%s is public', (address) => {
@@ -32,6 +32,13 @@ describe('validateHttp01', () => {
       if (token === 'wrong') return res.end('good.other');
       if (token === 'moved') return res.writeHead(302, { location: 'http://elsewhere/' }).end();
       if (token === 'silent') return; // never answers
+      if (token === 'trickle') {
+        // Headers at once, then a byte now and then: never idle long, never done.
+        res.writeHead(200);
+        const drip = setInterval(() => res.write('g'), 50);
+        res.on('close', () => clearInterval(drip));
+        return;
+      }
       res.writeHead(404).end();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -58,6 +65,15 @@ describe('validateHttp01', () => {
     const started = Date.now();
     expect(await validateHttp01('pinned.test', 'silent', 'x', settings)).toMatchObject({ type: 'urn:ietf:params:acme:error:connection', detail: expect.stringContaining('did not answer within 300 ms') });
     expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('the deadline bounds the whole attempt: a server trickling its answer is cut off at timeoutMs', async () => {
+    const started = Date.now();
+    expect(await validateHttp01('pinned.test', 'trickle', 'good.thumb', { ...settings, attempts: 1 })).toMatchObject({
+      type: 'urn:ietf:params:acme:error:connection',
+      detail: expect.stringContaining('did not answer within 300 ms'),
+    });
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 
   it('a name found in DNS on loopback is refused without a request, once; allowed with allowPrivateAddresses', async () => {

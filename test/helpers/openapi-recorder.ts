@@ -26,12 +26,13 @@ interface Operation {
 }
 
 let operations: Operation[] | undefined;
+let document: Json;
 let ajv: Ajv;
 const validators = new Map<string, ValidateFunction>();
 
 function load(): Operation[] {
   if (operations) return operations;
-  const document = buildOpenApi();
+  document = buildOpenApi();
   ajv = new Ajv({ strict: false, allErrors: true });
   addFormats(ajv);
   ajv.addFormat('base64', /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/);
@@ -49,15 +50,12 @@ function load(): Operation[] {
 function resolve(node: Json): Json {
   if (typeof node.$ref === 'string') {
     const path = node.$ref.replace(/^#\//, '').split('/');
-    let at: any = buildOpenApiCached();
+    let at: any = document;
     for (const part of path) at = at[part];
     return at as Json;
   }
   return node;
 }
-
-let cachedDocument: Json | undefined;
-const buildOpenApiCached = () => (cachedDocument ??= buildOpenApi());
 
 function validatorFor(operationKey: string, status: string, mediaType: string, schema: Json): ValidateFunction {
   const id = `${operationKey} ${status} ${mediaType}`;

@@ -2,6 +2,7 @@
  * The algorithm vocabulary of the KMS API and what each name means in terms a token and an
  * independent verifier share. A leaf: services, the token layer and tests all read it.
  */
+import type { PolicyKeyAlgorithm } from './pki/policy.js';
 
 export type HashName = 'sha256' | 'sha384' | 'sha512';
 export type EcCurve = 'P-256' | 'P-384' | 'P-521';
@@ -18,6 +19,10 @@ export const KEY_ALGORITHMS = [...SYMMETRIC_ALGORITHMS, ...ASYMMETRIC_ALGORITHMS
 export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
 
 export const KEY_USAGES = ['encrypt-decrypt', 'sign-verify'] as const;
+
+/** Key algorithms a CA may have (the PKI API's names). A leaf list: the request schemas read it without loading the token layer. */
+export const CA_KEY_ALGORITHMS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1'] as const satisfies readonly PolicyKeyAlgorithm[];
+export type CaKeyAlgorithm = (typeof CA_KEY_ALGORITHMS)[number];
 export type KeyUsage = (typeof KEY_USAGES)[number];
 
 export const KEY_SPECS: Record<KeyAlgorithm, KeySpec> = {

@@ -10,6 +10,7 @@
  * whose writing replica is no longer alive, and their objects.
  */
 import 'reflect-metadata';
+import type { CaKeyAlgorithm } from '../algorithms.js';
 import { randomUUID } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { badRequest, notFound } from '../errors.js';
@@ -24,7 +25,7 @@ import { parseTtl, wholeSecond } from '../pki/ttl.js';
 import type { CaRecord, CaType, PkiStore } from '../store/pki-store.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { createCrlMaker } from './ca-crl.js';
-import { CA_KEY_SPECS, caSigner, type CaKeyAlgorithm } from './ca-signer.js';
+import { CA_KEY_SPECS, caSigner } from './ca-signer.js';
 import { readOutsideCertificate } from './outside-chain.js';
 import { authorize, type Principal } from './permissions.js';
 

@@ -1,17 +1,13 @@
 /**
  * A CA's key as the signer of what the CA signs (certificates, CRLs, CSRs, OCSP answers): the
- * key algorithms a CA may have, the key each means in the token, and the signature algorithm it
+ * key each CA key algorithm (algorithms.ts) means in the token, and the signature algorithm it
  * signs with (SHA-384 for P-384, SHA-256 otherwise), through the one token-signing helper.
  */
-import type { KeySpec } from '../algorithms.js';
+import type { CaKeyAlgorithm, KeySpec } from '../algorithms.js';
 import { SIGNATURE_ALGORITHMS, signatureAlgorithm, type CertificateSigner } from '../pki/certificate-builder.js';
-import type { PolicyKeyAlgorithm } from '../pki/policy.js';
 import type { Token } from '../pkcs11/token.js';
 import type { CaRecord } from '../store/pki-store.js';
 import { signMessageDer } from './token-signature.js';
-
-export const CA_KEY_ALGORITHMS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1'] as const satisfies readonly PolicyKeyAlgorithm[];
-export type CaKeyAlgorithm = (typeof CA_KEY_ALGORITHMS)[number];
 
 export const CA_KEY_SPECS: Record<CaKeyAlgorithm, KeySpec> = {
   RSA_2048: { kind: 'rsa', bits: 2048 },

@@ -15,11 +15,10 @@ type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 import * as x509 from '@peculiar/x509';
 import fc from 'fast-check';
-import { KEY_ALGORITHMS as SERVICE_KEY_ALGORITHMS, KEY_USAGES as SERVICE_KEY_USAGES, SIGNING_ALGORITHMS as SERVICE_SIGNING_ALGORITHMS } from '../../src/algorithms.js';
+import { CA_KEY_ALGORITHMS as SERVICE_CA_KEY_ALGORITHMS, KEY_ALGORITHMS as SERVICE_KEY_ALGORITHMS, KEY_USAGES as SERVICE_KEY_USAGES, SIGNING_ALGORITHMS as SERVICE_SIGNING_ALGORITHMS } from '../../src/algorithms.js';
 import { TABLE, type FamilyName, type RouteKey } from '../../src/http/route-table.js';
 import { REVOCATION_REASONS as SERVICE_REVOCATION_REASONS } from '../../src/pki/crl.js';
 import { POLICY_KEY_ALGORITHMS as SERVICE_POLICY_KEY_ALGORITHMS } from '../../src/pki/policy.js';
-import { CA_KEY_ALGORITHMS as SERVICE_CA_KEY_ALGORITHMS } from '../../src/services/ca-signer.js';
 import { ACTIONS as SERVICE_ACTIONS } from '../../src/services/permissions.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
  * Request schemas of the PKI routes: sign-certificate transcribed from Infisical's OpenAPI
  * description of it, the rest in the same style (docs/contract.md, PKI).
  */
-import { CA_KEY_ALGORITHMS } from '../../services/ca-signer.js';
+import { CA_KEY_ALGORITHMS } from '../../algorithms.js';
 import { REVOCATION_REASONS, type RevocationReason } from '../../pki/crl.js';
 import { EXTENDED_KEY_USAGE_OIDS, KEY_USAGE_BITS, POLICY_KEY_ALGORITHMS, type ExtendedKeyUsageName, type KeyUsageName } from '../../pki/policy.js';
 import { idParams, object, projectId, slug, uuid } from './common.js';

@@ -73,6 +73,9 @@ export const permissionDenied = (action: string, projectId: string) =>
   new AppError('PermissionDenied', `You are not allowed to ${action} on project ${projectId}`, {
     details: { action, projectId },
   });
+/** The action is not allowed on any project (a route that names no project, such as listing identities). */
+export const permissionDeniedEverywhere = (action: string) =>
+  new AppError('PermissionDenied', `You are not allowed to ${action} on any project`, { details: { action } });
 export const validationFailure = (problems: ValidationProblem[]) =>
   new AppError('ValidationFailure', problems.map((p) => `${p.path} ${p.message}`).join('; '), { problems });
 export const serviceUnavailable = (message: string, cause?: unknown) =>

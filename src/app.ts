@@ -21,6 +21,7 @@ import { observeRequests } from './http/observe-requests.js';
 import { createOpsApp, listenOps } from './http/ops-app.js';
 import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
+import { refusedRequestsSummary, tokenStateLog, type TokenStateLog } from './log-flood.js';
 import { auditRecordFailures, maintenanceLeader, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
@@ -67,7 +68,7 @@ export interface RunningService {
 /** Thrown when the service cannot start; `message` is meant for the operator. */
 export class StartupError extends Error {}
 
-function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; pool: TokenThreadPool; token: Pkcs11Token } {
+function connectToken(config: Config, logger: Logger, stateLog: TokenStateLog): { module: Pkcs11Module; pool: TokenThreadPool; token: Pkcs11Token } {
   const module = new Pkcs11Module({
     modulePath: config.hsm.modulePath,
     ...(config.hsm.tokenLabel ? { tokenLabel: config.hsm.tokenLabel } : {}),
@@ -98,13 +99,11 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
     size: config.hsm.sessions,
     acquireTimeoutMs: config.hsm.acquireTimeoutMs,
     readPin,
-    onDown: (error) => logger.error({ ckr: error.ckr }, 'the HSM failed; answering 503 while reconnecting'),
-    // The new threads start with empty handle caches: every key is looked up again.
-    onRecovered: () => logger.info('reconnected to the HSM'),
-    onRecoveryFailed: (error) =>
-      error.errorClass === 'fatal-login'
-        ? logger.error({ ckr: error.ckr }, 'the HSM refused the PIN while reconnecting; not retrying (it could lock the token): /healthz now fails, restart with the right PIN')
-        : logger.warn({ ckr: error.ckr }, 'reconnecting to the HSM failed; will retry'),
+    // One line per state change, the rest summarized (log-flood.ts). After a reconnect the
+    // threads look every key up again (their handle caches start empty).
+    onDown: (error) => stateLog.onDown(error),
+    onRecovered: () => stateLog.onRecovered(),
+    onRecoveryFailed: (error) => stateLog.onRecoveryFailed(error),
   });
   pool.open();
   observePool(pool);
@@ -121,8 +120,14 @@ export interface StartOptions {
   reconcile?: boolean;
 }
 
+/** A reconnect the token fails again within this long is the same outage (log-flood.ts). */
+const TOKEN_SETTLE_MS = 1000;
+
 export async function startService(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningService> {
-  const { module, pool, token } = connectToken(config, logger);
+  // Refused requests and repeated token failures are counted and summarized, never one line each.
+  const refusals = refusedRequestsSummary(logger, config.logSummaryIntervalMs);
+  const stateLog = tokenStateLog(logger, { intervalMs: config.logSummaryIntervalMs, settleMs: TOKEN_SETTLE_MS, beforeRecoveredLine: () => refusals.flush() });
+  const { module, pool, token } = connectToken(config, logger, stateLog);
   const store = await openConfiguredStore(config, logger);
   const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
   const leases = createLeaseStore(store);
@@ -172,6 +177,7 @@ export async function startService(config: Config, logger: Logger, options: Star
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
+    refusals,
     token,
     readyTimeoutMs: config.hsm.readyTimeoutMs,
     rateLimit: config.rateLimit,
@@ -266,6 +272,9 @@ export async function startService(config: Config, logger: Logger, options: Star
           opsServer.closeAllConnections();
           await opsClosed;
         }
+        // The last counts of refused requests and token failures, before the process ends.
+        refusals.close();
+        stateLog.close();
         // Summaries of refused requests go into the chain before its last checkpoint.
         deniedRequests.close();
         await audit.close();

@@ -45,7 +45,14 @@ export class AppError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
-    readonly options: { details?: unknown; cause?: unknown; retryAfterSeconds?: number; problems?: ValidationProblem[] } = {},
+    readonly options: {
+      details?: unknown;
+      cause?: unknown;
+      retryAfterSeconds?: number;
+      problems?: ValidationProblem[];
+      /** Why, from a fixed set, for the log's summaries (log-flood.ts); never shown to the client. */
+      reason?: string;
+    } = {},
   ) {
     super(message, { cause: options.cause });
     this.name = kind;
@@ -80,5 +87,6 @@ export const validationFailure = (problems: ValidationProblem[]) =>
   new AppError('ValidationFailure', problems.map((p) => `${p.path} ${p.message}`).join('; '), { problems });
 export const serviceUnavailable = (message: string, cause?: unknown) =>
   new AppError('ServiceUnavailable', message, { cause, retryAfterSeconds: 1 });
-export const rateLimitExceeded = (message: string, retryAfterSeconds: number) =>
-  new AppError('RateLimitExceeded', message, { retryAfterSeconds });
+/** `reason`: which limit (identity, address, login), as in the rate_limited_total metric. */
+export const rateLimitExceeded = (message: string, retryAfterSeconds: number, reason: string) =>
+  new AppError('RateLimitExceeded', message, { retryAfterSeconds, reason });

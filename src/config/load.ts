@@ -116,6 +116,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       perAddressBurst: integer(env.RATE_LIMIT_PER_ADDRESS_BURST),
     },
     logLevel: env.LOG_LEVEL || undefined,
+    logSummaryIntervalMs: integer(env.LOG_SUMMARY_INTERVAL_MS),
   };
 }
 

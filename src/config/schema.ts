@@ -152,6 +152,13 @@ export const configSchema = {
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'pino log level (env LOG_LEVEL).' },
+    logSummaryIntervalMs: {
+      type: 'integer',
+      minimum: 100,
+      default: 5000,
+      description:
+        'Refused requests (503, 429, 401) and repeated token failures are not logged one by one (each is at debug level): one summary line with their counts at most this often (env LOG_SUMMARY_INTERVAL_MS).',
+    },
   },
 } as const;
 
@@ -189,4 +196,5 @@ export interface Config {
   rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
   audit: { signIntervalMs: number; deniedSummaryIntervalMs: number };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  logSummaryIntervalMs: number;
 }

@@ -92,6 +92,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       host: env.HOST || undefined,
       port: integer(env.PORT),
       publicBaseUrl: env.PUBLIC_BASE_URL || undefined,
+      shutdownDelayMs: integer(env.SHUTDOWN_DELAY_MS),
       shutdownGraceMs: integer(env.SHUTDOWN_GRACE_MS),
       httpWorkers: env.HTTP_WORKERS === 'auto' ? 'auto' : integer(env.HTTP_WORKERS),
       opsPort: integer(env.OPS_PORT),

@@ -36,6 +36,17 @@ describe('configuration', () => {
     expect(() => loadConfig({}, { HTTP_WORKERS: '0' })).toThrow(/httpWorkers/);
   });
 
+  it('reads the shutdown delay and the log summary interval, with their defaults', () => {
+    const defaults = loadConfig({}, {});
+    expect(defaults.server).toMatchObject({ shutdownDelayMs: 5000, shutdownGraceMs: 10000 });
+    expect(defaults.logSummaryIntervalMs).toBe(5000);
+    const config = loadConfig({}, { SHUTDOWN_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '2500', LOG_SUMMARY_INTERVAL_MS: '1000' });
+    expect(config.server).toMatchObject({ shutdownDelayMs: 0, shutdownGraceMs: 2500 });
+    expect(config.logSummaryIntervalMs).toBe(1000);
+    expect(() => loadConfig({}, { SHUTDOWN_DELAY_MS: '-1' })).toThrow(/shutdownDelayMs/);
+    expect(() => loadConfig({}, { LOG_SUMMARY_INTERVAL_MS: '10' })).toThrow(/logSummaryIntervalMs/);
+  });
+
   it('reads an RFC 7512 PKCS#11 URI and refuses an inline PIN', () => {
     expect(parsePkcs11Uri('pkcs11:token=my%20hsm;serial=42?module-path=/usr/lib/x.so&pin-source=file:/run/pin')).toEqual({
       tokenLabel: 'my hsm',

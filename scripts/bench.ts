@@ -29,7 +29,7 @@
  */
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import { createPublicKey, randomBytes, verify as verifySignature } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem, arch, platform } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -98,6 +98,8 @@ interface Options {
   soak: boolean;
   soakRequests: number;
   soakWarmup: number;
+  /** audit.retention for the soak's service (ms notation), with short prune and sign intervals; null: the default. */
+  auditRetention: string | null;
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -120,7 +122,9 @@ const USAGE = `usage: npm run bench -- [options]
   --soak              only the soak: mixed requests to one service process, then its memory,
                       threads and sessions after warm-up and at the end
   --soak-requests N   requests in the soak, warm-up included (default 100000)
-  --soak-warmup N     requests before the first reading (default 10000)`;
+  --soak-warmup N     requests before the first reading (default 10000)
+  --audit-retention D audit.retention of the soak's service (e.g. 20s), pruned and signed every
+                      2 s, to see the audit store stay bounded (default: the service's, 365d)`;
 
 function positiveNumber(name: string, value: string | undefined, fallback: number, integer: boolean, min: number): number {
   if (value === undefined) return fallback;
@@ -144,6 +148,7 @@ function parseOptions(): Options | undefined {
       soak: { type: 'boolean', default: false },
       'soak-requests': { type: 'string' },
       'soak-warmup': { type: 'string' },
+      'audit-retention': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -173,6 +178,7 @@ function parseOptions(): Options | undefined {
     soak: values.soak,
     soakRequests,
     soakWarmup,
+    auditRetention: values['audit-retention'] ?? null,
   };
 }
 
@@ -628,7 +634,14 @@ async function measureService(options: Options, report: Report, csr: BenchCsr | 
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
   }
   log(`starting the service on ${base} (HTTP_WORKERS=${options.httpWorkers}, HSM_SESSIONS=${options.sessions})`);
-  const child = track(spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'main.js')], { cwd: ROOT, env: serviceEnv(options, dataDir, port), stdio: ['ignore', 'pipe', 'pipe'] }));
+  const env = serviceEnv(options, dataDir, port);
+  if (options.soak && options.auditRetention) {
+    // Checkpoints and prune rounds every 2 s, so what is kept is the retention plus a few seconds.
+    const configFile = join(dataDir, 'bench-config.json');
+    writeFileSync(configFile, JSON.stringify({ audit: { retention: options.auditRetention, signIntervalMs: 2000, pruneIntervalMs: 2000 } }));
+    env.CONFIG_FILE = configFile;
+  }
+  const child = track(spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'main.js')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
   const serviceLog = new ServiceLog();
   report.serviceLog = serviceLog;
   serviceLog.attach(child);
@@ -666,7 +679,7 @@ async function measureService(options: Options, report: Report, csr: BenchCsr | 
 
     report.rssBefore = treeMemoryOf(child.pid!);
     if (options.soak) {
-      await soak(options, report, base, token, csr, child.pid!);
+      await soak(options, report, base, token, csr, child.pid!, dataDir);
     } else {
       const prepared = new Map<LoadOp, PreparedOp>();
       for (const op of options.ops) if (isLoadOp(op)) prepared.set(op, await prepareOp(op, base, token, csr));
@@ -746,7 +759,7 @@ async function healthBesideSaturation(options: Options, report: Report, base: st
  * certificates, reads, and three requests a correct service refuses (bad algorithm, unknown
  * key, no credentials), so error paths are soaked too.
  */
-async function soak(options: Options, report: Report, base: string, token: string, csr: BenchCsr | undefined, pid: number): Promise<void> {
+async function soak(options: Options, report: Report, base: string, token: string, csr: BenchCsr | undefined, pid: number, dataDir: string): Promise<void> {
   const prepared = new Map<LoadOp, PreparedOp>();
   for (const op of [...RAW_OPS, ...CERT_OPS_ALL]) prepared.set(op, await prepareOp(op, base, token, csr));
   const aes = prepared.get('aes')!;
@@ -779,8 +792,8 @@ async function soak(options: Options, report: Report, base: string, token: strin
     await response.arrayBuffer();
     if (response.status !== expect) throw new Error(`soak mix "${label}": HTTP ${response.status}, expected ${expect}`);
   }
-  report.soak = { requests: options.soakRequests, warmup: options.soakWarmup, mix };
-  await runSoak({ base, pid, connections: options.connections, requests: options.soakRequests, warmup: options.soakWarmup, mix, log }, report.soak);
+  report.soak = { requests: options.soakRequests, warmup: options.soakWarmup, mix, auditRetention: options.auditRetention };
+  await runSoak({ base, pid, connections: options.connections, requests: options.soakRequests, warmup: options.soakWarmup, mix, log, auditStore: join(dataDir, 'hsm-signer.db') }, report.soak);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1099,6 +1112,13 @@ function printSoak(out: string[], soak: SoakResult, options: Options): void {
     p ? [label, fmtInt(p.afterRequests), fmtMiB(p.rssKiB), fmtMiB(p.hwmKiB), String(p.threads), String(p.sessions), String(p.sessionsBusy), String(p.sessionsStuck)] : [label, '—', '—', '—', '—', '—', '—', '—'];
   out.push(table(['reading', 'after requests', 'VmRSS', 'VmHWM', 'threads', 'sessions', 'busy', 'stuck'], [point('after warm-up', a), point('at the end', e)]));
   out.push(`  VmRSS sampled every second after warm-up: ${fmtMiB(soak.rssMinKiB)} – ${fmtMiB(soak.rssMaxKiB)}`);
+  out.push(`  audit trail (audit.retention ${soak.auditRetention ?? 'as configured'}):`);
+  const audit = (label: string, p: typeof a) =>
+    p?.audit
+      ? [label, fmtInt(p.afterRequests), fmtInt(p.audit.written), fmtInt(p.audit.kept), fmtInt(p.audit.pruned), fmtMiB(p.audit.storeBytes / 1024), p.audit.kept > 0 ? `${fmtInt(p.audit.auditBytes / p.audit.kept)} B` : '—']
+      : [label, '—', '—', '—', '—', '—', '—'];
+  out.push(table(['reading', 'after requests', 'events written', 'kept in store', 'pruned', 'store file + WAL', 'audit bytes per kept event'], [audit('after warm-up', a), audit('at the end', e)]));
+  out.push(`  largest store file + WAL sampled every second after warm-up: ${soak.storeMaxBytes === undefined ? '—' : fmtMiB(soak.storeMaxBytes / 1024)}`);
   for (const [label, phase] of [['warm-up', soak.warm], ['rest', soak.main]] as const) {
     if (!phase) continue;
     out.push(`  ${label}: ${fmtInt(phase.completed)} answered in ${phase.seconds.toFixed(1)} s (${fmtInt(phase.completed / phase.seconds)} req/s), ${fmtInt(phase.errors)} socket errors/timeouts, 2xx p50 ${fmtMs(phase.p50)} ms p99 ${fmtMs(phase.p99)} ms`);

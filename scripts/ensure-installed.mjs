@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Installs what `npm start` and `npm test` need and a fresh machine lacks: the npm packages
 // (when node_modules is missing or older than package-lock.json) and Debian's softhsm2
-// (plus openssl; for the tests also gnutls-bin for certificates and OCSP, curl for EST, prometheus for promtool, gcc
+// (plus openssl; for the tests also gnutls-bin for certificates and OCSP, curl for EST, certbot and lego for ACME, prometheus for promtool, gcc
 // for the fault-injecting PKCS#11 module and postgresql for the store tests on PostgreSQL; for the benchmark golang-cfssl, the peer it
 // measures in the same run) when running as root or with passwordless sudo. Otherwise it says exactly what to install. Node built-ins only: it runs
 // before node_modules exists.
@@ -40,9 +40,14 @@ const wanted = [
         { pkg: 'gnutls-bin', present: () => onPath('certtool') && onPath('ocsptool') },
         // The EST tests speak to the service with curl, as the README's examples do.
         { pkg: 'curl', present: () => onPath('curl') },
+        // The syslog audit sink hands its lines to util-linux's logger (Essential on Debian; named for other bases).
+        { pkg: 'bsdutils', present: () => onPath('logger') },
         { pkg: 'prometheus', present: () => onPath('promtool') },
         { pkg: 'gcc', present: () => onPath('gcc') },
         { pkg: 'libc6-dev', present: () => existsSync('/usr/include/dlfcn.h') },
+        // The ACME tests obtain, renew and revoke certificates with the two common ACME clients.
+        { pkg: 'certbot', present: () => onPath('certbot') },
+        { pkg: 'lego', present: () => onPath('lego') },
         // The store tests run on PostgreSQL too, in a throwaway cluster (test/helpers/postgres-cluster.ts).
         { pkg: 'postgresql', present: () => existsSync('/usr/lib/postgresql') && readdirSync('/usr/lib/postgresql').some((v) => existsSync(join('/usr/lib/postgresql', v, 'bin', 'initdb'))) && onPath('psql') },
       ]

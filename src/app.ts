@@ -1,7 +1,8 @@
 /**
  * The composition root: the only file that builds concrete implementations and wires them
- * together. `startService` brings up the token, the store and the services, reconciles keys
- * with the token, makes the first-start admin, and listens; `close` undoes it in reverse.
+ * together. `startService` brings up the token, the store and the services, undoes what stopped
+ * replicas left half-done, makes the first-start admin, and listens; `close` undoes it in
+ * reverse.
  */
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -23,7 +24,7 @@ import { createOpsApp, listenOps } from './http/ops-app.js';
 import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
 import { refusedRequestsSummary, tokenStateLog, type TokenStateLog } from './log-flood.js';
-import { auditRecordFailures, maintenanceLeader, observePool } from './metrics.js';
+import { auditEventsPruned, auditPruneOverdue, auditRecordFailures, auditSinkFailures, auditSinkLag, auditStoreEvents, maintenanceLeader, observeAuditWrites, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
 import { Pkcs11Token } from './pkcs11/token.js';
@@ -33,15 +34,22 @@ import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
 import { createCaService } from './services/ca-service.js';
 import { createCertificateService } from './services/certificate-service.js';
+import { createAcmeService } from './services/acme-service.js';
+import { resolveMap } from './services/acme-validation.js';
 import { createEstService } from './services/est-service.js';
 import { createOcspService } from './services/ocsp-service.js';
 import { createAuditService } from './services/audit-service.js';
+import { createAuditRetention, startAuditUpkeep } from './services/audit-retention.js';
+import { createSinkFeeder, sinkDestination } from './services/audit-sink.js';
+import { createAuditStore } from './store/audit-store.js';
+import { retentionMs } from './config/load.js';
 import { destroyOrphanObjects } from './services/orphan-objects.js';
-import { startMaintenance, underLease } from './services/leases.js';
+import { liveOwners, startMaintenance, startReplicaPresence, underLease } from './services/leases.js';
 import { describeLocation, openStore, storeLocation, type Store } from './store/database.js';
 import { createIdentityStore } from './store/identity-store.js';
 import { createKeyStore } from './store/key-store.js';
 import { createPkiStore } from './store/pki-store.js';
+import { createAcmeStore } from './store/acme-store.js';
 import { getOrCreateSetting } from './store/settings-store.js';
 import { createLeaseStore } from './store/lease-store.js';
 
@@ -57,6 +65,8 @@ export interface RunningService {
   /** What /healthz, /readyz and /metrics answer for this process (the cluster primary asks it over IPC). */
   health: HealthSource;
   token: Pkcs11Token;
+  /** Starts a new audit sink file at the next write (SIGHUP, after logrotate moved it). */
+  reopenAuditSink(): void;
   /**
    * Drains for `delayMs` (default 0; main.ts passes server.shutdownDelayMs on SIGTERM): /readyz
    * fails at once and every answer carries Connection: close, while the listener still accepts.
@@ -118,15 +128,6 @@ function connectToken(config: Config, logger: Logger, stateLog: TokenStateLog): 
   return { module, pool, token };
 }
 
-export interface StartOptions {
-  /**
-   * Undo what a crash left half-done (pending rows, objects no row names) before serving.
-   * False for a cluster worker started beside a running one: the running worker's creations in
-   * progress would look exactly like a crash's leftovers.
-   */
-  reconcile?: boolean;
-}
-
 /** At the end of a shutdown delay, the listener closes after this long without a new connection or an answer ... */
 const LISTENER_QUIET_MS = 50;
 /** ... or after this long at most, if traffic never pauses (requests arriving meanwhile wait). */
@@ -135,7 +136,7 @@ const LISTENER_HOLD_MAX_MS = 1000;
 /** A reconnect the token fails again within this long is the same outage (log-flood.ts). */
 const TOKEN_SETTLE_MS = 1000;
 
-export async function startService(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningService> {
+export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   // Refused requests and repeated token failures are counted and summarized, never one line each.
   const refusals = refusedRequestsSummary(logger, config.logSummaryIntervalMs);
   const stateLog = tokenStateLog(logger, { intervalMs: config.logSummaryIntervalMs, settleMs: TOKEN_SETTLE_MS, beforeRecoveredLine: () => refusals.flush() });
@@ -143,6 +144,8 @@ export async function startService(config: Config, logger: Logger, options: Star
   const store = await openConfiguredStore(config, logger);
   const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
   const leases = createLeaseStore(store);
+  // Before this replica writes any pending row: the others leave rows of a live writer alone.
+  const presence = await startReplicaPresence(leases, logger);
   const identityStore = createIdentityStore(store);
   const identities = createIdentityService({
     identityStore,
@@ -161,20 +164,71 @@ export async function startService(config: Config, logger: Logger, options: Star
   const certificates = createCertificateService({ pkiStore, cas });
   const ocsp = createOcspService({ pkiStore, cas });
   const est = createEstService({ pkiStore, cas, certificates });
+  const acme = createAcmeService({
+    acmeStore: createAcmeStore(store),
+    certificates,
+    pkiStore,
+    cas,
+    publicBaseUrl: () => publicBaseUrl,
+    http01: {
+      port: config.acme.http01Port,
+      resolve: resolveMap(config.acme.resolve),
+      allowPrivateAddresses: config.acme.allowPrivateAddresses,
+      timeoutMs: config.acme.validationTimeoutMs,
+      attempts: config.acme.validationAttempts,
+    },
+    logger,
+  });
 
+  /** Half-done deletes, and pending creations whose writer is no longer alive; how many rows. */
+  const undoAbandonedWork = async () => {
+    const isLive = await liveOwners(leases);
+    return (await keys.reconcile(isLive)) + (await cas.reconcile(isLive));
+  };
   const audit = createAuditService({ store, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
-  // starting at the same moment may be between writing a pending CA row and activating it, or
-  // between generating its audit key and saving it, and the reconcile and the orphan sweep
-  // must not take that work in progress for a crash's leftovers.
+  // starting at the same moment may be between generating its audit key and saving it, and the
+  // orphan sweep must not take that for a crash's leftover. Pending rows of live replicas (keys
+  // and CAs being made right now) are told apart by their writer's presence, not by the lease.
   await underLease(leases, 'bootstrap', 60_000, async () => {
     await audit.start();
-    if (options.reconcile === false) return;
-    const undone = (await keys.reconcile()) + (await cas.reconcile());
+    const undone = await undoAbandonedWork();
     const orphansDestroyed = await destroyOrphanObjects(token, [...(await keys.objectIds()), ...(await pkiStore.caObjectIds()), ...audit.objectIds()], logger);
     if (undone || orphansDestroyed) logger.warn({ undone, orphansDestroyed }, 'reconciled the store with the token after an interrupted run');
   });
+  observeAuditWrites(audit);
   const deniedRequests = createDeniedSummary(audit, { intervalMs: config.audit.deniedSummaryIntervalMs });
+
+  // The audit trail's upkeep (services/audit-retention.ts): sink and pruning, on the
+  // maintenance lease holder only; every process reads the sink's state for audit.sinkFailure.
+  const auditStore = createAuditStore(store);
+  const feeder = config.audit.sink
+    ? createSinkFeeder({ auditStore, destination: sinkDestination(config.audit.sink), logger, onFailure: () => auditSinkFailures.inc() })
+    : undefined;
+  const auditUpkeep = startAuditUpkeep({
+    retention: createAuditRetention({ auditStore, audit, logger, retentionMs: retentionMs(config), maxEvents: config.audit.maxEvents, sink: feeder !== undefined }),
+    feeder,
+    sinkIntervalMs: config.audit.sinkIntervalMs,
+    pruneIntervalMs: config.audit.pruneIntervalMs,
+    logger,
+    metrics: {
+      pruned: (n) => auditEventsPruned.inc(n),
+      sinkLag: (n) => auditSinkLag.set(n),
+      storeEvents: (n) => auditStoreEvents.set(n),
+      overdue: (n) => auditPruneOverdue.set(n),
+    },
+  });
+  let sinkFailing = false;
+  const sinkWatch =
+    feeder && config.audit.sinkFailure === 'block'
+      ? setInterval(() => {
+          auditStore.sinkState().then(
+            (state) => (sinkFailing = state.failingSince !== null),
+            () => undefined,
+          );
+        }, Math.min(config.audit.sinkIntervalMs, 1000))
+      : undefined;
+  sinkWatch?.unref();
   let draining = false;
   const app = createHttpApp({
     logger,
@@ -186,10 +240,13 @@ export async function startService(config: Config, logger: Logger, options: Star
     certificates,
     ocsp,
     est,
+    acme,
+    publicBaseUrl: () => publicBaseUrl,
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
     refusals,
+    ...(sinkWatch ? { auditRefuses: () => sinkFailing } : {}),
     token,
     readyTimeoutMs: config.hsm.readyTimeoutMs,
     rateLimit: config.rateLimit,
@@ -264,10 +321,22 @@ export async function startService(config: Config, logger: Logger, options: Star
     intervalMs: MAINTENANCE_INTERVAL_MS,
     ttlMs: 3 * MAINTENANCE_INTERVAL_MS,
     logger,
-    onLeadership: (leading) => maintenanceLeader.set(leading ? 1 : 0),
+    onLeadership: (leading) => {
+      maintenanceLeader.set(leading ? 1 : 0);
+      auditUpkeep.setLeading(leading);
+    },
     duties: [
+      {
+        // A replica that crashed left pending rows whose presence lease has lapsed since.
+        name: 'undo the work of stopped replicas',
+        run: async () => {
+          const undone = await undoAbandonedWork();
+          if (undone) logger.warn({ undone }, 'undid key and CA creations a stopped replica left pending');
+        },
+      },
       { name: 'purge expired access tokens', run: () => identities.purgeExpiredTokens() },
       { name: 'renew expiring CRLs', run: () => cas.renewExpiringCrls() },
+      { name: 'purge expired ACME nonces', run: async () => void (await acme.purgeExpiredNonces()) },
     ],
   });
   // A first round now: the purge and the CRL check need not wait a whole interval after a restart.
@@ -280,6 +349,9 @@ export async function startService(config: Config, logger: Logger, options: Star
     ...(ops ? { opsUrl: ops.url } : {}),
     token,
     health,
+    reopenAuditSink() {
+      feeder?.reopen();
+    },
     close(closeOptions = {}) {
       closing ??= (async () => {
         const delayMs = closeOptions.delayMs ?? 0;
@@ -328,7 +400,11 @@ export async function startService(config: Config, logger: Logger, options: Star
           closeIdleAfterEachAnswer = true;
           drained = new Promise<void>((resolve) => server.close(() => resolve()));
         }
+        // The lease holder exports what is left once the last checkpoint is signed (below).
+        const exportAtEnd = auditUpkeep.leading && feeder !== undefined;
         await maintenance.stop();
+        await auditUpkeep.stop();
+        clearInterval(sinkWatch);
         identities.stopRefresh();
         keys.stopRefresh();
         // The grace period follows the delay (the pause for closing the listener comes out of it).
@@ -346,9 +422,20 @@ export async function startService(config: Config, logger: Logger, options: Star
         // The last counts of refused requests and token failures, before the process ends.
         refusals.close();
         stateLog.close();
+        // ACME validations still running write their results before the store closes.
+        await within(acme.idle(), Math.max(deadline, Date.now() + 1000));
         // Summaries of refused requests go into the chain before its last checkpoint.
         deniedRequests.close();
         await audit.close();
+        if (exportAtEnd) {
+          try {
+            for (let round = 0; round < 100 && (await feeder.round()).more; round++);
+          } catch (error) {
+            logger.warn({ err: error }, 'could not export the last audit events at shutdown; the next sink feeder will');
+          }
+        }
+        await feeder?.close();
+        observeAuditWrites(undefined);
         const poolClosed = pool.close();
         if (!(await within(poolClosed, Math.max(deadline, Date.now() + 1000)))) {
           await store.close();
@@ -356,6 +443,8 @@ export async function startService(config: Config, logger: Logger, options: Star
         }
         module.finalize();
         observePool(undefined);
+        // Nothing of this replica's is pending any more: the others need not wait out its presence.
+        await presence.stop();
         await store.close();
       })();
       return closing;

@@ -37,7 +37,10 @@ export function prepareEmbeddedSoftHsm(config: Config): { soPin: string } {
 
 export const adminCredentialsPath = (config: Config) => join(config.dataDir, 'admin-credentials.json');
 
-/** The demo PKI of the first start: a permissive TLS server profile under an intermediate. */
+/**
+ * The demo PKI of the first start: a TLS server profile under an intermediate, admitting what a
+ * TLS server certificate needs (README, "First start", lists it rule by rule).
+ */
 const DEMO_TLS_POLICY: CertificatePolicy = {
   subject: [
     { type: 'CN', allowed: ['**'] },
@@ -50,7 +53,7 @@ const DEMO_TLS_POLICY: CertificatePolicy = {
   sans: { dns: ['**'], ip: ['0.0.0.0/0', '::/0'] },
   keyUsages: { allowed: ['keyEncipherment'], always: ['digitalSignature'] },
   extendedKeyUsages: { allowed: ['clientAuth'], always: ['serverAuth'] },
-  keyAlgorithms: ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1'],
+  keyAlgorithms: ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1', 'ED25519'],
   maxValidity: '397d',
   allowCa: false,
 };
@@ -73,6 +76,8 @@ async function createDemoPki(cas: CaService, certificates: CertificateService): 
     description: 'Demo TLS server profile made at first start',
     policy: DEMO_TLS_POLICY,
     defaults: { ttl: '90d' },
+    // certbot and lego work against it with one command (README, "ACME").
+    acme: { enabled: true, requireEab: false },
   });
   return { caId: intermediate.id, profileId: profile.id };
 }

@@ -1,6 +1,6 @@
 /**
  * The closed set of errors a request can end in. Each kind fixes the HTTP status and the
- * `error` word of API.md's envelope; `message` is safe to show a client, `cause` is kept for
+ * `error` word of the error envelope (docs/contract.md); `message` is safe to show a client, `cause` is kept for
  * the log only and never leaves the process.
  */
 export type ErrorKind =
@@ -60,7 +60,7 @@ export class AppError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds;
   }
 
-  /** The envelope body of API.md, without reqId (the error handler adds it). */
+  /** The envelope body (docs/contract.md), without reqId (the error handler adds it). */
   envelope(): { statusCode: number; message: unknown; error: ErrorKind; details?: unknown } {
     const message: unknown = this.kind === 'ValidationFailure' && this.options.problems ? this.options.problems : this.message;
     const body: { statusCode: number; message: unknown; error: ErrorKind; details?: unknown } = {

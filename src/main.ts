@@ -37,9 +37,7 @@ if (cluster.isPrimary && workers > 1) {
 async function serve(config: Config, logger: Logger, isWorker: boolean): Promise<void> {
   const { startService, StartupError } = await import('./app.js');
   try {
-    // Only a primary's first worker reconciles: it starts alone, before any other serves, while
-    // a later one (a second worker, or a replacement) starts beside workers already creating keys.
-    const service = await startService(config, logger, { reconcile: !isWorker || cluster.worker?.id === 1 });
+    const service = await startService(config, logger);
     logger.info({ url: service.url, sessions: config.hsm.sessions, ...(service.opsUrl ? { opsUrl: service.opsUrl } : {}) }, isWorker ? 'worker is listening' : 'hsm-signer is listening');
     const clusterWorker = isWorker ? await import('./cluster/worker.js') : undefined;
     const stop = (signal: string) => {
@@ -72,6 +70,12 @@ async function serve(config: Config, logger: Logger, isWorker: boolean): Promise
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
+    // logrotate's postrotate: the audit sink file starts afresh at its next write (without a
+    // handler, SIGHUP would end the process).
+    process.on('SIGHUP', () => {
+      logger.info('SIGHUP: reopening the audit sink file');
+      service.reopenAuditSink();
+    });
     if (clusterWorker) {
       clusterWorker.serveThePrimary(service.url, service.health, logger);
       // A primary that is gone (killed) cannot pass signals on: drain and exit as if told to.

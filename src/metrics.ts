@@ -83,6 +83,60 @@ export const auditRecordFailures = new Counter({
   registers: [registry],
 });
 
+let auditWrittenSource: { readonly eventsWritten: number } | undefined;
+let auditWrittenSeen = 0;
+/** Where hsm_signer_audit_events_written_total reads from when scraped (the audit service). */
+export function observeAuditWrites(source: { readonly eventsWritten: number } | undefined): void {
+  auditWrittenSource = source;
+  auditWrittenSeen = source?.eventsWritten ?? 0;
+}
+
+export const auditEventsWritten = new Counter({
+  name: `${PREFIX}audit_events_written_total`,
+  help: "Audit events this process's writer threads committed to the store.",
+  registers: [registry],
+  collect() {
+    const now = auditWrittenSource?.eventsWritten ?? auditWrittenSeen;
+    if (now > auditWrittenSeen) this.inc(now - auditWrittenSeen);
+    auditWrittenSeen = now;
+  },
+});
+
+export const auditEventsPruned = new Counter({
+  name: `${PREFIX}audit_events_pruned_total`,
+  help: 'Audit events deleted from the store by retention (audit.retention, audit.maxEvents), by this process while it held the maintenance lease.',
+  registers: [registry],
+});
+
+export const auditSinkFailures = new Counter({
+  name: `${PREFIX}audit_sink_failures_total`,
+  help: 'Writes to audit.sink that failed (each retried at the next interval; the events stay in the store meanwhile).',
+  registers: [registry],
+});
+
+// The next three are read by the maintenance lease holder only (0 on every other process), so
+// over several workers the largest is the holder's.
+export const auditSinkLag = new Gauge({
+  name: `${PREFIX}audit_sink_lag_events`,
+  help: 'Events in the store not yet written to audit.sink (on the maintenance lease holder, which feeds the sink; 0 elsewhere).',
+  registers: [registry],
+  aggregator: 'max',
+});
+
+export const auditStoreEvents = new Gauge({
+  name: `${PREFIX}audit_store_events`,
+  help: 'Audit events kept in the store, as of the last prune round (on the maintenance lease holder; 0 elsewhere).',
+  registers: [registry],
+  aggregator: 'max',
+});
+
+export const auditPruneOverdue = new Gauge({
+  name: `${PREFIX}audit_prune_overdue_events`,
+  help: 'Events past audit.retention or audit.maxEvents still kept after the last prune round: held back by the sink, by no signed checkpoint yet, or by the round running out of time (on the maintenance lease holder; 0 elsewhere).',
+  registers: [registry],
+  aggregator: 'max',
+});
+
 /** What the pool gauges read when scraped; set by the composition root. */
 export interface PoolGaugeSource {
   stats: { size: number; live: number; busy: number; idle: number; waiting: number; stuck: number; state: 'up' | 'down' | 'failed' | 'closed' };

@@ -6,6 +6,8 @@
  * VmRSS, thread count and the pool's gauges from /metrics are read, the rest are sent, and
  * they are read again.
  */
+import { statSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { runLoad, type LoadRequest, type LoadResult } from './load.js';
 import { treeMemoryOf } from './procs.js';
 
@@ -24,6 +26,8 @@ export interface SoakPoint {
   sessions: number;
   sessionsBusy: number;
   sessionsStuck: number;
+  /** The audit trail at this point (SQLite store only). */
+  audit?: { written: number; pruned: number; kept: number; storeBytes: number; auditBytes: number };
 }
 
 export interface SoakResult {
@@ -37,13 +41,48 @@ export interface SoakResult {
   /** Highest and lowest VmRSS sampled every second after warm-up. */
   rssMaxKiB?: number;
   rssMinKiB?: number;
+  auditRetention?: string | null;
+  /** Largest SQLite file + WAL sampled every second after warm-up. */
+  storeMaxBytes?: number;
+}
+
+/** The store's file and its WAL, in bytes (0 for what does not exist). */
+function storeBytes(path: string): number {
+  let total = 0;
+  for (const file of [path, `${path}-wal`]) {
+    try {
+      total += statSync(file).size;
+    } catch {
+      // not there (yet)
+    }
+  }
+  return total;
+}
+
+/**
+ * What the audit trail holds: events kept (rows) and the bytes of its table and indexes
+ * (SQLite's dbstat, read-only beside the running service), with the counters from /metrics.
+ */
+function auditReading(path: string, metrics: string): NonNullable<SoakPoint['audit']> {
+  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+  const db = new Database(path, { readonly: true });
+  try {
+    const kept = (db.prepare('SELECT count(*) AS n FROM audit_events').get() as { n: number }).n;
+    const auditBytes = (db.prepare(`SELECT coalesce(sum(pgsize), 0) AS bytes FROM dbstat WHERE name = 'audit_events' OR name LIKE 'audit_events_%'`).get() as { bytes: number }).bytes;
+    return { written: read('hsm_signer_audit_events_written_total'), pruned: read('hsm_signer_audit_events_pruned_total'), kept, storeBytes: storeBytes(path), auditBytes };
+  } finally {
+    db.close();
+  }
 }
 
 const GAUGES = { sessions: 'hsm_signer_pkcs11_sessions', sessionsBusy: 'hsm_signer_pkcs11_sessions_busy', sessionsStuck: 'hsm_signer_pkcs11_sessions_stuck' } as const;
 
-async function gaugesOf(base: string): Promise<Record<keyof typeof GAUGES, number>> {
+async function metricsOf(base: string): Promise<string> {
   const response = await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(10_000) });
-  const text = await response.text();
+  return response.text();
+}
+
+function gaugesOf(text: string): Record<keyof typeof GAUGES, number> {
   const read = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   return { sessions: read(GAUGES.sessions), sessionsBusy: read(GAUGES.sessionsBusy), sessionsStuck: read(GAUGES.sessionsStuck) };
 }
@@ -51,20 +90,24 @@ async function gaugesOf(base: string): Promise<Record<keyof typeof GAUGES, numbe
 /** Idle before a reading, so both readings see the heap after the same quiet spell, not mid-burst. */
 const SETTLE_MS = 2_000;
 
-async function pointOf(base: string, pid: number, afterRequests: number): Promise<SoakPoint> {
+async function pointOf(base: string, pid: number, afterRequests: number, auditStore: string | undefined): Promise<SoakPoint> {
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
   const memory = treeMemoryOf(pid);
   if (!memory) throw new Error('soak: the service process is gone');
-  return { afterRequests, rssKiB: memory.rssKiB, hwmKiB: memory.hwmKiB, threads: memory.threads, ...(await gaugesOf(base)) };
+  const metrics = await metricsOf(base);
+  return { afterRequests, rssKiB: memory.rssKiB, hwmKiB: memory.hwmKiB, threads: memory.threads, ...gaugesOf(metrics), ...(auditStore ? { audit: auditReading(auditStore, metrics) } : {}) };
 }
 
-export async function runSoak(spec: { base: string; pid: number; connections: number; requests: number; warmup: number; mix: SoakMixEntry[]; log: (m: string) => void }, result: SoakResult): Promise<void> {
+export async function runSoak(
+  spec: { base: string; pid: number; connections: number; requests: number; warmup: number; mix: SoakMixEntry[]; log: (m: string) => void; auditStore?: string },
+  result: SoakResult,
+): Promise<void> {
   const requests = spec.mix.map((entry) => entry.request);
   // Bounds only: far longer than 100,000 requests take at the slowest rate seen here.
   const boundS = (n: number) => 60 + n / 20;
   spec.log(`soak: ${spec.warmup.toLocaleString('en-US')} warm-up requests`);
   result.warm = await runLoad({ url: spec.base, headers: {}, connections: spec.connections, durationS: boundS(spec.warmup), amount: spec.warmup, requests });
-  result.afterWarmup = await pointOf(spec.base, spec.pid, spec.warmup);
+  result.afterWarmup = await pointOf(spec.base, spec.pid, spec.warmup, spec.auditStore);
   const rest = spec.requests - spec.warmup;
   spec.log(`soak: after warm-up VmRSS ${(result.afterWarmup.rssKiB / 1024).toFixed(1)} MiB, ${result.afterWarmup.sessions} sessions; ${rest.toLocaleString('en-US')} more requests`);
   result.rssMaxKiB = result.afterWarmup.rssKiB;
@@ -74,13 +117,14 @@ export async function runSoak(spec: { base: string; pid: number; connections: nu
     if (rss === undefined || !Number.isFinite(rss)) return;
     result.rssMaxKiB = Math.max(result.rssMaxKiB!, rss);
     result.rssMinKiB = Math.min(result.rssMinKiB!, rss);
+    if (spec.auditStore) result.storeMaxBytes = Math.max(result.storeMaxBytes ?? 0, storeBytes(spec.auditStore));
   }, 1_000);
   try {
     result.main = await runLoad({ url: spec.base, headers: {}, connections: spec.connections, durationS: boundS(rest), amount: rest, requests });
   } finally {
     clearInterval(sampler);
   }
-  result.end = await pointOf(spec.base, spec.pid, spec.requests);
+  result.end = await pointOf(spec.base, spec.pid, spec.requests, spec.auditStore);
 }
 
 /** Responses of each status over both phases, beside what the mix makes a correct service answer. */

@@ -11,6 +11,7 @@
  *   stop the next one too, and a restart loop would hide it (and spend PIN tries).
  * - A worker that dies after it listened is replaced, after a delay that doubles with each
  *   death in the last minute (RESTART_BASE_MS up to RESTART_MAX_MS), logged at error level.
+ * - SIGHUP: passed to every worker (the audit sink file is reopened).
  * - SIGTERM/SIGINT: passed on (the same signal) to every worker, which drains as a single
  *   process does (after SIGTERM, server.shutdownDelayMs of serving with /readyz failing first);
  *   the primary exits 0 once all have exited 0 (1 otherwise, or if they outlast the delay and
@@ -222,6 +223,11 @@ export async function runPrimary(config: Config, logger: Logger, count: number):
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
+  // logrotate signals the primary: every worker reopens its audit sink file (only the one that
+  // feeds the sink has it open).
+  process.on('SIGHUP', () => {
+    for (const entry of entries.values()) entry.worker.process.kill('SIGHUP');
+  });
 
   if (config.server.opsPort !== null) {
     const health = primaryHealth({ listening, ask, stopping: () => stopping, readyTimeoutMs: config.hsm.readyTimeoutMs, own, logger });

@@ -4,9 +4,11 @@
  * against the schema once. PINs are not configuration: see `readPin`.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
+import ms from 'ms';
 import { trustedProxyList } from '../http/client-address.js';
 import { configSchema, type Config } from './schema.js';
 
@@ -39,6 +41,16 @@ function number(value: string | undefined): number | string | undefined {
   if (value === undefined || value === '') return undefined;
   const parsed = Number(value);
   return Number.isFinite(parsed) ? parsed : value;
+}
+
+/** A comma-separated list, entries trimmed, empty ones dropped; undefined when unset or empty. */
+function list(value: string | undefined): string[] | undefined {
+  return value
+    ? value
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean)
+    : undefined;
 }
 
 function integer(value: string | undefined): number | undefined {
@@ -96,11 +108,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       shutdownGraceMs: integer(env.SHUTDOWN_GRACE_MS),
       httpWorkers: env.HTTP_WORKERS === 'auto' ? 'auto' : integer(env.HTTP_WORKERS),
       opsPort: integer(env.OPS_PORT),
-      trustedProxies: env.TRUSTED_PROXIES
-        ? env.TRUSTED_PROXIES.split(',')
-            .map((cidr) => cidr.trim())
-            .filter(Boolean)
-        : undefined,
+      trustedProxies: list(env.TRUSTED_PROXIES),
       tls:
         env.TLS_CERT_FILE || env.TLS_KEY_FILE
           ? { certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE, clientCaFile: env.TLS_CLIENT_CA_FILE || null, requestClientCertificate: env.TLS_REQUEST_CLIENT_CERTIFICATE === 'true' }
@@ -116,9 +124,30 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       perAddressPerSecond: number(env.RATE_LIMIT_PER_ADDRESS_PER_SECOND),
       perAddressBurst: integer(env.RATE_LIMIT_PER_ADDRESS_BURST),
     },
+    acme: {
+      http01Port: integer(env.ACME_HTTP01_PORT),
+      resolve: list(env.ACME_RESOLVE),
+      allowPrivateAddresses: env.ACME_ALLOW_PRIVATE === undefined || env.ACME_ALLOW_PRIVATE === '' ? undefined : env.ACME_ALLOW_PRIVATE === 'true',
+    },
+    audit: {
+      retention: env.AUDIT_RETENTION === 'off' ? null : env.AUDIT_RETENTION || undefined,
+      maxEvents: env.AUDIT_MAX_EVENTS === 'off' ? null : integer(env.AUDIT_MAX_EVENTS),
+      sink: env.AUDIT_SINK === 'off' ? null : env.AUDIT_SINK || undefined,
+      sinkFailure: env.AUDIT_SINK_FAILURE || undefined,
+    },
     logLevel: env.LOG_LEVEL || undefined,
     logSummaryIntervalMs: integer(env.LOG_SUMMARY_INTERVAL_MS),
   };
+}
+
+/** audit.retention in milliseconds (null: keep everything); loadConfig has checked it parses. */
+export function retentionMs(config: Pick<Config, 'audit'>): number | null {
+  if (config.audit.retention === null) return null;
+  const value = ms(config.audit.retention as ms.StringValue);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 1000) {
+    throw new Error(`Invalid configuration: audit.retention "${config.audit.retention}" is not a duration of at least a second in ms notation (90d, 12h, 30m)`);
+  }
+  return value;
 }
 
 export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -139,6 +168,11 @@ export function loadConfig(overrides: DeepPartial<Config> = {}, env: NodeJS.Proc
   // Parsed here too (the HTTP layer parses it again to use it) so a bad entry stops the start
   // with its name, before anything is opened.
   trustedProxyList(config.server.trustedProxies);
+  for (const entry of config.acme.resolve) {
+    const address = entry.slice(entry.indexOf(':') + 1);
+    if (isIP(address) === 0) throw new Error(`Invalid configuration: acme.resolve entry "${entry}" is not name:address with an IP address`);
+  }
+  retentionMs(config);
   if (config.auth.accessTokenMaxTTL < config.auth.accessTokenTTL) throw new Error('Invalid configuration: auth.accessTokenMaxTTL is shorter than auth.accessTokenTTL');
   return config;
 }

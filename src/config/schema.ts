@@ -161,6 +161,56 @@ export const configSchema = {
           default: 60000,
           description: 'Requests refused before any identity was established are not audited one by one: each interval (and at shutdown) one auth.denied event per client address and status carries their count.',
         },
+        retention: {
+          type: ['string', 'null'],
+          default: '365d',
+          description:
+            'How long events stay in the store, in ms notation (90d, 12h, 30m; env AUDIT_RETENTION, "off" for null). Older ones are pruned in the background, only up to a signed checkpoint and never past what the sink has exported; null keeps them all. The default follows PCI DSS 10.5.1 (12 months of audit history).',
+        },
+        maxEvents: {
+          type: ['integer', 'null'],
+          minimum: 1,
+          default: null,
+          description: 'At most this many events stay in the store (env AUDIT_MAX_EVENTS); the oldest beyond it are pruned like those past the retention. Null: no limit by count.',
+        },
+        sink: {
+          type: ['string', 'null'],
+          pattern: '^(stdout|syslog|syslog:/.+|file:/.+)$',
+          default: null,
+          description:
+            'Where every event is also streamed, as JSON lines in chain order with the checkpoints and the audit public key (env AUDIT_SINK): file:/path/audit.jsonl (reopened on SIGHUP, for logrotate), stdout, syslog (the local /dev/log) or syslog:/path/to/socket. Null: none.',
+        },
+        sinkFailure: {
+          enum: ['buffer', 'block'],
+          default: 'buffer',
+          description:
+            'When the sink cannot write (env AUDIT_SINK_FAILURE): buffer keeps the events in the store (pruning waits for the sink) and retries every sinkIntervalMs; block also refuses every audited request with 503 until a write succeeds again.',
+        },
+        sinkIntervalMs: { type: 'integer', minimum: 10, default: 1000, description: 'How often the maintenance lease holder writes new events to the sink (at once again while a batch was full).' },
+        pruneIntervalMs: { type: 'integer', minimum: 100, default: 60000, description: 'How often the maintenance lease holder prunes events past audit.retention or audit.maxEvents.' },
+      },
+    },
+    acme: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'ACME (RFC 8555) challenge validation. The validator makes requests from the server to names clients choose, so private addresses are refused unless allowed.',
+      properties: {
+        http01Port: { type: 'integer', minimum: 1, maximum: 65535, default: 80, description: 'Port http-01 validation connects to (env ACME_HTTP01_PORT); RFC 8555 says 80.' },
+        resolve: {
+          type: 'array',
+          default: [],
+          items: { type: 'string', pattern: '^[A-Za-z0-9*_.-]+:.+$' },
+          description:
+            "Fixed answers for the validator's name lookups, 'name:address' like curl's --resolve (env ACME_RESOLVE, comma-separated). Addresses given here are used even when private or loopback: the operator chose them.",
+        },
+        allowPrivateAddresses: {
+          type: 'boolean',
+          default: false,
+          description: 'Let the validator connect to loopback, link-local and private addresses found through DNS (env ACME_ALLOW_PRIVATE=true). Off, a client cannot point the server at its own internal network (SSRF).',
+        },
+        validationTimeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'How long one validation attempt may take (connect, request and answer).' },
+        validationAttempts: { type: 'integer', minimum: 1, maximum: 10, default: 3, description: 'Attempts before a challenge is invalid (a second apart).' },
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'pino log level (env LOG_LEVEL).' },
@@ -207,7 +257,17 @@ export interface Config {
     loginThrottle: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
   };
   rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
-  audit: { signIntervalMs: number; deniedSummaryIntervalMs: number };
+  audit: {
+    signIntervalMs: number;
+    deniedSummaryIntervalMs: number;
+    retention: string | null;
+    maxEvents: number | null;
+    sink: string | null;
+    sinkFailure: 'buffer' | 'block';
+    sinkIntervalMs: number;
+    pruneIntervalMs: number;
+  };
+  acme: { http01Port: number; resolve: string[]; allowPrivateAddresses: boolean; validationTimeoutMs: number; validationAttempts: number };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   logSummaryIntervalMs: number;
 }

@@ -14,7 +14,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler, Response } from 'express';
-import type { AuditEventInput, AuditOutcome, AuditResourceType, AuditService } from '../services/audit-service.js';
+import type { AuditEventInput, AuditResourceType, AuditService } from '../services/audit-service.js';
+import { serviceUnavailable } from '../errors.js';
 import { clientAddressOf } from './client-address.js';
 import { statusOf } from './observe-requests.js';
 import { reqIdOf } from './request-context.js';
@@ -68,6 +69,17 @@ const ACTIONS: Record<string, [action: string, resourceType: AuditResourceType |
 
   'POST /.well-known/est/:profileId/simpleenroll': ['pki.est.enroll', 'certificate'],
   'POST /.well-known/est/:profileId/simplereenroll': ['pki.est.reenroll', 'certificate'],
+
+  'GET /api/v1/cert-manager/certificate-profiles/:profileId/acme/eab-secret': ['pki.profile.read-acme-eab-secret', 'profile'],
+  // ACME requests whose JWS verified and that change something (acme.ts marks reads unaudited).
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/new-account': ['pki.acme.account.create', 'acme-account'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/accounts/:accountId': ['pki.acme.account.update', 'acme-account'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/key-change': ['pki.acme.account.key-change', 'acme-account'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/new-order': ['pki.acme.order.create', 'acme-order'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/authorizations/:authorizationId': ['pki.acme.authorization.deactivate', 'acme-order'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/authorizations/:authorizationId/challenges/:challengeId': ['pki.acme.challenge.respond', 'acme-order'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/orders/:orderId/finalize': ['pki.acme.certificate.issue', 'certificate'],
+  'POST /api/v1/cert-manager/acme/profiles/:profileId/revoke-cert': ['pki.acme.certificate.revoke', 'certificate'],
 };
 
 /** The path parameter that names the resource, by resource type. */
@@ -78,6 +90,8 @@ const ID_PARAM: Record<AuditResourceType, string> = {
   certificate: 'certificateId',
   identity: 'identityId',
   audit: '',
+  'acme-account': 'accountId',
+  'acme-order': 'orderId',
 };
 
 /** Route families whose requests are audited even when they are refused before a route. */
@@ -88,13 +102,6 @@ const AUDITED_PREFIXES = ['/api/v1/auth/', '/api/v1/kms/', '/api/v1/identities',
  * metrics instead.
  */
 const unaudited = (path: string) => path.startsWith('/api/v1/cert-manager/ocsp/') || (path.startsWith('/.well-known/est/') && path.endsWith('/cacerts'));
-
-/** A request the client abandoned (499) is a failure: what it asked may or may not have been done. */
-export function outcomeOf(statusCode: number): AuditOutcome {
-  if (statusCode < 400) return 'success';
-  if (statusCode === 401 || statusCode === 403 || statusCode === 429) return 'denied';
-  return 'failure';
-}
 
 function resourceIdOf(req: Request, res: Response, resourceType: AuditResourceType | null): string | null {
   const given = res.locals.auditResourceId as string | undefined;
@@ -109,11 +116,28 @@ export const auditIndividually = (res: Response): void => {
   res.locals.auditIndividually = true;
 };
 
-export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>): RequestHandler {
+/**
+ * Set by a route whose answered request is a read not worth an event of its own although it
+ * sits under an audited prefix (ACME's directory, nonces and POST-as-GET polls, which clients
+ * repeat every second).
+ */
+export const notAudited = (res: Response): void => {
+  res.locals.notAudited = true;
+};
+
+/**
+ * `refuse`, when given, is asked for every audited request: true (the audit sink cannot write and
+ * audit.sinkFailure is block) answers it 503 before anything else runs, as Vault does with a
+ * blocking audit device. The refusal itself is recorded in the store (before any identity is
+ * known, it is counted like other refused unauthenticated requests).
+ */
+export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<DeniedSummary, 'count'>, refuse?: () => boolean): RequestHandler {
   return (req, res, next) => {
     const path = req.path;
     if (!AUDITED_PREFIXES.some((prefix) => path.startsWith(prefix)) || unaudited(path)) return next();
+
     res.once('close', () => {
+      if (res.locals.notAudited === true) return;
       const status = statusOf(res);
       const principal = res.locals.principal as { identityId: string } | undefined;
       const identityId = principal?.identityId ?? (res.locals.auditIdentityId as string | null | undefined) ?? null;
@@ -129,12 +153,12 @@ export function auditTrail(audit: Pick<AuditService, 'record'>, denied: Pick<Den
         action,
         resourceType,
         resourceId: resourceIdOf(req, res, resourceType),
-        outcome: outcomeOf(status),
         statusCode: status,
         clientAddress: clientAddressOf(res),
       });
     });
-    next();
+    if (refuse?.()) next(serviceUnavailable('The audit sink cannot write and audited requests are refused until it can (audit.sinkFailure is block)'));
+    else next();
   };
 }
 
@@ -182,7 +206,6 @@ export function createDeniedSummary(audit: Pick<AuditService, 'record'>, options
         action: DENIED_SUMMARY_ACTION,
         resourceType: null,
         resourceId: String(counter.count),
-        outcome: outcomeOf(counter.statusCode),
         statusCode: counter.statusCode,
         clientAddress: counter.clientAddress,
       };

@@ -1,7 +1,7 @@
 /**
  * Requests Node's HTTP parser refuses before Express sees them (headers over 16 KiB, an unknown
- * method, a malformed request line, a request that took too long) still get the envelope of
- * API.md and an X-Request-Id, instead of Node's bare status line. The connection is closed
+ * method, a malformed request line, a request that took too long) still get the error
+ * envelope (docs/contract.md) and an X-Request-Id, instead of Node's bare status line. The connection is closed
  * after it: the parser cannot tell where the next request would start.
  */
 import { STATUS_CODES, type Server } from 'node:http';

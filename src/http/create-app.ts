@@ -15,6 +15,7 @@ import type { AuditService } from '../services/audit-service.js';
 import type { CaService } from '../services/ca-service.js';
 import type { CertificateService } from '../services/certificate-service.js';
 import type { CryptoService } from '../services/crypto-service.js';
+import type { AcmeService } from '../services/acme-service.js';
 import type { EstService } from '../services/est-service.js';
 import type { OcspService } from '../services/ocsp-service.js';
 import type { IdentityService } from '../services/identity-service.js';
@@ -33,6 +34,7 @@ import { authRoutes } from './routes/auth.js';
 import { healthRoutes, type HealthSource } from './routes/health.js';
 import { identityRoutes } from './routes/identities.js';
 import { kmsRoutes } from './routes/kms.js';
+import { acmeRoutes } from './routes/acme.js';
 import { estRoutes } from './routes/est.js';
 import { ocspRoutes } from './routes/ocsp.js';
 import { certManagerRoutes, publicPkiRoutes, signCertificateRoutes } from './routes/pki.js';
@@ -47,6 +49,9 @@ export interface HttpDeps {
   certificates: CertificateService;
   ocsp: OcspService;
   est: EstService;
+  acme: AcmeService;
+  /** The base URL clients reach the service at (ACME's signed URLs and links are on it). */
+  publicBaseUrl: () => string;
   /** server.estClientCertificateHeader: where a trusted proxy passes an EST client's certificate. */
   estClientCertificateHeader?: string | undefined;
   audit: AuditService;
@@ -54,6 +59,8 @@ export interface HttpDeps {
   deniedRequests: Pick<DeniedSummary, 'count'>;
   /** Where refused requests (503, 429, 401) are counted for the log's summary lines. */
   refusals: Pick<FloodSummary, 'add'>;
+  /** True while audited requests must be refused (the audit sink fails and audit.sinkFailure is block). */
+  auditRefuses?: () => boolean;
   token: Pick<Token, 'ping'>;
   readyTimeoutMs: number;
   rateLimit: { perIdentityPerSecond: number; burst: number; perAddressPerSecond: number; perAddressBurst: number };
@@ -169,7 +176,7 @@ export function createHttpApp(deps: HttpDeps): Express {
 
   app.use(frontDoor(deps.draining, trustsProxies));
   app.use(observeRequests(deps.logger));
-  app.use(auditTrail(deps.audit, deps.deniedRequests));
+  app.use(auditTrail(deps.audit, deps.deniedRequests, deps.auditRefuses));
   // Probes and scrapers come before the per-address limit: a busy load balancer's health
   // checks must not be refused for its own address's traffic.
   app.use(healthRoutes(processHealth(deps)));
@@ -180,6 +187,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v3/pki', noStore, bearer, rateLimit, json, signCertificateRoutes(deps));
   // Before the rest of cert-manager: relying parties ask OCSP without credentials.
   app.use('/api/v1/cert-manager/ocsp', ocspRoutes(deps));
+  // ACME authenticates each request by its JWS (account keys), not with bearer tokens.
+  app.use('/api/v1/cert-manager/acme', acmeRoutes(deps));
   app.use('/api/v1/cert-manager', noStore, bearer, rateLimit, json, certManagerRoutes(deps));
   // EST authenticates per profile (passphrase or client certificate), not with bearer tokens.
   app.use('/.well-known/est', noStore, estRoutes({ ...deps, estThrottle: new LoginThrottle(deps.loginThrottle), fromTrustedProxy }));

@@ -1,5 +1,5 @@
 /**
- * The one place an error becomes a response: the error envelope {reqId, statusCode, message,
+ * The one place an error becomes a response: the contract's envelope (docs/contract.md) {reqId, statusCode, message,
  * error[, details]}. Token failures that mean "the HSM is not there" become a 503 with
  * Retry-After; anything unexpected becomes a generic 500 whose cause goes to the log only.
  *
@@ -39,10 +39,10 @@ function toAppError(error: unknown): AppError {
  * Why a summarized refusal happened, from a fixed set: the CKR name or the pool's own reason
  * for a token failure, the limit for a 429, else the error kind.
  */
-function reasonOf(appError: AppError): string {
-  const cause = appError.cause;
-  if (cause instanceof TokenError) return cause.ckr;
-  return appError.options.reason ?? appError.kind;
+export function refusalReason(error: unknown): string {
+  if (error instanceof TokenError) return error.ckr;
+  if (error instanceof AppError) return error.cause instanceof TokenError ? error.cause.ckr : (error.options.reason ?? error.kind);
+  return 'ServiceUnavailable';
 }
 
 export function errorHandler(logger: Logger, refusals: Pick<FloodSummary, 'add'>): ErrorRequestHandler {
@@ -51,13 +51,13 @@ export function errorHandler(logger: Logger, refusals: Pick<FloodSummary, 'add'>
     const reqId = reqIdOf(res);
     const summarized = SUMMARIZED_STATUSES.has(appError.statusCode);
     if (summarized) {
-      if (logger.isLevelEnabled('debug')) logger.debug({ reqId, method: req.method, route: req.route?.path, statusCode: appError.statusCode, reason: reasonOf(appError), err: appError.cause ?? appError }, appError.message);
+      if (logger.isLevelEnabled('debug')) logger.debug({ reqId, method: req.method, route: req.route?.path, statusCode: appError.statusCode, reason: refusalReason(appError), err: appError.cause ?? appError }, appError.message);
     } else if (appError.statusCode >= 500) {
       logger.error({ reqId, method: req.method, route: req.route?.path, err: appError.cause ?? appError }, appError.message);
     }
     if (res.headersSent) return;
     // Counted when answered, so the summaries add up to the refusals clients were sent.
-    if (summarized) refusals.add(`${appError.statusCode} ${reasonOf(appError)}`);
+    if (summarized) refusals.add(`${appError.statusCode} ${refusalReason(appError)}`);
     if (appError.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(appError.retryAfterSeconds));
     res.status(appError.statusCode).json({ reqId, ...appError.envelope() });
   };

@@ -17,7 +17,7 @@ const KMS_OPERATION_ROUTES: Record<string, string> = {
 };
 const SIGN_CERTIFICATE_ROUTE = '/api/v3/pki/certificates/sign-certificate';
 
-const FAMILIES = ['/api/v1/auth', '/api/v1/kms', '/api/v1/identities', '/api/v3/pki', '/api/v1/cert-manager/ocsp', '/api/v1/cert-manager', '/api/v1/audit-logs', '/pki', '/.well-known/est'];
+const FAMILIES = ['/api/v1/auth', '/api/v1/kms', '/api/v1/identities', '/api/v3/pki', '/api/v1/cert-manager/ocsp', '/api/v1/cert-manager/acme', '/api/v1/cert-manager', '/api/v1/audit-logs', '/pki', '/.well-known/est'];
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
 /**

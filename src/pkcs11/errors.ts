@@ -37,6 +37,13 @@ const UNAVAILABLE = new Set<number>([
 
 const STALE_HANDLE = new Set<number>([pkcs11js.CKR_OBJECT_HANDLE_INVALID, pkcs11js.CKR_KEY_HANDLE_INVALID]);
 
+/** CKR_CURVE_NOT_SUPPORTED (PKCS#11 2.40), which pkcs11js does not name. */
+const CKR_CURVE_NOT_SUPPORTED = 0x140;
+/** What a token answers for a key type it does not have (an HSM before PKCS#11 3.0 and Ed25519). */
+const KEY_TYPE_NOT_SUPPORTED = new Set<number>([pkcs11js.CKR_MECHANISM_INVALID, pkcs11js.CKR_DOMAIN_PARAMS_INVALID, CKR_CURVE_NOT_SUPPORTED]);
+
+export const isKeyTypeNotSupported = (error: unknown): error is TokenError => error instanceof TokenError && error.code !== undefined && KEY_TYPE_NOT_SUPPORTED.has(error.code);
+
 export class TokenError extends Error {
   constructor(
     readonly errorClass: TokenErrorClass,

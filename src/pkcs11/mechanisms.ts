@@ -18,6 +18,14 @@ const CKM_OF_HASH: Record<HashName, number> = { sha256: pkcs11js.CKM_SHA256, sha
 const MGF1_OF_HASH: Record<HashName, number> = { sha256: pkcs11js.CKG_MGF1_SHA256, sha384: pkcs11js.CKG_MGF1_SHA384, sha512: pkcs11js.CKG_MGF1_SHA512 };
 const SALT_LENGTH: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 };
 
+/**
+ * PKCS#11 3.0 values that pkcs11js (written against 2.40) does not name. SoftHSM2 2.6 has them
+ * when built against an OpenSSL with Ed25519, as Debian's is.
+ */
+export const CKK_EC_EDWARDS = 0x40;
+export const CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055;
+export const CKM_EDDSA = 0x1057;
+
 export interface SignRequest {
   mechanism: pkcs11js.Mechanism;
   /** What the token signs. */
@@ -27,7 +35,8 @@ export interface SignRequest {
 /**
  * The mechanism and input for signing `digest` under `scheme`. PSS salt length is the hash
  * length, with MGF1 of the same hash (Infisical's and AWS KMS's choice). ECDSA input must
- * already be cut to the curve order's length (CKM_ECDSA silently truncates otherwise).
+ * already be cut to the curve order's length (CKM_ECDSA silently truncates otherwise). For
+ * `eddsa`, `digest` is the message itself: CKM_EDDSA without parameters is pure Ed25519.
  */
 export function signRequest(scheme: SignatureScheme, hash: HashName, digest: Buffer): SignRequest {
   switch (scheme) {
@@ -43,6 +52,8 @@ export function signRequest(scheme: SignatureScheme, hash: HashName, digest: Buf
       };
     case 'ecdsa':
       return { mechanism: { mechanism: pkcs11js.CKM_ECDSA }, input: digest };
+    case 'eddsa':
+      return { mechanism: { mechanism: CKM_EDDSA }, input: digest };
   }
 }
 

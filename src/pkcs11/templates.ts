@@ -5,7 +5,8 @@
  * human with `pkcs11-tool --list-objects`.
  */
 import pkcs11js from 'pkcs11js';
-import type { EcCurve } from '../algorithms.js';
+import type { EcCurve, KeySpec } from '../algorithms.js';
+import { CKK_EC_EDWARDS } from './mechanisms.js';
 
 /** DER-encoded named-curve OIDs for CKA_EC_PARAMS. */
 export const EC_PARAMS: Record<EcCurve, Buffer> = {
@@ -13,6 +14,15 @@ export const EC_PARAMS: Record<EcCurve, Buffer> = {
   'P-384': Buffer.from('06052b81040022', 'hex'),
   'P-521': Buffer.from('06052b81040023', 'hex'),
 };
+
+/**
+ * CKA_EC_PARAMS of an Ed25519 key: the DER OID id-Ed25519 (1.3.101.112, RFC 8410). PKCS#11 3.0
+ * also allows the printable string "edwards25519"; SoftHSM2 2.6 takes only the OID.
+ */
+export const ED25519_PARAMS = Buffer.from('06032b6570', 'hex');
+
+type KeyPairSpec = Exclude<KeySpec, { kind: 'aes' }>;
+const CKK_OF_PAIR: Record<KeyPairSpec['kind'], number> = { rsa: pkcs11js.CKK_RSA, ec: pkcs11js.CKK_EC, ed25519: CKK_EC_EDWARDS };
 
 /** Attributes every long-lived secret object carries. */
 function protectedObject(id: Buffer, label: string): pkcs11js.Template {
@@ -51,7 +61,7 @@ export function aesKeyTemplate(id: Buffer, label: string, bits: number): pkcs11j
  * the same digest-in, mechanism-out path as signing, including for `isDigest` input, which
  * software verifiers cannot take for PSS and ECDSA.
  */
-export function publicKeyTemplate(id: Buffer, label: string, spec: { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: EcCurve }): pkcs11js.Template {
+export function publicKeyTemplate(id: Buffer, label: string, spec: KeyPairSpec): pkcs11js.Template {
   const common: pkcs11js.Template = [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
     { type: pkcs11js.CKA_TOKEN, value: true },
@@ -70,14 +80,15 @@ export function publicKeyTemplate(id: Buffer, label: string, spec: { kind: 'rsa'
       { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([0x01, 0x00, 0x01]) },
     ];
   }
-  return [...common, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC }, { type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS[spec.curve] }];
+  const params = spec.kind === 'ec' ? EC_PARAMS[spec.curve] : ED25519_PARAMS;
+  return [...common, { type: pkcs11js.CKA_KEY_TYPE, value: CKK_OF_PAIR[spec.kind] }, { type: pkcs11js.CKA_EC_PARAMS, value: params }];
 }
 
-export function privateKeyTemplate(id: Buffer, label: string, kind: 'rsa' | 'ec'): pkcs11js.Template {
+export function privateKeyTemplate(id: Buffer, label: string, kind: KeyPairSpec['kind']): pkcs11js.Template {
   return [
     ...protectedObject(id, label),
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-    { type: pkcs11js.CKA_KEY_TYPE, value: kind === 'rsa' ? pkcs11js.CKK_RSA : pkcs11js.CKK_EC },
+    { type: pkcs11js.CKA_KEY_TYPE, value: CKK_OF_PAIR[kind] },
     /** CKA_SIGN only: no decrypt, unwrap or derive from a signing key. */
     { type: pkcs11js.CKA_SIGN, value: true },
     { type: pkcs11js.CKA_DECRYPT, value: false },

@@ -42,7 +42,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import pkcs11js from 'pkcs11js';
 import { CURVE_ORDER_BYTES, type EcCurve, type KeySpec } from '../algorithms.js';
 import { isCode, toTokenError } from './errors.js';
-import { aesGcmMechanism, GCM_TAG_BYTES, signRequest } from './mechanisms.js';
+import { aesGcmMechanism, CKM_EC_EDWARDS_KEY_PAIR_GEN, GCM_TAG_BYTES, signRequest } from './mechanisms.js';
 import { asBuffer, type TokenFailure, type TokenMessage, type TokenReply, type TokenRequest, type TokenThreadInit } from './token-protocol.js';
 import { EC_PARAMS, aesKeyTemplate, keyObjectTemplate, privateKeyTemplate, publicKeyTemplate, tokenObjectsByIdTemplate, type KeyObjectClass } from './templates.js';
 
@@ -225,20 +225,30 @@ function generate(id: Buffer, label: string, spec: KeySpec): { publicKeySpki?: U
     handles.set(handleKey(id, 'secret'), hotHandle(key));
     return {};
   }
-  const mechanism = { mechanism: spec.kind === 'rsa' ? pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN : pkcs11js.CKM_EC_KEY_PAIR_GEN };
+  const mechanism = { mechanism: KEY_PAIR_MECHANISM[spec.kind] };
   const pair = lib.C_GenerateKeyPair(work!, mechanism, publicKeyTemplate(id, label, spec), privateKeyTemplate(id, label, spec.kind));
   handles.set(handleKey(id, 'private'), hotHandle(pair.privateKey));
   handles.set(handleKey(id, 'public'), hotHandle(pair.publicKey));
   return { publicKeySpki: readPublicKey(pair.publicKey, spec.kind) };
 }
 
-function readPublicKey(publicKey: Handle, kind: 'rsa' | 'ec'): Buffer {
+const KEY_PAIR_MECHANISM: Record<Exclude<KeySpec['kind'], 'aes'>, number> = {
+  rsa: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN,
+  ec: pkcs11js.CKM_EC_KEY_PAIR_GEN,
+  ed25519: CKM_EC_EDWARDS_KEY_PAIR_GEN,
+};
+
+function readPublicKey(publicKey: Handle, kind: Exclude<KeySpec['kind'], 'aes'>): Buffer {
   if (kind === 'rsa') {
     const [modulus, exponent] = lib.C_GetAttributeValue(work!, publicKey, [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }]);
     return createPublicKey({
       key: { kty: 'RSA', n: (modulus!.value as Buffer).toString('base64url'), e: (exponent!.value as Buffer).toString('base64url') },
       format: 'jwk',
     }).export({ type: 'spki', format: 'der' });
+  }
+  if (kind === 'ed25519') {
+    const [point] = lib.C_GetAttributeValue(work!, publicKey, [{ type: pkcs11js.CKA_EC_POINT }]);
+    return ed25519Spki(point!.value as Buffer);
   }
   const [params, point] = lib.C_GetAttributeValue(work!, publicKey, [{ type: pkcs11js.CKA_EC_PARAMS }, { type: pkcs11js.CKA_EC_POINT }]);
   return ecSpki(params!.value as Buffer, unwrapOctetString(point!.value as Buffer));
@@ -247,12 +257,12 @@ function readPublicKey(publicKey: Handle, kind: 'rsa' | 'ec'): Buffer {
 function run(request: TokenRequest): unknown {
   switch (request.op) {
     case 'sign': {
-      const { mechanism, input } = signRequest(request.scheme, request.hash, asBuffer(request.digest));
+      const { mechanism, input } = signRequest(request.scheme, request.hash, nonNullBytes(asBuffer(request.digest)));
       initWithFreshHandle(asBuffer(request.id), 'private', (key) => lib.C_SignInit(work!, mechanism, key));
       return lib.C_Sign(work!, input, Buffer.alloc(SIGNATURE_BUFFER_BYTES));
     }
     case 'verify': {
-      const { mechanism, input } = signRequest(request.scheme, request.hash, asBuffer(request.digest));
+      const { mechanism, input } = signRequest(request.scheme, request.hash, nonNullBytes(asBuffer(request.digest)));
       initWithFreshHandle(asBuffer(request.id), 'public', (key) => lib.C_VerifyInit(work!, mechanism, key));
       try {
         return lib.C_Verify(work!, input, asBuffer(request.signature));
@@ -316,6 +326,14 @@ function run(request: TokenRequest): unknown {
       return undefined;
   }
 }
+
+/**
+ * An empty message (pure Ed25519 signs the message itself, and the empty one is a message) as a
+ * zero-length view into a real allocation: an empty Buffer may reach the module as a NULL
+ * pointer, which SoftHSM2 refuses with CKR_ARGUMENTS_BAD even when the length is 0.
+ */
+const EMPTY_INPUT = Buffer.alloc(1).subarray(0, 0);
+const nonNullBytes = (bytes: Buffer): Buffer => (bytes.length === 0 ? EMPTY_INPUT : bytes);
 
 function failureOf(error: unknown): TokenFailure {
   if (error instanceof KeyNotFound) return { kind: 'key-not-found', message: error.message };
@@ -387,6 +405,16 @@ function unwrapOctetString(der: Buffer): Buffer {
   const lengthBytes = first & 0x7f;
   const length = der.subarray(2, 2 + lengthBytes).reduce((acc, byte) => acc * 256 + byte, 0);
   return der.subarray(2 + lengthBytes, 2 + lengthBytes + length);
+}
+
+/**
+ * An Ed25519 CKA_EC_POINT is the 32-byte encoded point, DER-wrapped as an OCTET STRING (what
+ * SoftHSM2 returns) or bare (what some tokens return, following PKCS#11 3.0's wording).
+ */
+function ed25519Spki(point: Buffer): Buffer {
+  const bytes = point.length === 32 ? point : unwrapOctetString(point);
+  if (bytes.length !== 32) throw new Error('The token returned an Ed25519 public key in an unexpected form');
+  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: bytes.toString('base64url') }, format: 'jwk' }).export({ type: 'spki', format: 'der' });
 }
 
 const CURVE_OF_PARAMS = new Map(Object.entries(EC_PARAMS).map(([curve, der]) => [der.toString('hex'), curve as EcCurve]));

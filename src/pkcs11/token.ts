@@ -20,7 +20,10 @@ export interface Token {
   encryptAesGcm(id: Buffer, iv: Buffer, plaintext: Buffer): Promise<Buffer>;
   /** Inverse of encryptAesGcm. A failed tag is a TokenError of class 'operation'. */
   decryptAesGcm(id: Buffer, iv: Buffer, ciphertextAndTag: Buffer): Promise<Buffer>;
-  /** Signs a digest (ECDSA: already cut to the curve order); ECDSA returns raw r || s. */
+  /**
+   * Signs a digest (ECDSA: already cut to the curve order); ECDSA returns raw r || s. For
+   * `eddsa` the "digest" is the whole message (pure Ed25519) and the signature is R || S.
+   */
   signDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer): Promise<Buffer>;
   /** Verifies a signature over a digest with the key's public half in the token. */
   verifyDigest(id: Buffer, scheme: SignatureScheme, hash: HashName, digest: Buffer, signature: Buffer): Promise<boolean>;
@@ -34,8 +37,13 @@ export interface Token {
 }
 
 /** Metric labels of the mechanisms a signature scheme and a key generation use. */
-const SIGN_MECHANISM: Record<SignatureScheme, string> = { pkcs1: 'CKM_RSA_PKCS', pss: 'CKM_RSA_PKCS_PSS', ecdsa: 'CKM_ECDSA' };
-const KEYGEN_MECHANISM: Record<KeySpec['kind'], string> = { aes: 'CKM_AES_KEY_GEN', rsa: 'CKM_RSA_PKCS_KEY_PAIR_GEN', ec: 'CKM_EC_KEY_PAIR_GEN' };
+const SIGN_MECHANISM: Record<SignatureScheme, string> = { pkcs1: 'CKM_RSA_PKCS', pss: 'CKM_RSA_PKCS_PSS', ecdsa: 'CKM_ECDSA', eddsa: 'CKM_EDDSA' };
+const KEYGEN_MECHANISM: Record<KeySpec['kind'], string> = {
+  aes: 'CKM_AES_KEY_GEN',
+  rsa: 'CKM_RSA_PKCS_KEY_PAIR_GEN',
+  ec: 'CKM_EC_KEY_PAIR_GEN',
+  ed25519: 'CKM_EC_EDWARDS_KEY_PAIR_GEN',
+};
 const NO_MECHANISM = 'none';
 
 export interface TokenOptions {

@@ -8,7 +8,7 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
 import { extension, keyIdentifier, type CertificateSigner } from './certificate-builder.js';
 
-/** API.md's revocation reasons and their RFC 5280 CRLReason codes. */
+/** The API's revocation reasons (Infisical's names, docs/contract.md) and their RFC 5280 CRLReason codes. */
 export const REVOCATION_REASONS = {
   UNSPECIFIED: asn.CRLReasons.unspecified,
   KEY_COMPROMISE: asn.CRLReasons.keyCompromise,

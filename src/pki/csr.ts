@@ -16,7 +16,7 @@ import * as asn from '@peculiar/asn1-x509';
 import { badRequest } from '../errors.js';
 import { children, decodeOid, decodeSmallInteger, DerError, expectTag, only, TAG, type Tlv } from './der.js';
 
-export type CsrKeyAlgorithm = { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: string };
+export type CsrKeyAlgorithm = { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: string } | { kind: 'ed25519' };
 
 export interface SubjectAttribute {
   /** Short name as OpenSSL prints it: CN, O, OU, C, L, ST, emailAddress... or the dotted OID. */
@@ -165,7 +165,7 @@ function nameToString(rdns: NameAttribute[][]): string {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * The request's public key: its algorithm when it is one a profile can admit (RSA or EC), its
+ * The request's public key: its algorithm when it is one a profile can admit (RSA, EC, Ed25519), its
  * type as node:crypto names it, and the key itself. An uncompressed point on a named curve is
  * kept as it is for WebCrypto (see signatureVerifies); any other key is a KeyObject.
  */
@@ -221,6 +221,7 @@ function readPublicKey(spki: Tlv): CsrKey {
   const type = key.asymmetricKeyType ?? 'unknown';
   if (type === 'rsa') return { algorithm: { kind: 'rsa', bits: details.modulusLength ?? 0 }, type, keyObject: () => key };
   if (type === 'ec') return { algorithm: { kind: 'ec', curve: CURVE_NAMES[details.namedCurve ?? ''] ?? details.namedCurve ?? 'unknown' }, type, keyObject: () => key };
+  if (type === 'ed25519') return { algorithm: { kind: 'ed25519' }, type, keyObject: () => key };
   return { algorithm: undefined, type, keyObject: () => key };
 }
 

@@ -24,6 +24,9 @@ export const KEY_USAGE_BITS = {
 } as const;
 export type KeyUsageName = keyof typeof KEY_USAGE_BITS;
 
+/** What an Ed25519 key can be certified for: it signs, and neither encrypts nor agrees keys. */
+const ED25519_KEY_USAGES = KEY_USAGE_BITS.digitalSignature | KEY_USAGE_BITS.nonRepudiation | KEY_USAGE_BITS.keyCertSign | KEY_USAGE_BITS.cRLSign;
+
 export const EXTENDED_KEY_USAGE_OIDS = {
   serverAuth: '1.3.6.1.5.5.7.3.1',
   clientAuth: '1.3.6.1.5.5.7.3.2',
@@ -34,8 +37,8 @@ export const EXTENDED_KEY_USAGE_OIDS = {
 } as const;
 export type ExtendedKeyUsageName = keyof typeof EXTENDED_KEY_USAGE_OIDS;
 
-/** Key algorithm names as API.md gives them (RSA_2048, EC_prime256v1, ...). */
-export const POLICY_KEY_ALGORITHMS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1', 'EC_secp521r1'] as const;
+/** Key algorithm names of the PKI API (Infisical's RSA_2048, EC_prime256v1, ..., and ED25519). */
+export const POLICY_KEY_ALGORITHMS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'EC_prime256v1', 'EC_secp384r1', 'EC_secp521r1', 'ED25519'] as const;
 export type PolicyKeyAlgorithm = (typeof POLICY_KEY_ALGORITHMS)[number];
 
 export interface SubjectRule {
@@ -107,6 +110,7 @@ const matchesAny = (value: string, patterns: string[]) => patterns.some((pattern
 
 export function policyKeyAlgorithm(key: CsrKeyAlgorithm): PolicyKeyAlgorithm | undefined {
   if (key.kind === 'rsa') return POLICY_KEY_ALGORITHMS.find((name) => name === `RSA_${key.bits}`);
+  if (key.kind === 'ed25519') return 'ED25519';
   return ({ 'P-256': 'EC_prime256v1', 'P-384': 'EC_secp384r1', 'P-521': 'EC_secp521r1' } as const)[key.curve as 'P-256'];
 }
 
@@ -127,6 +131,13 @@ function namesOf<T extends string>(bits: number, table: Record<T, number>): T[] 
   return (Object.keys(table) as T[]).filter((name) => (bits & table[name]) !== 0);
 }
 
+/** Why the policy refuses a DNS name as a subject alternative name; undefined when it admits it (ACME checks ordered names with it). */
+export function dnsNameViolation(policy: CertificatePolicy, name: string): string | undefined {
+  if (!policy.sans.dns) return `DNS names are not allowed (got ${name})`;
+  if (!matchesAny(name, policy.sans.dns)) return `DNS name ${name} does not match ${policy.sans.dns.join(' or ')}`;
+  return undefined;
+}
+
 export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): PolicyVerdict {
   const violations: string[] = [];
 
@@ -134,7 +145,8 @@ export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): Polic
   const algorithm = policyKeyAlgorithm(csr.keyAlgorithm);
   if (csr.keyAlgorithm.kind === 'rsa' && csr.keyAlgorithm.bits < 2048) violations.push(`RSA keys shorter than 2048 bits are never accepted (got ${csr.keyAlgorithm.bits})`);
   else if (!algorithm || !policy.keyAlgorithms.includes(algorithm)) {
-    const got = csr.keyAlgorithm.kind === 'rsa' ? `RSA_${csr.keyAlgorithm.bits}` : `EC ${csr.keyAlgorithm.curve}`;
+    const key = csr.keyAlgorithm;
+    const got = key.kind === 'rsa' ? `RSA_${key.bits}` : key.kind === 'ec' ? `EC ${key.curve}` : 'ED25519';
     violations.push(`key algorithm ${got} is not allowed (allowed: ${policy.keyAlgorithms.join(', ')})`);
   }
 
@@ -156,10 +168,11 @@ export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): Polic
   if (sans.required && csr.sans.length === 0) violations.push('at least one subject alternative name is required');
   for (const san of csr.sans) {
     switch (san.type) {
-      case 'dns':
-        if (!sans.dns) violations.push(`DNS names are not allowed (got ${san.value})`);
-        else if (!matchesAny(san.value, sans.dns)) violations.push(`DNS name ${san.value} does not match ${sans.dns.join(' or ')}`);
+      case 'dns': {
+        const violation = dnsNameViolation(policy, san.value);
+        if (violation) violations.push(violation);
         break;
+      }
       case 'ip':
         if (!sans.ip) violations.push(`IP addresses are not allowed (got ${san.value})`);
         else if (!ipAllowed(san.value, sans.ip)) violations.push(`IP address ${san.value} is outside ${sans.ip.join(', ')}`);
@@ -183,6 +196,9 @@ export function evaluatePolicy(policy: CertificatePolicy, csr: ParsedCsr): Polic
   const requestedKu = namesOf(csr.keyUsages ?? 0, KEY_USAGE_BITS);
   for (const usage of requestedKu) if (!policy.keyUsages.allowed.includes(usage) && !policy.keyUsages.always.includes(usage)) violations.push(`key usage ${usage} is not allowed`);
   const keyUsages = [...requestedKu, ...policy.keyUsages.always].reduce((bits, usage) => bits | KEY_USAGE_BITS[usage], 0);
+  if (csr.keyAlgorithm.kind === 'ed25519') {
+    for (const usage of namesOf(keyUsages & ~ED25519_KEY_USAGES, KEY_USAGE_BITS)) violations.push(`key usage ${usage} cannot be used with an Ed25519 key, which only signs (RFC 8410 §5)`);
+  }
 
   const extendedKeyUsages = new Set<string>(policy.extendedKeyUsages.always.map((name) => EXTENDED_KEY_USAGE_OIDS[name]));
   for (const oid of csr.extendedKeyUsages ?? []) {

@@ -13,14 +13,46 @@
  * token can forge. What no chain can catch: events cut from the end after the last checkpoint
  * (or together with the checkpoints that name them), and well-formed events appended after it,
  * since the hashes are not keyed.
+ *
+ * Two encodings: v1 (events written before migration 008, which carry a UUID `id`, an ISO time
+ * and their outcome) and v2 (the compact form since: no id, time in epoch ms, outcome left out
+ * as it follows from the status code). An event's `id` being null selects v2.
+ *
+ * Retention (audit-retention.ts) removes events from the start of the chain, only up to a signed
+ * checkpoint and only after recording an `audit.prune` event that names the seqs it removes. Any
+ * suffix of the chain stays verifiable: each kept event links forward to the next checkpoint,
+ * which signs its hash, so the kept events up to the last checkpoint are exactly the ones signed
+ * (forging them would need a SHA-256 second preimage); the checkpoint at the last seq pruned,
+ * kept, anchors the first kept event's prev_hash; and a kept trail whose start no kept
+ * `audit.prune` event explains is reported as events removed.
  */
-import { createHash, createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import type { AuditCheckpointRecord, AuditEventRecord } from '../store/audit-store.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
 /** Domain separation: an event hash can never be mistaken for the hash of anything else. */
-const EVENT_FORMAT = 'hsm-signer audit event v1';
+const EVENT_FORMAT_V1 = 'hsm-signer audit event v1';
+const EVENT_FORMAT_V2 = 'hsm-signer audit event v2';
+
+/** The action of the event retention records before it removes events (resourceId `FROM-TO`). */
+export const PRUNE_ACTION = 'audit.prune';
+
+export type AuditOutcome = 'success' | 'denied' | 'failure';
+
+/** The status codes whose outcome is `denied` (also the store's filter for it). */
+export const DENIED_STATUS_CODES = [401, 403, 429] as const;
+
+/**
+ * The outcome an event's status code means: success (< 400), denied (401, 403, 429), failure
+ * (anything else; a request the client abandoned, 499, may or may not have been done). Not
+ * stored: it follows from the status code.
+ */
+export function outcomeOf(statusCode: number): AuditOutcome {
+  if (statusCode < 400) return 'success';
+  if ((DENIED_STATUS_CODES as readonly number[]).includes(statusCode)) return 'denied';
+  return 'failure';
+}
 
 /** What the checkpoint signature is made with: ECDSA on P-256 over SHA-256, DER-encoded. */
 export const CHECKPOINT_ALGORITHM = 'ECDSA_SHA_256';
@@ -32,26 +64,29 @@ export type ChainedEvent = Omit<AuditEventRecord, 'hash'>;
  * and writes null as null, so no two different events encode to the same bytes.
  */
 export function eventHash(event: ChainedEvent): string {
-  const fields = [
-    EVENT_FORMAT,
-    event.seq,
-    event.id,
-    event.time,
-    event.reqId,
-    event.identityId,
-    event.action,
-    event.resourceType,
-    event.resourceId,
-    event.outcome,
-    event.statusCode,
-    event.clientAddress,
-    event.prevHash,
-  ];
+  const fields =
+    event.id === null
+      ? [EVENT_FORMAT_V2, event.seq, Date.parse(event.time), event.reqId, event.identityId, event.action, event.resourceType, event.resourceId, event.statusCode, event.clientAddress, event.prevHash]
+      : [
+          EVENT_FORMAT_V1,
+          event.seq,
+          event.id,
+          event.time,
+          event.reqId,
+          event.identityId,
+          event.action,
+          event.resourceType,
+          event.resourceId,
+          event.outcome,
+          event.statusCode,
+          event.clientAddress,
+          event.prevHash,
+        ];
   return createHash('sha256').update(JSON.stringify(fields), 'utf8').digest('hex');
 }
 
 /** An event as recorded, before it has a place in the chain (no seq, id, hashes; time in ms). */
-export type UnchainedEvent = Omit<AuditEventRecord, 'seq' | 'id' | 'time' | 'prevHash' | 'hash'> & {
+export type UnchainedEvent = Omit<AuditEventRecord, 'seq' | 'id' | 'time' | 'outcome' | 'prevHash' | 'hash'> & {
   /** When it was recorded (epoch ms); the chain may raise it, never lower it. */
   timeMs: number;
 };
@@ -61,7 +96,7 @@ export type UnchainedEvent = Omit<AuditEventRecord, 'seq' | 'id' | 'time' | 'pre
  * linked to the one before. A time earlier than the one before it (a clock stepped back, or
  * another writer's later event stored first) repeats that time, so seq order stays time order.
  */
-export function chainEvents(head: Pick<AuditEventRecord, 'seq' | 'hash' | 'time'> | undefined, events: readonly UnchainedEvent[], newId: () => string = randomUUID): AuditEventRecord[] {
+export function chainEvents(head: Pick<AuditEventRecord, 'seq' | 'hash' | 'time'> | undefined, events: readonly UnchainedEvent[]): AuditEventRecord[] {
   let seq = head?.seq ?? 0;
   let prevHash = head?.hash ?? GENESIS_HASH;
   const headTimeMs = head ? Date.parse(head.time) : 0;
@@ -71,14 +106,14 @@ export function chainEvents(head: Pick<AuditEventRecord, 'seq' | 'hash' | 'time'
     lastTimeMs = Math.max(event.timeMs, lastTimeMs);
     const fields: ChainedEvent = {
       seq: ++seq,
-      id: newId(),
+      id: null,
       time: new Date(lastTimeMs).toISOString(),
       reqId: event.reqId,
       identityId: event.identityId,
       action: event.action,
       resourceType: event.resourceType,
       resourceId: event.resourceId,
-      outcome: event.outcome,
+      outcome: outcomeOf(event.statusCode),
       statusCode: event.statusCode,
       clientAddress: event.clientAddress,
       prevHash,
@@ -118,8 +153,27 @@ export interface AuditChainProblem {
   detail: string;
 }
 
+/** Where a kept trail that does not start at seq 1 starts, and what says why. */
+export interface TrailStart {
+  /** The first seq present. */
+  seq: number;
+  /** The latest `audit.prune` event present that covers the seqs before it (null: none, allowed for exports). */
+  prunedBy: { seq: number; time: string; from: number; to: number } | null;
+  /** Whether the checkpoint of seq - 1 is present and signs the first event's prev_hash. */
+  anchored: boolean;
+}
+
 export type AuditChainReport =
-  | { ok: true; events: number; checkpoints: number; lastSignedSeq: number | null; lastSignedAt: string | null; head: { seq: number; hash: string } }
+  | {
+      ok: true;
+      events: number;
+      checkpoints: number;
+      lastSignedSeq: number | null;
+      lastSignedAt: string | null;
+      head: { seq: number; hash: string };
+      /** Set when the trail does not start at seq 1 (pruned, or an export that starts later). */
+      start: TrailStart | null;
+    }
   | { ok: false; problem: AuditChainProblem };
 
 export interface AuditChainSource {
@@ -131,6 +185,12 @@ export interface AuditChainSource {
 }
 
 export interface VerifyOptions {
+  /**
+   * The trail may start after seq 1 without an `audit.prune` event saying why: an export, whose
+   * earlier files may have been rotated away, or which a sink began on a store already pruned.
+   * A store's own trail must explain its start (default false).
+   */
+  startMayBeUnexplained?: boolean;
   /**
    * The audit public key as kept outside the database. Without it, the key stored beside the
    * events is trusted, and someone who can rewrite the database can replace it too.
@@ -171,16 +231,36 @@ export async function verifyAuditChain(source: AuditChainSource, options: Verify
       if (!key) return problem('forged-checkpoint', checkpoints[0]?.seq ?? 1, undefined, 'the audit public key stored in the database cannot be read');
     }
   }
+  const forged = (checkpoint: AuditCheckpointRecord, event: AuditEventRecord | undefined) =>
+    problem('forged-checkpoint', checkpoint.seq, event, `the checkpoint at seq ${checkpoint.seq} signed at ${checkpoint.signedAt} does not verify with the audit key`);
 
   let previous: AuditEventRecord | undefined;
+  let start: TrailStart | null = null;
   let checkpointIndex = 0;
   let lastMatchedCheckpointSeq = 0;
   let count = 0;
+  /** The prune event covering the furthest seq, among those present. */
+  let prunedBy: TrailStart['prunedBy'] = null;
   for await (const event of source.events()) {
-    const expectedSeq = (previous?.seq ?? 0) + 1;
+    if (!previous && event.seq > 1) {
+      // A trail that starts later: checkpoints before it sign events no longer here. The one of
+      // the seq just before it (retention keeps it) signs the hash this first event links to.
+      start = { seq: event.seq, prunedBy: null, anchored: false };
+      for (; checkpointIndex < checkpoints.length && checkpoints[checkpointIndex]!.seq < event.seq; checkpointIndex++) {
+        const checkpoint = checkpoints[checkpointIndex]!;
+        if (!checkpointSignatureValid(checkpoint, key)) return forged(checkpoint, undefined);
+        if (checkpoint.seq !== event.seq - 1) continue;
+        if (checkpoint.headHash !== event.prevHash) {
+          return problem('edited', event.seq, event, `its prev_hash is not the hash of seq ${checkpoint.seq} that the checkpoint signed at ${checkpoint.signedAt} names: the first event kept is not the one that followed it`);
+        }
+        start.anchored = true;
+      }
+      lastMatchedCheckpointSeq = event.seq - 1;
+    }
+    const expectedSeq = previous ? previous.seq + 1 : event.seq;
     if (event.seq !== expectedSeq) {
       const missing = event.seq - 1 === expectedSeq ? `event ${expectedSeq} is missing` : `events ${expectedSeq}–${event.seq - 1} are missing`;
-      return problem('removed', expectedSeq, undefined, `${missing} (the next event present is seq ${event.seq}, id ${event.id}, time ${event.time})`);
+      return problem('removed', expectedSeq, undefined, `${missing} (the next event present is seq ${event.seq}${event.id ? `, id ${event.id}` : ''}, time ${event.time})`);
     }
     const broken = await checkEvent(source, event, previous);
     if (broken) return broken;
@@ -191,9 +271,7 @@ export async function verifyAuditChain(source: AuditChainSource, options: Verify
     }
     for (; checkpointIndex < checkpoints.length && checkpoints[checkpointIndex]!.seq <= event.seq; checkpointIndex++) {
       const checkpoint = checkpoints[checkpointIndex]!;
-      if (!checkpointSignatureValid(checkpoint, key)) {
-        return problem('forged-checkpoint', checkpoint.seq, event, `the checkpoint at seq ${checkpoint.seq} signed at ${checkpoint.signedAt} does not verify with the audit key`);
-      }
+      if (!checkpointSignatureValid(checkpoint, key)) return forged(checkpoint, event);
       if (checkpoint.headHash !== event.hash) {
         const from = lastMatchedCheckpointSeq + 1;
         const where = from === checkpoint.seq ? `event ${from} was edited` : `an event in seq ${from}–${checkpoint.seq} was edited, removed or reordered`;
@@ -201,21 +279,33 @@ export async function verifyAuditChain(source: AuditChainSource, options: Verify
       }
       lastMatchedCheckpointSeq = checkpoint.seq;
     }
+    const range = event.action === PRUNE_ACTION ? /^(\d+)-(\d+)$/.exec(event.resourceId ?? '') : null;
+    if (range && (!prunedBy || Number(range[2]) >= prunedBy.to)) prunedBy = { seq: event.seq, time: event.time, from: Number(range[1]), to: Number(range[2]) };
     previous = event;
     count++;
   }
 
   const beyond = checkpoints.slice(checkpointIndex);
-  for (const checkpoint of beyond) {
-    if (!checkpointSignatureValid(checkpoint, key)) {
-      return problem('forged-checkpoint', checkpoint.seq, undefined, `the checkpoint at seq ${checkpoint.seq} signed at ${checkpoint.signedAt} does not verify with the audit key`);
-    }
-  }
+  for (const checkpoint of beyond) if (!checkpointSignatureValid(checkpoint, key)) return forged(checkpoint, undefined);
+  const lastSeq = previous?.seq ?? 0;
   const furthest = beyond.at(-1);
   if (furthest) {
-    const first = count + 1;
+    const first = lastSeq + 1;
     const range = first === furthest.seq ? `event ${first} is missing` : `events ${first}–${furthest.seq} are missing`;
-    return problem('truncated', first, undefined, `${range}: the checkpoint signed at ${furthest.signedAt} names seq ${furthest.seq}, the last event present is seq ${count}`);
+    return problem('truncated', first, undefined, `${range}: the checkpoint signed at ${furthest.signedAt} names seq ${furthest.seq}, the last event present is seq ${lastSeq}`);
+  }
+  if (start) {
+    // Retention records what it prunes before pruning it, so a gap at the start that no kept
+    // audit.prune event covers was made by something else.
+    const covered = prunedBy && prunedBy.to >= start.seq - 1 ? prunedBy : null;
+    if (!covered && !options.startMayBeUnexplained) {
+      const from = prunedBy ? prunedBy.to + 1 : 1;
+      const range = from === start.seq - 1 ? `event ${from} is missing` : `events ${from}–${start.seq - 1} are missing`;
+      const pruned = prunedBy ? `the last ${PRUNE_ACTION} event (seq ${prunedBy.seq}) pruned up to seq ${prunedBy.to}` : `no ${PRUNE_ACTION} event records pruning them`;
+      return problem('removed', from, undefined, `${range} from the start of the trail and ${pruned}`);
+    }
+    // An export's earlier files may be elsewhere: its start is where what was read begins.
+    start.prunedBy = options.startMayBeUnexplained ? null : covered;
   }
   const lastCheckpoint = checkpoints.at(-1);
   return {
@@ -224,15 +314,17 @@ export async function verifyAuditChain(source: AuditChainSource, options: Verify
     checkpoints: checkpoints.length,
     lastSignedSeq: lastCheckpoint?.seq ?? null,
     lastSignedAt: lastCheckpoint?.signedAt ?? null,
-    head: { seq: previous?.seq ?? 0, hash: previous?.hash ?? GENESIS_HASH },
+    head: { seq: lastSeq, hash: previous?.hash ?? GENESIS_HASH },
+    start,
   };
 }
 
 /** The problem with `event`, whose seq follows `previous`'s, or undefined when it links. */
 async function checkEvent(source: AuditChainSource, event: AuditEventRecord, previous: AuditEventRecord | undefined): Promise<AuditChainReport | undefined> {
-  const expectedPrev = previous?.hash ?? GENESIS_HASH;
   const intact = eventHash(event) === event.hash;
-  const linked = event.prevHash === expectedPrev;
+  // The first event of a trail kept from a later seq links to what the checkpoint before it
+  // signed (checked by the caller), not to an event present.
+  const linked = previous ? event.prevHash === previous.hash : event.seq > 1 || event.prevHash === GENESIS_HASH;
   if (intact && linked) return undefined;
 
   const index = await indexEvents(source);
@@ -288,9 +380,16 @@ function originalSeq(event: AuditEventRecord, maxSeq: number): number | undefine
 export function formatAuditReport(report: AuditChainReport): string {
   if (report.ok) {
     const signed = report.lastSignedSeq === null ? 'none signed yet' : `last signed at seq ${report.lastSignedSeq} (${report.lastSignedAt})`;
-    return `audit chain intact: ${report.events} events, ${report.checkpoints} signed checkpoints, ${signed}`;
+    return `audit chain intact: ${report.events} events, ${report.checkpoints} signed checkpoints, ${signed}${report.start ? `; ${describeStart(report.start)}` : ''}`;
   }
   const { kind, seq, id, time, detail } = report.problem;
-  const event = id ? ` (id ${id}, time ${time})` : '';
+  const event = time ? ` (${id ? `id ${id}, ` : ''}time ${time})` : '';
   return `audit chain broken at seq ${seq}${event}: ${kind}: ${detail}`;
+}
+
+function describeStart(start: TrailStart): string {
+  const anchor = start.anchored ? `, its first event linked to the checkpoint of seq ${start.seq - 1}` : '';
+  if (!start.prunedBy) return `starts at seq ${start.seq} (the events before it are not in what was read)${anchor}`;
+  const { seq, time, from, to } = start.prunedBy;
+  return `kept from seq ${start.seq}: the events before it were pruned by retention (the last ${PRUNE_ACTION} event, seq ${seq} at ${time}, pruned seq ${from}–${to})${anchor}`;
 }

@@ -51,14 +51,14 @@ import type { Token } from '../pkcs11/token.js';
 import { spawnWorker } from '../spawn-worker.js';
 import type { Store } from '../store/database.js';
 import { createAuditStore, type AuditEventRecord, type AuditKeySettings, type AuditListQuery } from '../store/audit-store.js';
-import { CHECKPOINT_ALGORITHM, checkpointMessage } from './audit-chain.js';
-import { FIELDS_PER_EVENT, packEvent, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
+import { CHECKPOINT_ALGORITHM, checkpointMessage, type AuditOutcome } from './audit-chain.js';
+import { FIELDS_PER_EVENT, packEvent, SETTLED, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
 import { ecdsaRawToDer } from './kms-encoding.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import type { Principal } from './permissions.js';
 
-export type AuditResourceType = 'key' | 'ca' | 'profile' | 'certificate' | 'identity' | 'audit';
-export type AuditOutcome = 'success' | 'denied' | 'failure';
+export type AuditResourceType = 'key' | 'ca' | 'profile' | 'certificate' | 'identity' | 'audit' | 'acme-account' | 'acme-order';
+export type { AuditOutcome } from './audit-chain.js';
 
 export interface AuditEventInput {
   reqId: string;
@@ -68,8 +68,7 @@ export interface AuditEventInput {
   action: string;
   resourceType: AuditResourceType | null;
   resourceId: string | null;
-  /** success (2xx), denied (401/403/429), failure (anything else). */
-  outcome: AuditOutcome;
+  /** Its outcome follows from it (audit-chain.ts outcomeOf). */
   statusCode: number;
   clientAddress: string | null;
 }
@@ -77,7 +76,9 @@ export interface AuditEventInput {
 /** One event as GET /api/v1/audit-logs shows it, hashes included so anyone can re-check them. */
 export interface AuditEventView extends AuditEventInput {
   seq: number;
-  id: string;
+  /** Only events written before the compact format (migration 008) have one; seq names an event. */
+  id: string | null;
+  outcome: AuditOutcome;
   time: string;
   prevHash: string;
   hash: string;
@@ -102,6 +103,8 @@ export interface AuditService {
   list(principal: Principal, query: AuditListInput): Promise<{ auditLogs: AuditEventView[]; totalCount: number }>;
   /** Appends that failed since start (each one also logged at error level). */
   readonly recordFailures: number;
+  /** Events this process's writer threads committed since start. */
+  readonly eventsWritten: number;
 }
 
 const AUDIT_KEY_LABEL = `${OBJECT_LABEL_PREFIX}audit-checkpoints`;
@@ -173,6 +176,7 @@ export function createAuditService(deps: {
   let batch: PackedEvents = [];
   let postScheduled = false;
   let lastFlushId = 0;
+  let writtenByEndedWriters = 0;
 
   function countFailures(events: number, error: unknown, firstReqId: unknown, message: string): void {
     failures += events;
@@ -188,7 +192,7 @@ export function createAuditService(deps: {
   }
 
   function startWriter(): Writer {
-    const settledBuffer = new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT);
+    const settledBuffer = new SharedArrayBuffer(2 * BigInt64Array.BYTES_PER_ELEMENT);
     const workerData: AuditWriterData = { location, busyTimeoutMs, settled: settledBuffer };
     const worker = spawnWorker(import.meta.url, 'audit-writer', { workerData, name: 'audit-writer' });
     // Idle, the writer must not keep the process alive; a flush or close holds it (ref) meanwhile.
@@ -207,7 +211,8 @@ export function createAuditService(deps: {
     worker.on('exit', () => {
       if (writer === started) writer = undefined;
       if (!writerClosed) writerRestartAt = Date.now() + WRITER_RESTART_DELAY_MS;
-      const lost = started.posted - Number(Atomics.load(started.settled, 0));
+      writtenByEndedWriters += Number(Atomics.load(started.settled, WRITTEN));
+      const lost = started.posted - Number(Atomics.load(started.settled, SETTLED));
       if (lost > 0) countFailures(lost, new Error('the audit writer thread ended before storing them'), undefined, 'audit events lost with the writer thread');
       for (const resolve of [...started.flushes.values()]) resolve();
       exited();
@@ -302,7 +307,6 @@ export function createAuditService(deps: {
         action: event.action,
         resourceType: event.resourceType ?? null,
         resourceId: event.resourceId ?? null,
-        outcome: event.outcome,
         statusCode: event.statusCode,
         clientAddress: event.clientAddress ?? null,
       });
@@ -369,6 +373,10 @@ export function createAuditService(deps: {
 
     get recordFailures() {
       return failures;
+    },
+
+    get eventsWritten() {
+      return writtenByEndedWriters + (writer ? Number(Atomics.load(writer.settled, WRITTEN)) : 0);
     },
   };
 

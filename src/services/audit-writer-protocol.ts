@@ -7,7 +7,11 @@
 import type { StoreLocation } from '../store/database.js';
 import type { UnchainedEvent } from './audit-chain.js';
 
-export const FIELDS_PER_EVENT = 9;
+export const FIELDS_PER_EVENT = 8;
+
+/** Slots of AuditWriterData.settled. */
+export const SETTLED = 0;
+export const WRITTEN = 1;
 
 export type PackedEvents = Array<string | number | null>;
 
@@ -16,9 +20,9 @@ export interface AuditWriterData {
   location: StoreLocation;
   busyTimeoutMs: number;
   /**
-   * One BigInt64 the writer raises by the number of events it has finished with (written or
-   * failed), so that if the thread dies the service can count the events lost with it without
-   * the writer having to post a message per batch.
+   * Two BigInt64s the writer raises: [SETTLED] by the events it has finished with (written or
+   * failed), so that if the thread dies the service can count the events lost with it, and
+   * [WRITTEN] by those committed (a metric), without a message per batch.
    */
   settled: SharedArrayBuffer;
 }
@@ -37,7 +41,7 @@ export type FromWriter =
   | { type: 'failed'; events: number; firstReqId: string; error: { name: string; message: string; code?: string } };
 
 export function packEvent(into: PackedEvents, event: UnchainedEvent): void {
-  into.push(event.timeMs, event.reqId, event.identityId, event.action, event.resourceType, event.resourceId, event.outcome, event.statusCode, event.clientAddress);
+  into.push(event.timeMs, event.reqId, event.identityId, event.action, event.resourceType, event.resourceId, event.statusCode, event.clientAddress);
 }
 
 export function unpackEvents(packed: PackedEvents, into: UnchainedEvent[]): void {
@@ -49,9 +53,8 @@ export function unpackEvents(packed: PackedEvents, into: UnchainedEvent[]): void
       action: packed[i + 3] as string,
       resourceType: packed[i + 4] as string | null,
       resourceId: packed[i + 5] as string | null,
-      outcome: packed[i + 6] as string,
-      statusCode: packed[i + 7] as number,
-      clientAddress: packed[i + 8] as string | null,
+      statusCode: packed[i + 6] as number,
+      clientAddress: packed[i + 7] as string | null,
     });
   }
 }

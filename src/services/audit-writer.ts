@@ -18,7 +18,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { createAuditAppender } from '../store/audit-store.js';
 import { openStore, type Store } from '../store/database.js';
 import { chainEvents, type UnchainedEvent } from './audit-chain.js';
-import { unpackEvents, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
+import { SETTLED, unpackEvents, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
 
 const data = workerData as AuditWriterData;
 const port = parentPort!;
@@ -68,6 +68,7 @@ async function writeQueued(): Promise<void> {
   if (events.length === 0) return;
   try {
     await (await open())((head) => chainEvents(head, events));
+    Atomics.add(settled, WRITTEN, BigInt(events.length));
   } catch (error) {
     const { name, message, code } = error as { name?: string; message?: string; code?: unknown };
     post({
@@ -78,7 +79,7 @@ async function writeQueued(): Promise<void> {
     });
     await closeStore();
   } finally {
-    Atomics.add(settled, 0, BigInt(events.length));
+    Atomics.add(settled, SETTLED, BigInt(events.length));
   }
 }
 

@@ -6,7 +6,7 @@
  *
  * Crash safety as for KMS keys: the CA row is written `pending` before its key is generated
  * and turned `active` once its certificate (or CSR) is stored; reconcile removes pending rows
- * and their objects.
+ * whose writing replica is no longer alive, and their objects.
  */
 import 'reflect-metadata';
 import { createHash, randomUUID } from 'node:crypto';
@@ -15,6 +15,7 @@ import type { KeySpec } from '../algorithms.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
+import { replicaId } from './leases.js';
 import {
   algorithmIdentifierDer,
   buildCaCsr,
@@ -338,7 +339,7 @@ export function createCaService(deps: CaDeps) {
         createdAt: stamp,
         updatedAt: stamp,
       };
-      await store.insertCa(pending);
+      await store.insertCa(pending, replicaId);
       try {
         const { publicKeySpki } = await token.generateKey(objectId, `${OBJECT_LABEL_PREFIX}ca:${id}`, CA_KEY_SPECS[input.keyAlgorithm]);
         const ca = { ...pending, publicKey: publicKeySpki! };
@@ -481,9 +482,9 @@ export function createCaService(deps: CaDeps) {
       }
     },
 
-    /** Removes CAs a crash left pending, and their token objects. */
-    async reconcile(): Promise<number> {
-      const pending = await store.pendingCas();
+    /** Removes CAs left pending by a writer that is not alive (`isLive`), and their token objects. */
+    async reconcile(isLive: (owner: string | null) => boolean): Promise<number> {
+      const pending = (await store.pendingCas()).filter((ca) => !isLive(ca.owner));
       for (const ca of pending) {
         await token.destroyObjects(ca.objectId);
         await store.removeCa(ca.id);

@@ -8,7 +8,7 @@
  * the CSR valid and within the policy, and the ttl within both the profile's maximum and the
  * CA's own expiry (400, naming every violated rule).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { badRequest, notFound } from '../errors.js';
 import { certificateDer, tbsCertificateDer, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
 import { parseCsr, type ReadCsr } from '../pki/csr.js';
@@ -31,6 +31,8 @@ export interface ProfileInput {
   defaults?: { ttl?: string };
   /** EST enrollment: the passphrase is hashed at once and never shown again. */
   est?: { enabled: boolean; passphrase?: string };
+  /** ACME enrollment; with requireEab, new accounts need an external account binding. */
+  acme?: { enabled: boolean; requireEab?: boolean };
 }
 
 export interface PublicProfile {
@@ -43,11 +45,14 @@ export interface PublicProfile {
   defaults: { ttl?: string };
   /** Whether EST is open; whether a passphrase is set, never the passphrase or its hash. */
   est: { enabled: boolean; passphraseSet: boolean };
+  /** Whether ACME is open and needs external account binding (the EAB key has its own route). */
+  acme: { enabled: boolean; requireEab: boolean };
   createdAt: string;
   updatedAt: string;
 }
 
-// Field by field: the record holds the EST passphrase hash, which must never reach an answer.
+// Field by field: the record holds the EST passphrase hash and the ACME EAB key, which must
+// never reach an answer.
 const toPublicProfile = (profile: ProfileRecord): PublicProfile => ({
   id: profile.id,
   projectId: profile.projectId,
@@ -57,6 +62,7 @@ const toPublicProfile = (profile: ProfileRecord): PublicProfile => ({
   policy: profile.policy as CertificatePolicy,
   defaults: profile.defaults,
   est: { enabled: profile.estEnabled, passphraseSet: profile.estPassphraseHash !== null },
+  acme: { enabled: profile.acmeEnabled, requireEab: profile.acmeRequireEab },
   createdAt: profile.createdAt,
   updatedAt: profile.updatedAt,
 });
@@ -141,6 +147,19 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
     const estEnabled = est?.enabled ?? current?.estEnabled ?? false;
     if (estEnabled && estPassphraseHash === null) throw badRequest('est.passphrase is required to enable EST on a profile');
     return { estEnabled, estPassphraseHash };
+  }
+
+  const acmeColumns = (acme: ProfileInput['acme'], current: ProfileRecord | undefined): Pick<ProfileRecord, 'acmeEnabled' | 'acmeRequireEab'> => ({
+    acmeEnabled: acme?.enabled ?? current?.acmeEnabled ?? false,
+    acmeRequireEab: acme?.requireEab ?? current?.acmeRequireEab ?? false,
+  });
+
+  /** Marks a certificate revoked and makes its CA's CRL again at once; whoever asked was checked by the caller. */
+  async function revokeRecord(certificate: CertificateRecord, reason: RevocationReason): Promise<{ message: string; serialNumber: string; revokedAt: string }> {
+    const revokedAt = wholeSecond(Date.now()).toISOString();
+    if (!(await store.revokeCertificate(certificate.id, reason, revokedAt))) throw badRequest('The certificate is already revoked');
+    await cas.regenerateCrl(certificate.caId);
+    return { message: 'Successfully revoked certificate', serialNumber: certificate.serialNumber, revokedAt };
   }
 
   async function checkProfile(input: Pick<ProfileInput, 'projectId' | 'caId' | 'policy' | 'defaults'>): Promise<void> {
@@ -237,6 +256,8 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
         policy: input.policy,
         defaults: input.defaults ?? {},
         ...(await estColumns(input.est, undefined)),
+        ...acmeColumns(input.acme, undefined),
+        acmeEabSecret: null,
         createdAt: now,
         updatedAt: now,
       };
@@ -260,7 +281,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
       return toPublicProfile(profile);
     },
 
-    async updateProfile(principal: Principal, profileId: string, changes: Partial<Pick<ProfileInput, 'caId' | 'description' | 'policy' | 'defaults' | 'est'>>): Promise<PublicProfile> {
+    async updateProfile(principal: Principal, profileId: string, changes: Partial<Pick<ProfileInput, 'caId' | 'description' | 'policy' | 'defaults' | 'est' | 'acme'>>): Promise<PublicProfile> {
       const profile = await existingProfile(profileId);
       authorize(principal, profile.projectId, 'manage-pki');
       await checkProfile({
@@ -269,9 +290,22 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
         policy: changes.policy ?? (profile.policy as CertificatePolicy),
         defaults: changes.defaults ?? profile.defaults,
       });
-      const { est, ...rest } = changes;
-      await store.updateProfile(profileId, { ...rest, ...(est ? await estColumns(est, profile) : {}) });
+      const { est, acme, ...rest } = changes;
+      await store.updateProfile(profileId, { ...rest, ...(est ? await estColumns(est, profile) : {}), ...(acme ? acmeColumns(acme, profile) : {}) });
       return toPublicProfile(await existingProfile(profileId));
+    },
+
+    /**
+     * GET …/certificate-profiles/{profileId}/acme/eab-secret: the profile's external account
+     * binding key (made on the first call, the same on every later one and every replica). The
+     * key id is the profile id.
+     */
+    async acmeEabSecret(principal: Principal, profileId: string): Promise<{ eabKid: string; eabSecret: string }> {
+      const profile = await existingProfile(profileId);
+      authorize(principal, profile.projectId, 'manage-pki');
+      const secret = profile.acmeEabSecret ?? (await store.ensureAcmeEabSecret(profileId, randomBytes(32).toString('base64url')));
+      if (!secret) throw notFound(`Certificate profile with ID '${profileId}' not found`);
+      return { eabKid: profile.id, eabSecret: secret };
     },
 
     async deleteProfile(principal: Principal, profileId: string): Promise<PublicProfile> {
@@ -296,7 +330,9 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
     },
 
     existingProfile,
+    existingCertificate,
     issue,
+    revokeRecord,
 
     async get(principal: Principal, certificateId: string): Promise<PublicCertificate> {
       const certificate = await existingCertificate(certificateId);
@@ -324,10 +360,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
     async revoke(principal: Principal, certificateId: string, reason: RevocationReason): Promise<{ message: string; serialNumber: string; revokedAt: string }> {
       const certificate = await existingCertificate(certificateId);
       authorize(principal, certificate.projectId, 'issue-certificate');
-      const revokedAt = wholeSecond(Date.now()).toISOString();
-      if (!(await store.revokeCertificate(certificateId, reason, revokedAt))) throw badRequest('The certificate is already revoked');
-      await cas.regenerateCrl(certificate.caId);
-      return { message: 'Successfully revoked certificate', serialNumber: certificate.serialNumber, revokedAt };
+      return revokeRecord(certificate, reason);
     },
   };
 }

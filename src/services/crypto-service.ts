@@ -1,7 +1,8 @@
 /**
  * The KMS operations: encrypt, decrypt, sign, verify, public key, signing algorithms.
  * The message is hashed here and only its digest goes to the token, for plain and `isDigest`
- * input alike; results are encoded in Infisical's byte formats (kms-encoding.ts).
+ * input alike (Ed25519 aside: pure EdDSA takes the message itself); results are encoded in
+ * Infisical's byte formats (kms-encoding.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -36,12 +37,20 @@ function signingSpecFor(usable: UsableKey, algorithm: SigningAlgorithm): Signing
   return spec;
 }
 
+/** Ed25519's signature: R || S, 32 bytes each (RFC 8032 §5.1.6). */
+const ED25519_SIGNATURE_BYTES = 64;
+
 /**
  * The digest the token signs: the data's hash, or the data itself when it is a digest of the
  * algorithm's length. For ECDSA it is cut to the curve order's length (FIPS 186-4 §6.4, and
- * what OpenSSL does), since CKM_ECDSA's own truncation is not to be relied on.
+ * what OpenSSL does), since CKM_ECDSA's own truncation is not to be relied on. Pure Ed25519
+ * signs the message itself, so there is no digest a caller could hand in.
  */
 function digestFor(usable: UsableKey, spec: SigningAlgorithmSpec, input: SignInput): Buffer {
+  if (spec.scheme === 'eddsa') {
+    if (input.isDigest) throw badRequest(`${input.signingAlgorithm} signs the message itself (pure EdDSA, which hashes inside the signature): send the data with isDigest false`);
+    return input.data;
+  }
   let digest: Buffer;
   if (input.isDigest) {
     if (input.data.length !== DIGEST_LENGTH[spec.hash]) {
@@ -102,6 +111,7 @@ export function createCryptoService(deps: { keys: Pick<KeyService, 'usableKey'>;
         signature = keySpec.kind === 'ec' ? ecdsaDerToRaw(input.signature, CURVE_ORDER_BYTES[keySpec.curve]) : undefined;
       }
       if (!signature || signature.length === 0) return false;
+      if (spec.scheme === 'eddsa' && signature.length !== ED25519_SIGNATURE_BYTES) return false;
       return token.verifyDigest(usable.version.objectId, spec.scheme, spec.hash, digest, signature);
     },
 

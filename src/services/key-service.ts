@@ -3,9 +3,12 @@
  * operation finds a usable key. Every key is generated in the token; the store holds metadata.
  *
  * Crash safety: rows are written `pending` before the token makes an object and turned
- * `active` after, and turned `deleting` before the objects are destroyed. `reconcile` (run at
- * start, before serving) undoes whatever a crash interrupted; orphan-objects.ts then destroys
- * any object of ours whose CKA_ID no row names, so no key material is ever left unfindable.
+ * `active` after, and turned `deleting` before the objects are destroyed. A pending row names the
+ * replica writing it. `reconcile` (at start, before serving, and then each maintenance round)
+ * undoes whatever an interrupted run left: half-done deletes, and pending rows whose writer no
+ * longer holds its presence lease (services/leases.ts), never a live replica's work in progress;
+ * orphan-objects.ts then destroys any object of ours whose CKA_ID no row names, so no key
+ * material is ever left unfindable.
  *
  * Staleness bound: an operation (`usableKey`) uses a key row this process read from the store
  * at most KEY_ROW_MAX_AGE_MS (500 ms) before, whichever process wrote the store. The check is
@@ -20,8 +23,10 @@ import { randomUUID } from 'node:crypto';
 import { KEY_SPECS, usageOf, type KeyAlgorithm, type KeyUsage } from '../algorithms.js';
 import { AppError, badRequest, notFound, serviceUnavailable, validationFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { isKeyTypeNotSupported } from '../pkcs11/errors.js';
 import type { Token } from '../pkcs11/token.js';
-import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord } from '../store/key-store.js';
+import type { KeyListQuery, KeyRecord, KeyStore, KeyVersionRecord, RowState } from '../store/key-store.js';
+import { replicaId } from './leases.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import { authorize, type Action, type Principal } from './permissions.js';
 import { backgroundRefresh } from './background-refresh.js';
@@ -74,10 +79,11 @@ const objectLabel = (keyId: string, version: number) => `${OBJECT_LABEL_PREFIX}$
 const newObjectId = () => Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
 
 /**
- * A creation whose pending row vanished before it was activated: another replica starting up
- * took it for a crash's leftover (reconcile). Never acknowledged; the client may try again.
+ * A creation whose pending row vanished before it was activated: another replica took it for a
+ * crash's leftover (reconcile), which happens only when this replica failed to renew its
+ * presence in time (a stalled process or store). Never acknowledged; the client may try again.
  */
-const undoneMeanwhile = () => serviceUnavailable('The key was being made while another replica started up and undid it; try again');
+const undoneMeanwhile = () => serviceUnavailable('The key was being made while another replica took it for abandoned work and undid it; try again');
 
 /** The oldest a key row may be when an operation relies on it (see the opening comment). */
 export const KEY_ROW_MAX_AGE_MS = 500;
@@ -199,6 +205,9 @@ export function createKeyService(deps: KeyServiceDeps) {
     } catch (error) {
       // Undo what the token may have made before failing; the pending row goes with it.
       await token.destroyObjects(objectId).catch(() => undefined);
+      // A token without the mechanism (an HSM before PKCS#11 3.0 has no Ed25519) is the
+      // caller's to know, not a server fault.
+      if (isKeyTypeNotSupported(error)) throw badRequest(`This HSM cannot make ${key.algorithm} keys (${error.ckr})`);
       throw error;
     }
   }
@@ -206,7 +215,7 @@ export function createKeyService(deps: KeyServiceDeps) {
   return {
     async create(principal: Principal, input: CreateKeyInput): Promise<PublicKmsKey> {
       authorize(principal, input.projectId, 'create');
-      // API.md's (and Infisical's) defaults, each on its own: a sign-verify key must name its
+      // Infisical's defaults (docs/contract.md, KMS), each on its own: a sign-verify key must name its
       // algorithm, and an asymmetric algorithm must come with keyUsage sign-verify.
       const keyUsage = input.keyUsage ?? 'encrypt-decrypt';
       const algorithm = input.encryptionAlgorithm ?? 'aes-256-gcm';
@@ -230,7 +239,7 @@ export function createKeyService(deps: KeyServiceDeps) {
       };
       const objectId = newObjectId();
       try {
-        await store.insertPending(key, { keyId: key.id, version: 1, objectId, publicKey: null, state: 'pending' });
+        await store.insertPending(key, { keyId: key.id, version: 1, objectId, publicKey: null, state: 'pending' }, replicaId);
       } catch (error) {
         if (isUniqueViolation(error)) throw badRequest(`A key named '${input.name}' already exists in project '${input.projectId}'`);
         throw error;
@@ -297,7 +306,7 @@ export function createKeyService(deps: KeyServiceDeps) {
       const next = key.version + 1;
       const objectId = newObjectId();
       try {
-        await store.insertPendingVersion({ keyId, version: next, objectId, publicKey: null, state: 'pending' });
+        await store.insertPendingVersion({ keyId, version: next, objectId, publicKey: null, state: 'pending' }, replicaId);
       } catch (error) {
         // Two rotations raced for the same version number: the other one won.
         if (isUniqueViolation(error)) throw badRequest('The key is being rotated; try again');
@@ -315,7 +324,7 @@ export function createKeyService(deps: KeyServiceDeps) {
     },
 
     /**
-     * The key an operation may use, checked in API.md's order: unknown (404), disabled (400),
+     * The key an operation may use, checked in the contract's order (docs/contract.md): unknown (404), disabled (400),
      * not permitted (403), wrong usage (400). `versionNumber` defaults to the current version.
      */
     async usableKey(principal: Principal, keyId: string, action: Action, usage: KeyUsage, versionNumber?: number): Promise<UsableKey> {
@@ -344,15 +353,26 @@ export function createKeyService(deps: KeyServiceDeps) {
     /** One refresh pass now (what the timer runs). */
     refresh,
 
-    /** Undoes what a crash interrupted (pending creates and rotations, half-done deletes). */
-    async reconcile(): Promise<number> {
+    /**
+     * Undoes what an interrupted run left: half-done deletes, and creates and rotations still
+     * pending whose writer is not alive (`isLive`, from the replicas' presence leases). A live
+     * replica's pending rows are its work in progress and stay.
+     */
+    async reconcile(isLive: (owner: string | null) => boolean): Promise<number> {
+      const abandoned = (row: { state: RowState; owner: string | null }) => row.state === 'deleting' || !isLive(row.owner);
       let undone = 0;
       for (const row of await store.unfinished()) {
+        if (row.keyState !== 'deleting' && !abandoned(row)) continue;
         await token.destroyObjects(row.objectId);
         await store.removeVersion(row.keyId, row.version);
         undone++;
       }
-      return undone + (await store.removeUnfinishedKeys());
+      for (const key of await store.unfinishedKeys()) {
+        if (!abandoned(key)) continue;
+        await store.remove(key.id);
+        undone++;
+      }
+      return undone;
     },
 
     /** CKA_IDs of every key version's objects (for the orphan sweep). */

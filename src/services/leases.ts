@@ -5,6 +5,8 @@
  * - `startMaintenance` makes one replica at a time the maintainer, who runs the periodic
  *   duties (expired-token purge, CRL renewal) each interval. A maintainer that dies stops
  *   renewing; within `ttlMs` another replica's tick takes the lease over.
+ * - `startReplicaPresence` keeps a lease of this replica's own (`replica:<id>`) while it runs:
+ *   the other replicas read it as "alive", and leave the pending rows it wrote alone.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -75,4 +77,36 @@ export function startMaintenance(options: { leases: LeaseStore; intervalMs: numb
       options.onLeadership?.(false);
     },
   };
+}
+
+/** Lease names that say "this replica is alive"; the holder is the replica id. */
+export const REPLICA_PRESENCE_PREFIX = 'replica:';
+/**
+ * How long a replica counts as alive after its last renewal, and how often it renews. A
+ * replica whose event loop or store stalls past the TTL may find its pending work undone by
+ * another (its creation then answers 503, never a false success: KeyStore.activate).
+ */
+export const REPLICA_PRESENCE_TTL_MS = 20_000;
+const REPLICA_PRESENCE_RENEW_MS = 5_000;
+
+/** Holds this replica's presence lease until `stop` (which releases it, so a clean exit leaves nothing to wait out). */
+export async function startReplicaPresence(leases: LeaseStore, logger: Logger) {
+  const name = REPLICA_PRESENCE_PREFIX + replicaId;
+  await leases.tryAcquire(name, replicaId, REPLICA_PRESENCE_TTL_MS);
+  const timer = setInterval(() => {
+    leases.tryAcquire(name, replicaId, REPLICA_PRESENCE_TTL_MS).catch((error: unknown) => logger.warn({ err: error }, 'could not renew this replica\'s presence in the store'));
+  }, REPLICA_PRESENCE_RENEW_MS);
+  timer.unref();
+  return {
+    async stop(): Promise<void> {
+      clearInterval(timer);
+      await leases.release(name, replicaId).catch(() => undefined);
+    },
+  };
+}
+
+/** Whether a pending row's writer is alive: false for a row without one, or one whose presence lease has lapsed. */
+export async function liveOwners(leases: LeaseStore): Promise<(owner: string | null) => boolean> {
+  const live = await leases.liveHolders(REPLICA_PRESENCE_PREFIX);
+  return (owner) => owner !== null && live.has(owner);
 }

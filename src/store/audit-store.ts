@@ -2,8 +2,13 @@
  * The audit trail: events (a hash chain, see services/audit-chain.ts), the signed checkpoints
  * of its head, and the audit key's settings. Events are appended only through
  * createAuditAppender, by the audit writer thread on a connection of its own; the rest is read
- * and written by the service on the main connection. Nothing here ever updates or deletes an
- * event.
+ * and written by the service on the main connection. Nothing here ever updates an event; events
+ * are deleted only from the start of the chain, by retention (`pruneThrough`), up to a
+ * checkpoint it keeps.
+ *
+ * Rows are compact (migration 008): time in epoch ms, hashes as 32-byte blobs, no outcome (it
+ * follows from the status code), no UUID for events written since. toEvent and toEventRow turn
+ * them into the logical event the chain hashes (services/audit-chain.ts) and back.
  *
  * Invariant with several writers (threads, processes, replicas) on one store: an append reads
  * the head and inserts after it inside one exclusive section (database.ts `exclusive`): on
@@ -12,13 +17,15 @@
  * held until it commits. Either way no other writer can append between the read and the
  * inserts, so seq stays gap-free and every event links to the one before it.
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import { DENIED_STATUS_CODES, outcomeOf } from '../services/audit-chain.js';
 import type { Store } from './database.js';
 import type { Schema, AuditEventsTable } from './schema.js';
 
 export interface AuditEventRecord {
   seq: number;
-  id: string;
+  /** The UUID of an event written before migration 008 (hash format v1); null since. */
+  id: string | null;
   /** ISO 8601 with milliseconds, UTC; never earlier than the previous event's. */
   time: string;
   reqId: string;
@@ -55,7 +62,7 @@ export interface AuditListQuery {
   offset: number;
   limit: number;
   orderDirection: 'asc' | 'desc';
-  /** Inclusive, ISO 8601 UTC with milliseconds (the form events are stored in). */
+  /** Inclusive, ISO 8601 UTC with milliseconds. */
   startTime?: string | undefined;
   /** Exclusive, same form. */
   endTime?: string | undefined;
@@ -63,12 +70,47 @@ export interface AuditListQuery {
   resourceType?: string | undefined;
   resourceId?: string | undefined;
   action?: string | undefined;
-  outcome?: string | undefined;
+  outcome?: 'success' | 'denied' | 'failure' | undefined;
+}
+
+/** Where the export to the sink has got to (services/audit-sink.ts). */
+export interface AuditSinkState {
+  /** Every event up to this seq is written to the sink (0: none yet). */
+  exportedSeq: number;
+  /** Every checkpoint up to this seq is written to the sink. */
+  exportedCheckpointSeq: number;
+  /** Epoch ms of the first failed write since the last one that succeeded; null while writes succeed. */
+  failingSince: number | null;
+  lastError: string | null;
 }
 
 export interface AuditStore {
   /** The last event, or undefined for an empty chain. */
   head(): Promise<AuditEventRecord | undefined>;
+  /** The first and last seq kept (both 0 for an empty chain); seq is gap-free between them. */
+  bounds(): Promise<{ first: number; last: number }>;
+  /** The last seq whose time is before `timeMs` (0: none). */
+  lastSeqBefore(timeMs: number): Promise<number>;
+  /** The highest checkpoint seq at or below `seq` (0: none). */
+  checkpointAtOrBelow(seq: number): Promise<number>;
+  /** The seq of an `action` event naming `resourceId` after `afterSeq`, if one is stored (retention's own record). */
+  findEvent(action: string, resourceId: string, afterSeq: number): Promise<number | undefined>;
+  /** Deletes events from..to (inclusive; retention, from the start only); returns how many. */
+  deleteEvents(from: number, to: number): Promise<number>;
+  /** Deletes checkpoints below `seq` (they sign events no longer kept). */
+  deleteCheckpointsBelow(seq: number): Promise<number>;
+  /** Up to `limit` events after `afterSeq`, in seq order. */
+  eventsAfter(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+  /** Checkpoints with afterSeq < seq <= uptoSeq, in seq order. */
+  checkpointsBetween(afterSeq: number, uptoSeq: number): Promise<AuditCheckpointRecord[]>;
+  sinkState(): Promise<AuditSinkState>;
+  /**
+   * Moves the sink's cursor from `from` to `to` and clears its failure, only if it is still at
+   * `from` (another process feeding the sink meanwhile makes this false, and the caller stops).
+   */
+  advanceSink(from: AuditSinkState, to: { exportedSeq: number; exportedCheckpointSeq: number }): Promise<boolean>;
+  /** Records that the sink could not write (keeps the first failure's time). */
+  sinkFailed(error: string, atMs: number): Promise<void>;
   /** False when a checkpoint of that seq is already stored (another process signed it first). */
   insertCheckpoint(checkpoint: AuditCheckpointRecord): Promise<boolean>;
   lastCheckpoint(): Promise<AuditCheckpointRecord | undefined>;
@@ -84,6 +126,8 @@ export interface AuditStore {
 /** A row as the store returns it: the table's own shape (schema.ts). */
 type EventRow = AuditEventsTable;
 
+const SINK_ROW = 'sink';
+
 interface CheckpointRow {
   seq: number;
   head_hash: string;
@@ -92,20 +136,21 @@ interface CheckpointRow {
   signature: Buffer;
 }
 
-const toEvent = (row: EventRow): AuditEventRecord => ({
+/** A row as an event (exported for tests that tamper with rows). */
+export const toEvent = (row: EventRow): AuditEventRecord => ({
   seq: row.seq,
   id: row.id,
-  time: row.time,
+  time: new Date(row.time).toISOString(),
   reqId: row.req_id,
   identityId: row.identity_id,
   action: row.action,
   resourceType: row.resource_type,
   resourceId: row.resource_id,
-  outcome: row.outcome,
+  outcome: outcomeOf(row.status_code),
   statusCode: row.status_code,
   clientAddress: row.client_address,
-  prevHash: row.prev_hash,
-  hash: row.hash,
+  prevHash: row.prev_hash.toString('hex'),
+  hash: row.hash.toString('hex'),
 });
 
 const toCheckpoint = (row: CheckpointRow): AuditCheckpointRecord => ({
@@ -132,20 +177,19 @@ async function readHead(db: Kysely<Schema>): Promise<AuditEventRecord | undefine
   return row && toEvent(row);
 }
 
-const toEventRow = (event: AuditEventRecord): EventRow => ({
+export const toEventRow = (event: AuditEventRecord): EventRow => ({
   seq: event.seq,
-  id: event.id,
-  time: event.time,
+  time: Date.parse(event.time),
   req_id: event.reqId,
   identity_id: event.identityId,
   action: event.action,
   resource_type: event.resourceType,
   resource_id: event.resourceId,
-  outcome: event.outcome,
   status_code: event.statusCode,
   client_address: event.clientAddress,
-  prev_hash: event.prevHash,
-  hash: event.hash,
+  prev_hash: Buffer.from(event.prevHash, 'hex'),
+  hash: Buffer.from(event.hash, 'hex'),
+  id: event.id,
 });
 
 /** Rows per multi-row INSERT on PostgreSQL: one round trip each, well under 65535 parameters. */
@@ -174,13 +218,10 @@ export function createAuditAppender(store: Store): (build: (head: AuditEventReco
 }
 
 const FILTERS = {
-  startTime: ['time', '>='],
-  endTime: ['time', '<'],
   identityId: ['identity_id', '='],
   resourceType: ['resource_type', '='],
   resourceId: ['resource_id', '='],
   action: ['action', '='],
-  outcome: ['outcome', '='],
 } as const;
 
 export function createAuditStore(store: Store): AuditStore {
@@ -205,6 +246,12 @@ export function createAuditStore(store: Store): AuditStore {
         const value = query[field];
         if (value !== undefined) filtered = filtered.where(column, op, value);
       }
+      if (query.startTime !== undefined) filtered = filtered.where('time', '>=', Date.parse(query.startTime));
+      if (query.endTime !== undefined) filtered = filtered.where('time', '<', Date.parse(query.endTime));
+      // The outcome is not stored: it is the status codes it stands for (audit-chain.ts outcomeOf).
+      if (query.outcome === 'success') filtered = filtered.where('status_code', '<', 400);
+      else if (query.outcome === 'denied') filtered = filtered.where('status_code', 'in', [...DENIED_STATUS_CODES]);
+      else if (query.outcome === 'failure') filtered = filtered.where('status_code', '>=', 400).where('status_code', 'not in', [...DENIED_STATUS_CODES]);
       // seq order is time order (times never go backwards), and seq is the primary key.
       const rows = await filtered
         .selectAll()
@@ -214,6 +261,78 @@ export function createAuditStore(store: Store): AuditStore {
         .execute();
       const { count } = await filtered.select((eb) => eb.fn.countAll<number>().as('count')).executeTakeFirstOrThrow();
       return { events: rows.map(toEvent), totalCount: Number(count) };
+    },
+    async bounds() {
+      const row = await db
+        .selectFrom('audit_events')
+        .select((eb) => [eb.fn.min<number | null>('seq').as('first'), eb.fn.max<number | null>('seq').as('last')])
+        .executeTakeFirstOrThrow();
+      return { first: Number(row.first ?? 0), last: Number(row.last ?? 0) };
+    },
+    async lastSeqBefore(timeMs) {
+      // Two index lookups rather than one scan of every event before timeMs: the latest time
+      // before it, then the last seq at that time (times never decrease along seq).
+      const latest = await db.selectFrom('audit_events').select((eb) => eb.fn.max<number | null>('time').as('time')).where('time', '<', timeMs).executeTakeFirstOrThrow();
+      if (latest.time === null) return 0;
+      const row = await db.selectFrom('audit_events').select((eb) => eb.fn.max<number | null>('seq').as('seq')).where('time', '=', Number(latest.time)).executeTakeFirstOrThrow();
+      return Number(row.seq ?? 0);
+    },
+    async checkpointAtOrBelow(seq) {
+      const row = await db.selectFrom('audit_checkpoints').select((eb) => eb.fn.max<number | null>('seq').as('seq')).where('seq', '<=', seq).executeTakeFirstOrThrow();
+      return Number(row.seq ?? 0);
+    },
+    async findEvent(action, resourceId, afterSeq) {
+      const row = await db.selectFrom('audit_events').select('seq').where('resource_id', '=', resourceId).where('action', '=', action).where('seq', '>', afterSeq).limit(1).executeTakeFirst();
+      return row?.seq;
+    },
+    async deleteEvents(from, to) {
+      const result = await db.deleteFrom('audit_events').where('seq', '>=', from).where('seq', '<=', to).executeTakeFirst();
+      return Number(result.numDeletedRows);
+    },
+    async deleteCheckpointsBelow(seq) {
+      const result = await db.deleteFrom('audit_checkpoints').where('seq', '<', seq).executeTakeFirst();
+      return Number(result.numDeletedRows);
+    },
+    async eventsAfter(afterSeq, limit) {
+      const rows = await db.selectFrom('audit_events').selectAll().where('seq', '>', afterSeq).orderBy('seq').limit(limit).execute();
+      return rows.map(toEvent);
+    },
+    async checkpointsBetween(afterSeq, uptoSeq) {
+      const rows = await db.selectFrom('audit_checkpoints').selectAll().where('seq', '>', afterSeq).where('seq', '<=', uptoSeq).orderBy('seq').execute();
+      return rows.map(toCheckpoint);
+    },
+    async sinkState() {
+      const row = await db.selectFrom('audit_sink').selectAll().where('name', '=', SINK_ROW).executeTakeFirst();
+      return {
+        exportedSeq: row?.exported_seq ?? 0,
+        exportedCheckpointSeq: row?.exported_checkpoint_seq ?? 0,
+        failingSince: row?.failing_since ?? null,
+        lastError: row?.last_error ?? null,
+      };
+    },
+    async advanceSink(from, to) {
+      // One statement: insert the first cursor, or move it only from where the caller read it.
+      const result = await db
+        .insertInto('audit_sink')
+        .values({ name: SINK_ROW, exported_seq: to.exportedSeq, exported_checkpoint_seq: to.exportedCheckpointSeq, failing_since: null, last_error: null })
+        .onConflict((conflict) =>
+          conflict
+            .column('name')
+            .doUpdateSet({ exported_seq: to.exportedSeq, exported_checkpoint_seq: to.exportedCheckpointSeq, failing_since: null, last_error: null })
+            .where('audit_sink.exported_seq', '=', from.exportedSeq)
+            .where('audit_sink.exported_checkpoint_seq', '=', from.exportedCheckpointSeq),
+        )
+        .executeTakeFirst();
+      return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+    },
+    async sinkFailed(error, atMs) {
+      await db
+        .insertInto('audit_sink')
+        .values({ name: SINK_ROW, exported_seq: 0, exported_checkpoint_seq: 0, failing_since: atMs, last_error: error })
+        .onConflict((conflict) =>
+          conflict.column('name').doUpdateSet({ failing_since: sql<number>`coalesce(audit_sink.failing_since, ${atMs})`, last_error: error }),
+        )
+        .execute();
     },
     auditKey: () => readSettings(db),
     saveAuditKey(key) {
@@ -239,9 +358,11 @@ const VERIFY_PAGE = 1000;
 
 /**
  * The chain as the verifier reads it, from a store that may be read-only: SELECTs only, and
- * events in pages by seq rather than all at once.
+ * events in pages by seq rather than all at once. On a live store whose trail retention prunes,
+ * pass a transaction (`withSnapshot`) so every page comes from one snapshot: pages read one by
+ * one could see the start deleted between them and report a gap that was never there.
  */
-export function readAuditChain(store: Store): {
+export function readAuditChain(store: Pick<Store, 'db'>): {
   events(): AsyncIterable<AuditEventRecord>;
   checkpoints(): Promise<AuditCheckpointRecord[]>;
   publicKey(): Promise<Buffer | undefined>;
@@ -263,4 +384,13 @@ export function readAuditChain(store: Store): {
     checkpoints: async () => (await db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute()).map(toCheckpoint),
     publicKey: async () => (await readSettings(db))?.publicKey,
   };
+}
+
+/**
+ * Runs `read` in one read transaction (a snapshot: SQLite's deferred BEGIN in WAL mode,
+ * PostgreSQL's REPEATABLE READ), so a long read sees the store as it was when it began.
+ */
+export function withSnapshot<T>(store: Store, read: (snapshot: Pick<Store, 'db'>) => Promise<T>): Promise<T> {
+  const transaction = store.engine === 'postgres' ? store.db.transaction().setIsolationLevel('repeatable read') : store.db.transaction();
+  return transaction.execute((trx) => read({ db: trx }));
 }

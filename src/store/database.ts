@@ -49,6 +49,14 @@ export interface Store {
    * one connection, and a query on `db` there would wait for this section to end.
    */
   exclusive<T>(lock: LockName, fn: (trx: Kysely<Schema>) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in a read-write transaction without a named lock: BEGIN IMMEDIATE on SQLite (the
+   * write lock from the start, so a read followed by a write never fails upgrading its lock
+   * when another process wrote in between), plain BEGIN (read committed) on PostgreSQL, where
+   * `fn` takes the row locks its decision rests on (an UPDATE of the row first). Use only `trx`
+   * inside, as for `exclusive`.
+   */
+  write<T>(fn: (trx: Kysely<Schema>) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -147,6 +155,7 @@ async function openSqlite(location: { engine: 'sqlite'; path: string }, options:
     exclusive: (_lock, fn) =>
       // One write lock for the whole file: the name only matters on PostgreSQL.
       db.connection().execute((conn) => inTransaction(conn, 'begin immediate', fn)),
+    write: (fn) => db.connection().execute((conn) => inTransaction(conn, 'begin immediate', fn)),
     close: () => db.destroy(),
   };
 }
@@ -277,6 +286,7 @@ async function openPostgres(location: { engine: 'postgres'; url: string }, optio
           return fn(trx);
         }),
       ),
+    write: (fn) => db.connection().execute((conn) => inTransaction(conn, 'begin', fn)),
     close: () => db.destroy(),
   };
 }

@@ -43,13 +43,14 @@ export interface KeyListQuery {
 }
 
 export interface KeyStore {
-  insertPending(key: KeyRecord, firstVersion: KeyVersionRecord): Promise<void>;
+  /** `owner`: the replica writing it (services/leases.ts), so no other undoes it while it lives. */
+  insertPending(key: KeyRecord, firstVersion: KeyVersionRecord, owner: string): Promise<void>;
   /**
    * Marks a pending version (and its key) active. False when the pending row is gone: another
-   * replica's start-up reconcile took it for a crash's leftover and removed it.
+   * replica took it for a crash's leftover (its writer had stopped renewing its presence).
    */
   activate(keyId: string, version: number, publicKey: Buffer | null, updatedAt: string): Promise<boolean>;
-  insertPendingVersion(version: KeyVersionRecord): Promise<void>;
+  insertPendingVersion(version: KeyVersionRecord, owner: string): Promise<void>;
   get(id: string): Promise<KeyRecord | undefined>;
   /** The active rows among `ids`, in one read (ids that are gone are simply absent). */
   getMany(ids: string[]): Promise<KeyRecord[]>;
@@ -61,11 +62,15 @@ export interface KeyStore {
   markDeleting(keyId: string): Promise<void>;
   remove(keyId: string): Promise<void>;
   removeVersion(keyId: string, version: number): Promise<void>;
-  /** Rows a crash left half-done: pending or deleting versions, with their key's state. */
-  unfinished(): Promise<Array<KeyVersionRecord & { keyState: RowState }>>;
+  /**
+   * Versions that are not (or whose key is not) active: pending or deleting, with their key's
+   * state and the replica that wrote them pending (null if unknown). A crash's leftovers, or
+   * work another replica is doing now: the caller tells them apart by `owner`.
+   */
+  unfinished(): Promise<Array<KeyVersionRecord & { keyState: RowState; owner: string | null }>>;
   knownObjectIds(): Promise<Set<string>>;
-  /** Drops key rows left pending or deleting with no version rows; returns how many. */
-  removeUnfinishedKeys(): Promise<number>;
+  /** Key rows that are not active, with the replica that wrote them pending. */
+  unfinishedKeys(): Promise<Array<{ id: string; state: RowState; owner: string | null }>>;
 }
 
 interface KeyRow {
@@ -123,7 +128,7 @@ export function createKeyStore(store: Store): KeyStore {
   const versionRow = (row: unknown) => toVersion(row as VersionRow);
 
   return {
-    async insertPending(key, firstVersion) {
+    async insertPending(key, firstVersion, owner) {
       await db.transaction().execute(async (trx) => {
         await trx
           .insertInto('kms_keys')
@@ -138,11 +143,12 @@ export function createKeyStore(store: Store): KeyStore {
             algorithm: key.algorithm,
             version: key.version,
             state: key.state,
+            owner,
             created_at: key.createdAt,
             updated_at: key.updatedAt,
           })
           .execute();
-        await trx.insertInto('kms_key_versions').values(versionValues(firstVersion, key.createdAt)).execute();
+        await trx.insertInto('kms_key_versions').values({ ...versionValues(firstVersion, key.createdAt), owner }).execute();
       });
     },
     async activate(keyId, version, publicKey, updatedAt) {
@@ -153,8 +159,8 @@ export function createKeyStore(store: Store): KeyStore {
         return true;
       });
     },
-    async insertPendingVersion(version) {
-      await db.insertInto('kms_key_versions').values(versionValues(version, new Date().toISOString())).execute();
+    async insertPendingVersion(version, owner) {
+      await db.insertInto('kms_key_versions').values({ ...versionValues(version, new Date().toISOString()), owner }).execute();
     },
     async get(id) {
       const row = await db.selectFrom('kms_keys').selectAll().where('id', '=', id).where('state', '=', active).executeTakeFirst();
@@ -225,11 +231,11 @@ export function createKeyStore(store: Store): KeyStore {
         .select('k.state as key_state')
         .where((eb) => eb.or([eb('v.state', '!=', active), eb('k.state', '!=', active)]))
         .execute();
-      return rows.map((row) => ({ ...versionRow(row), keyState: row.key_state as RowState }));
+      return rows.map((row) => ({ ...versionRow(row), keyState: row.key_state as RowState, owner: row.owner }));
     },
-    async removeUnfinishedKeys() {
-      const result = await db.deleteFrom('kms_keys').where('state', '!=', active).executeTakeFirst();
-      return Number(result.numDeletedRows);
+    async unfinishedKeys() {
+      const rows = await db.selectFrom('kms_keys').select(['id', 'state', 'owner']).where('state', '!=', active).execute();
+      return rows.map((row) => ({ id: row.id, state: row.state as RowState, owner: row.owner }));
     },
     async knownObjectIds() {
       const rows = await db.selectFrom('kms_key_versions').select('object_id').execute();

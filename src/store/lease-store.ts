@@ -23,6 +23,8 @@ export interface LeaseStore {
   tryAcquire(name: string, holder: string, ttlMs: number): Promise<boolean>;
   /** Gives the lease up if `holder` has it (so another can take it before it would expire). */
   release(name: string, holder: string): Promise<void>;
+  /** The holders of every unexpired lease whose name starts with `namePrefix`. */
+  liveHolders(namePrefix: string): Promise<Set<string>>;
 }
 
 export function createLeaseStore(store: Store): LeaseStore {
@@ -49,6 +51,16 @@ export function createLeaseStore(store: Store): LeaseStore {
     },
     async release(name, holder) {
       await db.deleteFrom('leases').where('name', '=', name).where('holder', '=', holder).execute();
+    },
+    async liveHolders(namePrefix) {
+      const rows = await db
+        .selectFrom('leases')
+        .select('holder')
+        // substr, not LIKE: a prefix is literal text, whatever `_` or `%` it holds.
+        .where(sql<string>`substr(name, 1, ${namePrefix.length})`, '=', namePrefix)
+        .where('expires_at', '>', now())
+        .execute();
+      return new Set(rows.map((row) => row.holder));
     },
   };
 }

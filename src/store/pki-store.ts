@@ -48,6 +48,12 @@ export interface ProfileRecord {
   estEnabled: boolean;
   /** scrypt hash of the EST passphrase; never leaves the service. */
   estPassphraseHash: string | null;
+  /** ACME (RFC 8555) is open for this profile. */
+  acmeEnabled: boolean;
+  /** New ACME accounts must carry an external account binding made with `acmeEabSecret`. */
+  acmeRequireEab: boolean;
+  /** The EAB HMAC key (base64url), made on first request; never in an answer but the eab-secret route's. */
+  acmeEabSecret: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -99,11 +105,16 @@ function toRow(record: object, json: string[] = []): Record<string, unknown> {
 }
 
 const PROFILE_JSON = ['policy', 'defaults'];
-/** est_enabled is an INTEGER 0 or 1 on both engines (as kms_keys.is_disabled). */
-const profileToRow = (profile: Partial<ProfileRecord>) => toRow('estEnabled' in profile ? { ...profile, estEnabled: profile.estEnabled ? 1 : 0 } : profile, PROFILE_JSON);
+/** The profile's flags are INTEGER 0 or 1 on both engines (as kms_keys.is_disabled). */
+const PROFILE_FLAGS = ['estEnabled', 'acmeEnabled', 'acmeRequireEab'] as const;
+const profileToRow = (profile: Partial<ProfileRecord>) => {
+  const flags: Record<string, number> = {};
+  for (const flag of PROFILE_FLAGS) if (flag in profile) flags[flag] = profile[flag] ? 1 : 0;
+  return toRow({ ...profile, ...flags }, PROFILE_JSON);
+};
 const profileFromRow = (row: Record<string, unknown> | undefined) => {
   const profile = fromRow<ProfileRecord>(row, PROFILE_JSON);
-  if (profile) profile.estEnabled = Number(profile.estEnabled) === 1;
+  if (profile) for (const flag of PROFILE_FLAGS) profile[flag] = Number(profile[flag]) === 1;
   return profile;
 };
 const CERT_JSON = ['sans'];
@@ -126,7 +137,7 @@ const CERTIFICATE_COLUMNS = [
 ] as const;
 
 /** Columns a CaRecord does not carry (bookkeeping of this store's own). */
-const CA_INTERNAL = ['crlStoredNumber'];
+const CA_INTERNAL = ['crlStoredNumber', 'owner'];
 function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
   const ca = fromRow<CaRecord & { crlStoredNumber?: unknown }>(row);
   if (ca) for (const field of CA_INTERNAL) delete (ca as unknown as Record<string, unknown>)[field];
@@ -134,12 +145,14 @@ function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
 }
 
 export interface PkiStore {
-  insertCa(ca: CaRecord): Promise<void>;
+  /** `owner`: the replica writing the pending row (services/leases.ts). */
+  insertCa(ca: CaRecord, owner: string): Promise<void>;
   updateCa(id: string, changes: Partial<Omit<CaRecord, 'crlNumber' | 'crl'>>): Promise<void>;
   getCa(id: string): Promise<CaRecord | undefined>;
   listCas(projectId: string): Promise<CaRecord[]>;
   allActiveCas(): Promise<CaRecord[]>;
-  pendingCas(): Promise<CaRecord[]>;
+  /** CAs not active, with the replica that wrote them pending (null if unknown). */
+  pendingCas(): Promise<Array<CaRecord & { owner: string | null }>>;
   removeCa(id: string): Promise<void>;
   caObjectIds(): Promise<Buffer[]>;
   /**
@@ -158,6 +171,11 @@ export interface PkiStore {
   getProfile(id: string): Promise<ProfileRecord | undefined>;
   listProfiles(projectId: string): Promise<ProfileRecord[]>;
   removeProfile(id: string): Promise<void>;
+  /**
+   * The profile's EAB key: stores `candidate` unless one is stored already, then returns the
+   * stored one, so replicas asked at once all hand out the same key.
+   */
+  ensureAcmeEabSecret(id: string, candidate: string): Promise<string | undefined>;
 
   insertCertificate(certificate: CertificateRecord): Promise<void>;
   getCertificate(id: string): Promise<CertificateRecord | undefined>;
@@ -189,8 +207,8 @@ export function createPkiStore(store: Store): PkiStore {
     db.insertInto('certificates').values(Object.fromEntries(CERTIFICATE_COLUMNS.map((column, i) => [column, values[i]])) as Values),
   );
   return {
-    async insertCa(ca) {
-      await db.insertInto('cas').values(toRow(ca) as Values).execute();
+    async insertCa(ca, owner) {
+      await db.insertInto('cas').values(toRow({ ...ca, owner }) as Values).execute();
     },
     async updateCa(id, changes) {
       await db
@@ -211,7 +229,7 @@ export function createPkiStore(store: Store): PkiStore {
       return rows.map((row) => toCa(row)!);
     },
     async pendingCas() {
-      return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => toCa(row)!);
+      return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => ({ ...toCa(row)!, owner: row.owner }));
     },
     async removeCa(id) {
       await db.deleteFrom('cas').where('id', '=', id).execute();
@@ -258,6 +276,11 @@ export function createPkiStore(store: Store): PkiStore {
     },
     async removeProfile(id) {
       await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
+    },
+    async ensureAcmeEabSecret(id, candidate) {
+      await db.updateTable('certificate_profiles').set({ acme_eab_secret: candidate }).where('id', '=', id).where('acme_eab_secret', 'is', null).execute();
+      const row = await db.selectFrom('certificate_profiles').select('acme_eab_secret').where('id', '=', id).executeTakeFirst();
+      return row?.acme_eab_secret ?? undefined;
     },
 
     async insertCertificate(certificate) {

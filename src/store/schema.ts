@@ -47,6 +47,8 @@ export interface KmsKeysTable {
   algorithm: string;
   version: number;
   state: string;
+  /** The replica that wrote the row while pending (migration 009). */
+  owner: Generated<string | null>;
   created_at: string;
   updated_at: string;
 }
@@ -57,6 +59,7 @@ export interface KmsKeyVersionsTable {
   object_id: Buffer;
   public_key: Buffer | null;
   state: string;
+  owner: Generated<string | null>;
   created_at: string;
 }
 
@@ -66,6 +69,7 @@ export interface CasTable {
   type: string;
   status: string;
   state: string;
+  owner: Generated<string | null>;
   parent_ca_id: string | null;
   subject: Buffer;
   subject_dn: string;
@@ -98,6 +102,10 @@ export interface CertificateProfilesTable {
   defaults: string;
   est_enabled: Generated<number>;
   est_passphrase_hash: string | null;
+  /** ACME (migration 007): 0 or 1 each; the EAB HMAC key, base64url, once made. */
+  acme_enabled: Generated<number>;
+  acme_require_eab: Generated<number>;
+  acme_eab_secret: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -120,20 +128,23 @@ export interface CertificatesTable {
   created_at: string;
 }
 
+/** Compact since migration 008: see services/audit-chain.ts for how a row becomes an event. */
 export interface AuditEventsTable {
   seq: number;
-  id: string;
-  time: string;
+  /** Epoch milliseconds. */
+  time: number;
   req_id: string;
   identity_id: string | null;
   action: string;
   resource_type: string | null;
   resource_id: string | null;
-  outcome: string;
   status_code: number;
   client_address: string | null;
-  prev_hash: string;
-  hash: string;
+  /** 32 bytes each. */
+  prev_hash: Buffer;
+  hash: Buffer;
+  /** Only on events written before migration 008 (hash format v1). */
+  id: string | null;
 }
 
 export interface AuditCheckpointsTable {
@@ -144,10 +155,68 @@ export interface AuditCheckpointsTable {
   signature: Buffer;
 }
 
+export interface AuditSinkTable {
+  name: string;
+  exported_seq: number;
+  exported_checkpoint_seq: number;
+  failing_since: number | null;
+  last_error: string | null;
+}
+
 export interface LeasesTable {
   name: string;
   holder: string;
   expires_at: number;
+}
+
+export interface AcmeNoncesTable {
+  nonce: string;
+  expires_at: number;
+}
+
+export interface AcmeAccountsTable {
+  id: string;
+  profile_id: string;
+  jwk: string;
+  thumbprint: string;
+  status: string;
+  contact: string;
+  eab_kid: string | null;
+  created_at: string;
+}
+
+export interface AcmeOrdersTable {
+  id: string;
+  account_id: string;
+  profile_id: string;
+  status: string;
+  identifiers: string;
+  expires_at: string;
+  error: string | null;
+  certificate_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface AcmeAuthorizationsTable {
+  id: string;
+  order_id: string;
+  account_id: string;
+  identifier_type: string;
+  identifier_value: string;
+  status: string;
+  expires_at: string;
+}
+
+export interface AcmeChallengesTable {
+  id: string;
+  authorization_id: string;
+  type: string;
+  token: string;
+  status: string;
+  validated_at: string | null;
+  error: string | null;
+  updated_at: string;
 }
 
 export interface SchemaMigrationsTable {
@@ -167,6 +236,12 @@ export interface Schema {
   certificates: CertificatesTable;
   audit_events: AuditEventsTable;
   audit_checkpoints: AuditCheckpointsTable;
+  audit_sink: AuditSinkTable;
   leases: LeasesTable;
+  acme_nonces: AcmeNoncesTable;
+  acme_accounts: AcmeAccountsTable;
+  acme_orders: AcmeOrdersTable;
+  acme_authorizations: AcmeAuthorizationsTable;
+  acme_challenges: AcmeChallengesTable;
   schema_migrations: SchemaMigrationsTable;
 }

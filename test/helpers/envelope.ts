@@ -1,7 +1,7 @@
 /**
- * Error envelopes checked against the spec's error schemas (test/fixtures, transcribed from
- * ../shared/spec). 429 and 503 are not in the spec: they are held to the 500 shape with their
- * own status.
+ * Error envelopes checked against the error schemas of Infisical's OpenAPI description of the
+ * core endpoints (test/fixtures, transcribed from it; docs/contract.md). 429 and 503 are not in
+ * it: they are held to the 500 shape with their own status.
  */
 import { readFileSync } from 'node:fs';
 import { Ajv, type ValidateFunction } from 'ajv';

@@ -99,7 +99,7 @@ export interface Fixtures {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Patterns of API.md and the schemas, to build values that are invalid for sure
+// Patterns of the contract (docs/contract.md) and the schemas, to build values that are invalid for sure
 // ---------------------------------------------------------------------------------------------
 
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -261,7 +261,7 @@ const corruptBase64 = fc
     return valid.slice(0, Math.max(1, position));
   });
 
-/** Strings that are not standard padded base64 (API.md). */
+/** Strings that are not standard padded base64 (docs/contract.md). */
 export const badBase64: fc.Arbitrary<string> = fc
   .oneof(
     fc.constantFrom('abc', '!!!!', 'aGVsbG8', 'aGV sbG8=', 'aGVsbG8-', 'aGVsbG8_', '====', 'A===', 'AA=A', 'AAAA====', 'AA==AA==', ' AAAA', 'AAAA ', 'AA\nAA', 'AAAA\u0000', '\u00e9\u00e9\u00e9\u00e9', 'QQ', 'Q', 'data:;base64,AAAA', 'AAA=\n', 'aGVsbG8gd29ybGQ', '\ud800\ud800\ud800\ud800', '%41%41%41%41'),
@@ -270,7 +270,7 @@ export const badBase64: fc.Arbitrary<string> = fc
   )
   .filter((value) => !BASE64.test(value));
 
-/** Base64 that decodes to more than 1 MiB (1 MiB + 1 to + 3 bytes), the API.md payload cap. */
+/** Base64 that decodes to more than 1 MiB (1 MiB + 1 to + 3 bytes), the payload cap of docs/contract.md. */
 const overCapBase64 = fc.integer({ min: 1, max: 3 }).map((extra) => Buffer.alloc(1024 * 1024 + extra, 0x61).toString('base64'));
 
 const b64 = (bytes: Buffer | string) => Buffer.from(bytes).toString('base64');

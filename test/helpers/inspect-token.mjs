@@ -27,6 +27,7 @@ try {
     ]);
     const objectClass = classNames[cls.value.readUInt32LE(0)] ?? 'other';
     const out = { class: objectClass, id: id.value.toString('hex'), label: lbl.value.toString('utf8'), token: token.value[0] === 1 };
+    if (objectClass !== 'other') out.keyType = lib.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_KEY_TYPE }])[0].value.readUInt32LE(0);
     if (objectClass !== 'public') {
       const [sensitive, extractable, privateAttr, neverExtractable, alwaysSensitive] = lib.C_GetAttributeValue(session, handle, [
         { type: pkcs11js.CKA_SENSITIVE },

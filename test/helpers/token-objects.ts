@@ -10,6 +10,8 @@ export interface TokenObject {
   id: string;
   label: string;
   token: boolean;
+  /** CKA_KEY_TYPE (CKK_*), for key objects. */
+  keyType?: number;
   sensitive?: boolean;
   extractable?: boolean;
   private?: boolean;

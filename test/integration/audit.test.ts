@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventHash } from '../../src/services/audit-chain.js';
-import type { AuditEventRecord } from '../../src/store/audit-store.js';
+import { toEvent, toEventRow, type AuditEventRecord } from '../../src/store/audit-store.js';
+import type { AuditEventsTable } from '../../src/store/schema.js';
 import { openssl } from '../helpers/cli.js';
 import { expectSpecEnvelope } from '../helpers/envelope.js';
 import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
@@ -171,21 +172,7 @@ describe('audit trail', () => {
     beforeAll(async () => {
       await svc.service.close(); // signs the head one last time
       const db = new Database(dbPath, { readonly: true });
-      events = db.prepare<[], any>('SELECT * FROM audit_events ORDER BY seq').all().map((r: any) => ({
-        seq: r.seq,
-        id: r.id,
-        time: r.time,
-        reqId: r.req_id,
-        identityId: r.identity_id,
-        action: r.action,
-        resourceType: r.resource_type,
-        resourceId: r.resource_id,
-        outcome: r.outcome,
-        statusCode: r.status_code,
-        clientAddress: r.client_address,
-        prevHash: r.prev_hash,
-        hash: r.hash,
-      }));
+      events = db.prepare<[], AuditEventsTable>('SELECT * FROM audit_events ORDER BY seq').all().map(toEvent);
       db.close();
       lastSeq = events.at(-1)!.seq;
     });
@@ -233,23 +220,20 @@ describe('audit trail', () => {
     }
 
     const row = (seq: number) => events.find((e) => e.seq === seq)!;
-    const overwrite = (db: Database.Database, seq: number, e: AuditEventRecord) =>
-      db
-        .prepare(
-          `UPDATE audit_events SET id = @id, time = @time, req_id = @reqId, identity_id = @identityId, action = @action, resource_type = @resourceType,
-           resource_id = @resourceId, outcome = @outcome, status_code = @statusCode, client_address = @clientAddress, prev_hash = @prevHash, hash = @hash WHERE seq = @target`,
-        )
-        .run({ ...e, target: seq });
+    const overwrite = (db: Database.Database, seq: number, e: AuditEventRecord) => {
+      const { seq: _, ...columns } = toEventRow({ ...e, seq });
+      db.prepare(`UPDATE audit_events SET ${Object.keys(columns).map((column) => `${column} = @${column}`).join(', ')} WHERE seq = @target`).run({ ...columns, target: seq });
+    };
 
     it('names an edited event', () => {
       const { status, output } = tampered('edited', (db) => db.prepare(`UPDATE audit_events SET client_address = '203.0.113.7' WHERE seq = 3`).run());
-      expect(output).toBe(`audit chain broken at seq 3 (id ${row(3).id}, time ${row(3).time}): edited: its stored hash does not match its fields`);
+      expect(output).toBe(`audit chain broken at seq 3 (time ${row(3).time}): edited: its stored hash does not match its fields`);
       expect(status).toBe(1);
     });
 
     it('names a removed event', () => {
       const { status, output } = tampered('removed', (db) => db.prepare('DELETE FROM audit_events WHERE seq = 4').run());
-      expect(output).toMatch(/^audit chain broken at seq 4: removed: event 4 is missing \(the next event present is seq 5, id /);
+      expect(output).toMatch(/^audit chain broken at seq 4: removed: event 4 is missing \(the next event present is seq 5, time /);
       expect(status).toBe(1);
     });
 
@@ -258,7 +242,7 @@ describe('audit trail', () => {
         overwrite(db, 5, row(6));
         overwrite(db, 6, row(5));
       });
-      expect(output).toBe(`audit chain broken at seq 5 (id ${row(6).id}, time ${row(6).time}): reordered: this is event 6, moved to seq 5`);
+      expect(output).toBe(`audit chain broken at seq 5 (time ${row(6).time}): reordered: this is event 6, moved to seq 5`);
       expect(status).toBe(1);
     });
 
@@ -327,7 +311,7 @@ describe('audit trail', () => {
       const db = new Database(dbPath, { readonly: true });
       const next = db.prepare<[number], any>('SELECT * FROM audit_events WHERE seq = ?').get(lastSeq + 1);
       db.close();
-      expect(next).toMatchObject({ req_id: 'audit-after-restart', prev_hash: events.at(-1)!.hash, action: 'auth.login', outcome: 'denied' });
+      expect(toEvent(next)).toMatchObject({ reqId: 'audit-after-restart', prevHash: events.at(-1)!.hash, action: 'auth.login', outcome: 'denied' });
     });
   });
 });

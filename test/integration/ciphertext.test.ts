@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 
 const b64 = (value: Buffer) => value.toString('base64');
 
-/** A 400 in API.md's envelope (never a 500, never a bare body). */
+/** A 400 in the error envelope (never a 500, never a bare body). */
 
 
 function expectBadRequest(res: ApiResponse, what: string): void {

@@ -114,8 +114,8 @@ describe('HTTP_WORKERS=2 (separate process)', () => {
       expect(answer.status, answer.body).toBe(200);
     }
     // Keys being made on the survivor while the replacement starts: RSA-4096, so that pending
-    // rows exist when the replacement would reconcile. It must not take them for a crash's
-    // leftovers (only a primary's first worker reconciles), so every creation succeeds.
+    // rows exist when the replacement undoes abandoned work. It must not take them for a crash's
+    // leftovers (the survivor's presence lease says it is alive), so every creation succeeds.
     let replacing = true;
     const creations: number[] = [];
     const makeKeys = async () => {

@@ -1,5 +1,5 @@
 /**
- * The error contract of API.md for the KMS routes: every status this service can produce, the
+ * The error contract (docs/contract.md) for the KMS routes: every status this service can produce, the
  * envelope of each (validated against the spec's own schemas), the order of checks, request
  * ids, and that a refused request changes nothing.
  */
@@ -135,7 +135,7 @@ describe('KMS errors', () => {
       expectValidation(res, 'plaintext');
     });
 
-    // API.md: decoded plaintext/data at most 1 MiB. 1 MiB + 1 and + 2 bytes encode to the same
+    // docs/contract.md: decoded plaintext/data at most 1 MiB. 1 MiB + 1 and + 2 bytes encode to the same
     // number of base64 characters as 1 MiB, so a limit on characters alone lets them through.
     it.each([1, 2])('plaintext of 1 MiB + %i byte(s) decoded is refused', async (extra) => {
       const res = await request(svc.url, 'POST', keys(`/${aesKey}/encrypt`), { token: admin, body: { plaintext: b64(Buffer.alloc(MiB + extra)) } });

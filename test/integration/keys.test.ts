@@ -416,7 +416,13 @@ describe('restart and reconcile', () => {
       const pendingObject = { id: randomBytes(16), label: `hsm-signer:${pendingId}:v1` };
       const foreign = { id: randomBytes(16), label: 'another-app:do-not-touch' };
       const rotationObject = { id: randomBytes(16), label: `hsm-signer:${keep.id}:v3` };
-      addTokenObjects(first, [orphan, pendingObject, foreign, rotationObject]);
+      // And two creations of other replicas: one still alive (its presence lease runs), whose
+      // work in progress must stay, and one stopped (its lease lapsed), whose leftovers go.
+      const liveId = randomUUID();
+      const liveObject = { id: randomBytes(16), label: `hsm-signer:${liveId}:v1` };
+      const stoppedId = randomUUID();
+      const stoppedObject = { id: randomBytes(16), label: `hsm-signer:${stoppedId}:v1` };
+      addTokenObjects(first, [orphan, pendingObject, foreign, rotationObject, liveObject, stoppedObject]);
 
       const dbPath = join(first.dataDir, 'hsm-signer.db');
       const db = new Database(dbPath);
@@ -440,6 +446,17 @@ describe('restart and reconcile', () => {
         );
         const pendingEmptyId = randomUUID();
         insertKey.run(pendingEmptyId, keep.orgId, 'pending-empty', now, now);
+        const insertLease = db.prepare(`INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)`);
+        insertLease.run('replica:live-elsewhere', 'live-elsewhere', Date.now() + 600_000);
+        insertLease.run('replica:stopped-elsewhere', 'stopped-elsewhere', Date.now() - 1);
+        for (const [id, object, owner] of [
+          [liveId, liveObject, 'live-elsewhere'],
+          [stoppedId, stoppedObject, 'stopped-elsewhere'],
+        ] as const) {
+          insertKey.run(id, keep.orgId, `pending-${owner}`, now, now);
+          db.prepare(`UPDATE kms_keys SET owner = ? WHERE id = ?`).run(owner, id);
+          db.prepare(`INSERT INTO kms_key_versions (key_id, version, object_id, public_key, state, created_at, owner) VALUES (?, 1, ?, NULL, 'pending', ?, ?)`).run(id, object.id, now, owner);
+        }
         db.prepare(`UPDATE kms_keys SET state = 'deleting' WHERE id = ?`).run(halfDeleted.id);
         db.prepare(`UPDATE kms_key_versions SET state = 'deleting' WHERE key_id = ?`).run(halfDeleted.id);
       } finally {
@@ -460,6 +477,8 @@ describe('restart and reconcile', () => {
       expect(idsAfter.has(orphan.id.toString('hex'))).toBe(false);
       expect(idsAfter.has(pendingObject.id.toString('hex'))).toBe(false);
       expect(idsAfter.has(rotationObject.id.toString('hex'))).toBe(false);
+      expect(idsAfter.has(stoppedObject.id.toString('hex'))).toBe(false);
+      expect(idsAfter.has(liveObject.id.toString('hex'))).toBe(true);
       expect(objectsAfter.filter((o) => o.label.includes(halfDeleted.id))).toEqual([]);
       expect(objectsAfter.filter((o) => o.label === foreign.label)).toHaveLength(1);
       for (const o of keepObjects) expect(idsAfter.has(o.id), o.label).toBe(true);
@@ -467,8 +486,10 @@ describe('restart and reconcile', () => {
       // The store: no unfinished rows remain.
       const check = new Database(dbPath, { readonly: true });
       try {
-        expect(check.prepare(`SELECT id, name, state FROM kms_keys WHERE state != 'active'`).all()).toEqual([]);
-        expect(check.prepare(`SELECT key_id, version, state FROM kms_key_versions WHERE state != 'active'`).all()).toEqual([]);
+        // Only the live replica's creation in progress is left, still pending.
+        expect(check.prepare(`SELECT id, name, state FROM kms_keys WHERE state != 'active'`).all()).toEqual([{ id: liveId, name: 'pending-live-elsewhere', state: 'pending' }]);
+        expect(check.prepare(`SELECT key_id, version, state FROM kms_key_versions WHERE state != 'active'`).all()).toEqual([{ key_id: liveId, version: 1, state: 'pending' }]);
+        expect(check.prepare(`SELECT id FROM kms_keys WHERE id = ?`).all(stoppedId)).toEqual([]);
         expect(check.prepare(`SELECT id FROM kms_keys WHERE id IN (?, ?)`).all(pendingId, halfDeleted.id)).toEqual([]);
       } finally {
         check.close();

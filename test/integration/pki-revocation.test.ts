@@ -39,7 +39,7 @@ const write = (name: string, content: string | Buffer) => {
   return file(name);
 };
 
-/** What openssl prints for each reason of API.md. */
+/** What openssl prints for each revocation reason of the API (docs/contract.md). */
 const REASON_TEXT: Record<string, string> = {
   UNSPECIFIED: 'Unspecified',
   KEY_COMPROMISE: 'Key Compromise',

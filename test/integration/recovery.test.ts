@@ -534,6 +534,25 @@ describe('token faults under steady concurrent load', () => {
   }
 });
 
+describe('a token without a key type', () => {
+  it('CKR_MECHANISM_INVALID from key generation (an HSM without Ed25519) is a 400 naming it, and leaves no key', async () => {
+    control.inject({ functions: ['C_GenerateKeyPair'], ckr: 0x70 /* CKR_MECHANISM_INVALID */, forMs: 5000 });
+    try {
+      const refused = await call('POST', '/api/v1/kms/keys', { projectId: 'default', name: 'recovery-no-ed25519', keyUsage: 'sign-verify', encryptionAlgorithm: 'ED25519' });
+      expect(refused.status, JSON.stringify(refused.body)).toBe(400);
+      expect(refused.body.message).toBe('This HSM cannot make ED25519 keys (CKR_MECHANISM_INVALID)');
+    } finally {
+      control.clear();
+    }
+    const listed = await call('GET', '/api/v1/kms/keys?projectId=default&search=recovery-no-ed25519');
+    expect(listed.status).toBe(200);
+    expect(listed.body.keys).toEqual([]);
+    // The same name is free, and the token makes the key once the mechanism is there.
+    const created = await call('POST', '/api/v1/kms/keys', { projectId: 'default', name: 'recovery-no-ed25519', keyUsage: 'sign-verify', encryptionAlgorithm: 'ED25519' });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+  });
+});
+
 describe('a wrong PIN at start', () => {
   it('stops the start with a message naming the PIN, after exactly one C_Login', async () => {
     // Hold the shim loaded across the services' own load/close, so its counters survive.

@@ -67,7 +67,7 @@ function hashOf(signingAlgorithm: string): Hash {
 
 const HASH_BYTES: Record<Hash, number> = { sha256: 32, sha384: 48, sha512: 64 };
 
-/** Node's independent verifier, configured for the algorithm exactly as API.md describes it. */
+/** Node's independent verifier, configured for the algorithm exactly as docs/contract.md describes it. */
 function verifyWithNode(signingAlgorithm: string, publicKey: KeyObject, message: Buffer, signature: Buffer): boolean {
   const hash = hashOf(signingAlgorithm);
   if (signingAlgorithm.startsWith('RSASSA_PSS_')) {

@@ -10,6 +10,8 @@
  */
 import { createPublicKey, randomBytes, randomUUID, verify, type KeyObject } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newChildDataDir, startChildService, type ListeningChildService } from '../helpers/child-service.js';
 import { createIdentity, login, request, type ApiResponse } from '../helpers/http.js';
@@ -168,5 +170,47 @@ describe('two processes on one DATA_DIR', () => {
     );
     expect(elapsed).toBeLessThan(REFUSED_WITHIN_MS);
     expect((await sign(a!, appToken, key.keyId, randomBytes(32))).status).toBe(401);
+  });
+
+  it('B restarting while A creates keys leaves A\'s creations in progress alone: every one is acknowledged and usable, none left pending', async () => {
+    // RSA-4096 takes the token long enough that A nearly always has a pending row when B starts
+    // and undoes what stopped replicas left; only A's presence tells its rows from leftovers.
+    let creating = true;
+    const answers: Array<{ status: number; keyId?: string; body: unknown }> = [];
+    const creator = async () => {
+      while (creating) {
+        const created = await request(a!.url, 'POST', '/api/v1/kms/keys', {
+          token: adminOnA,
+          body: { projectId: 'default', name: `restart-${randomUUID().slice(0, 8)}`, keyUsage: 'sign-verify', encryptionAlgorithm: 'RSA_4096' },
+        });
+        answers.push({ status: created.status, keyId: created.body?.key?.id, body: created.body });
+      }
+    };
+    const creators = [creator(), creator(), creator()];
+    try {
+      for (let restart = 0; restart < 2; restart++) {
+        await sleep(300);
+        b!.signal('SIGTERM');
+        expect((await b!.exited).code).toBe(0);
+        b = await startChildService(dataDir);
+      }
+      await sleep(300);
+    } finally {
+      creating = false;
+      await Promise.all(creators);
+    }
+    expect(answers.length).toBeGreaterThan(2);
+    expect(answers.filter((answer) => answer.status !== 200).map((answer) => [answer.status, answer.body])).toEqual([]);
+    adminOnB = await login(b!.url, b!.admin);
+    for (const { keyId } of answers) {
+      const served = await request(b!.url, 'GET', `/api/v1/kms/keys/${keyId}/public-key`, { token: adminOnB });
+      expect(served.status, JSON.stringify(served.body)).toBe(200);
+    }
+    const db = new Database(join(dataDir, 'hsm-signer.db'), { readonly: true });
+    try {
+      expect(db.prepare(`SELECT count(*) AS n FROM kms_key_versions WHERE state != 'active'`).get()).toEqual({ n: 0 });
+    } finally {
+      db.close();
+    }
   });
 });

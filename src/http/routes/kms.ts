@@ -1,4 +1,4 @@
-/** /api/v1/kms: keys and their operations (API.md, spec/kms-*.openapi.md). */
+/** /api/v1/kms: keys and their operations (docs/contract.md, KMS). */
 import { Router } from 'express';
 import type { KeyAlgorithm, KeyUsage, SigningAlgorithm } from '../../algorithms.js';
 import type { CryptoService } from '../../services/crypto-service.js';

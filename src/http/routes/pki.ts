@@ -1,5 +1,5 @@
 /**
- * PKI routes: sign-certificate (v3, spec/pki-sign-certificate.openapi.md), certificate
+ * PKI routes: sign-certificate (v3, Infisical's; docs/contract.md, PKI), certificate
  * authorities, certificate profiles and certificates under /api/v1/cert-manager, and the
  * unauthenticated DER certificate and CRL URLs that issued certificates name.
  */
@@ -80,6 +80,9 @@ export function certManagerRoutes({ cas, certificates }: PkiRouteDeps): Router {
   router.patch('/certificate-profiles/:profileId', validate({ params: schemas.profileIdParams, body: schemas.updateProfileBody }), async (_req, res) => {
     const { params, body } = inputOf<ProfileParams, {}, Partial<ProfileInput>>(res);
     res.json({ certificateProfile: await certificates.updateProfile(principalOf(res), params.profileId, body) });
+  });
+  router.get('/certificate-profiles/:profileId/acme/eab-secret', validate({ params: schemas.profileIdParams }), async (_req, res) => {
+    res.json(await certificates.acmeEabSecret(principalOf(res), inputOf<ProfileParams>(res).params.profileId));
   });
   router.delete('/certificate-profiles/:profileId', validate({ params: schemas.profileIdParams }), async (_req, res) => {
     res.json({ certificateProfile: await certificates.deleteProfile(principalOf(res), inputOf<ProfileParams>(res).params.profileId) });

@@ -10,7 +10,7 @@ export const listAuditLogsQuery = object({
   /** Exclusive, so consecutive windows never show an event twice. */
   endTime: dateTime,
   identityId: uuid,
-  resourceType: { type: 'string', enum: ['key', 'ca', 'profile', 'certificate', 'identity', 'audit'] satisfies AuditResourceType[] },
+  resourceType: { type: 'string', enum: ['key', 'ca', 'profile', 'certificate', 'identity', 'audit', 'acme-account', 'acme-order'] satisfies AuditResourceType[] },
   resourceId: { type: 'string', minLength: 1, maxLength: 128 },
   action: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-z0-9]+(?:[.-][a-z0-9]+)*$' },
   outcome: { type: 'string', enum: ['success', 'denied', 'failure'] satisfies AuditOutcome[] },

@@ -2,7 +2,7 @@
 
 export const uuid = { type: 'string', format: 'uuid' } as const;
 
-/** Decoded payloads are capped at 1 MiB (API.md); maxLength bounds the work before decoding. */
+/** Decoded payloads are capped at 1 MiB (docs/contract.md); maxLength bounds the work before decoding. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
 export const MAX_PAYLOAD_BASE64 = 4 * Math.ceil(MAX_PAYLOAD_BYTES / 3);
 export const base64Payload = { type: 'string', format: 'base64', maxLength: MAX_PAYLOAD_BASE64, maxDecodedBytes: MAX_PAYLOAD_BYTES } as const;

@@ -1,6 +1,6 @@
 /**
- * Request schemas of /api/v1/kms, transcribed from ../shared/spec (encrypt, sign) and written
- * in the same style for the routes the spec pages do not cover (API.md).
+ * Request schemas of /api/v1/kms: encrypt and sign transcribed from Infisical's OpenAPI
+ * description of them, the other routes written in the same style (docs/contract.md, KMS).
  */
 import { KEY_ALGORITHMS, KEY_USAGES, SIGNING_ALGORITHMS } from '../../algorithms.js';
 import { base64Payload, idParams, object, projectId, slug } from './common.js';
@@ -39,14 +39,14 @@ export const listKeysQuery = object(
   ['projectId'],
 );
 
-/** spec/kms-encrypt.openapi.md */
+/** Infisical's encrypt body, field for field. */
 export const encryptBody = object({ plaintext: base64Payload }, ['plaintext']);
 
 export const decryptBody = object({ ciphertext: { type: 'string', format: 'base64', minLength: 1, maxLength: base64Payload.maxLength + 64 } }, ['ciphertext']);
 
 const signingAlgorithm = { type: 'string', enum: [...SIGNING_ALGORITHMS] } as const;
 
-/** spec/kms-sign.openapi.md */
+/** Infisical's sign body, field for field. */
 export const signBody = object(
   {
     signingAlgorithm,

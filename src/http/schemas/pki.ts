@@ -1,6 +1,6 @@
 /**
- * Request schemas of the PKI routes: sign-certificate transcribed from
- * ../shared/spec/pki-sign-certificate.openapi.md, the rest in the same style.
+ * Request schemas of the PKI routes: sign-certificate transcribed from Infisical's OpenAPI
+ * description of it, the rest in the same style (docs/contract.md, PKI).
  */
 import { CA_KEY_ALGORITHMS } from '../../services/ca-service.js';
 import { REVOCATION_REASONS } from '../../pki/crl.js';
@@ -11,7 +11,7 @@ const text = (maxLength: number) => ({ type: 'string', minLength: 1, maxLength }
 const ttl = { type: 'string', minLength: 1, maxLength: 32 } as const;
 const patterns = { type: 'array', maxItems: 100, items: text(253) } as const;
 
-/** spec/pki-sign-certificate.openapi.md */
+/** Infisical's sign-certificate body, field for field. */
 export const signCertificateBody = object(
   {
     profileId: uuid,
@@ -98,11 +98,14 @@ const policy = {
 /** EST (RFC 7030) for the profile: the passphrase is stored as a slow hash and never returned. */
 const est = object({ enabled: { type: 'boolean' }, passphrase: { type: 'string', minLength: 12, maxLength: 256 } }, ['enabled']);
 
+/** ACME (RFC 8555) for the profile; with requireEab, accounts need the EAB key of …/acme/eab-secret. */
+const acme = object({ enabled: { type: 'boolean' }, requireEab: { type: 'boolean' } }, ['enabled']);
+
 export const createProfileBody = object(
-  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est },
+  { projectId, caId: uuid, slug, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est, acme },
   ['projectId', 'caId', 'slug', 'policy'],
 );
 
-export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est });
+export const updateProfileBody = object({ caId: uuid, description: { type: 'string', maxLength: 500 }, policy, defaults: object({ ttl }), est, acme });
 
 export const revokeBody = object({ revocationReason: { type: 'string', enum: Object.keys(REVOCATION_REASONS) } }, ['revocationReason']);

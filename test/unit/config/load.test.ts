@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parsePkcs11Uri } from '../../../src/config/load.js';
+import { loadConfig, parsePkcs11Uri, retentionMs } from '../../../src/config/load.js';
 
 describe('configuration', () => {
   it('overlays environment variables on the defaults', () => {
@@ -45,6 +45,33 @@ describe('configuration', () => {
     expect(config.logSummaryIntervalMs).toBe(1000);
     expect(() => loadConfig({}, { SHUTDOWN_DELAY_MS: '-1' })).toThrow(/shutdownDelayMs/);
     expect(() => loadConfig({}, { LOG_SUMMARY_INTERVAL_MS: '10' })).toThrow(/logSummaryIntervalMs/);
+  });
+
+  it('reads the ACME validator settings from the environment and refuses a resolve entry without an IP address', () => {
+    expect(loadConfig({}, {}).acme).toEqual({ http01Port: 80, resolve: [], allowPrivateAddresses: false, validationTimeoutMs: 5000, validationAttempts: 3 });
+    const config = loadConfig({}, { ACME_HTTP01_PORT: '5002', ACME_RESOLVE: 'a.test:127.0.0.1, b.test:::1,', ACME_ALLOW_PRIVATE: 'true' });
+    expect(config.acme).toMatchObject({ http01Port: 5002, resolve: ['a.test:127.0.0.1', 'b.test:::1'], allowPrivateAddresses: true });
+    expect(() => loadConfig({}, { ACME_RESOLVE: 'a.test:not-an-address' })).toThrow(/acme\.resolve entry "a\.test:not-an-address"/);
+    expect(() => loadConfig({}, { ACME_RESOLVE: 'no-address' })).toThrow(/resolve/);
+    expect(() => loadConfig({}, { ACME_HTTP01_PORT: '0' })).toThrow(/http01Port/);
+  });
+
+  it('reads the audit trail settings from the environment, and refuses a retention or sink it cannot use', () => {
+    const defaults = loadConfig({}, {});
+    expect(defaults.audit).toMatchObject({ retention: '365d', maxEvents: null, sink: null, sinkFailure: 'buffer', sinkIntervalMs: 1000, pruneIntervalMs: 60000 });
+    expect(retentionMs(defaults)).toBe(365 * 86_400_000);
+    const config = loadConfig({}, { AUDIT_RETENTION: '90d', AUDIT_MAX_EVENTS: '5000000', AUDIT_SINK: 'file:/var/log/hsm-signer/audit.jsonl', AUDIT_SINK_FAILURE: 'block' });
+    expect(config.audit).toMatchObject({ retention: '90d', maxEvents: 5_000_000, sink: 'file:/var/log/hsm-signer/audit.jsonl', sinkFailure: 'block' });
+    expect(retentionMs(config)).toBe(90 * 86_400_000);
+    const off = loadConfig({}, { AUDIT_RETENTION: 'off', AUDIT_SINK: 'stdout' });
+    expect([off.audit.retention, retentionMs(off), off.audit.sink]).toEqual([null, null, 'stdout']);
+    expect(loadConfig({}, { AUDIT_SINK: 'syslog:/run/rsyslog/audit.sock' }).audit.sink).toBe('syslog:/run/rsyslog/audit.sock');
+    expect(() => loadConfig({}, { AUDIT_RETENTION: 'a while' })).toThrow(/audit\.retention "a while"/);
+    expect(() => loadConfig({}, { AUDIT_RETENTION: '10ms' })).toThrow(/audit\.retention/);
+    expect(() => loadConfig({}, { AUDIT_SINK: 'file:relative.jsonl' })).toThrow(/\/audit\/sink/);
+    expect(() => loadConfig({}, { AUDIT_SINK: 'kafka://x' })).toThrow(/\/audit\/sink/);
+    expect(() => loadConfig({}, { AUDIT_SINK_FAILURE: 'drop' })).toThrow(/\/audit\/sinkFailure/);
+    expect(() => loadConfig({}, { AUDIT_MAX_EVENTS: '0' })).toThrow(/\/audit\/maxEvents/);
   });
 
   it('reads an RFC 7512 PKCS#11 URI and refuses an inline PIN', () => {

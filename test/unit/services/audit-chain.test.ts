@@ -6,16 +6,21 @@
  * only delay the next checkpoint, only admins read the trail.
  */
 import { createPublicKey, generateKeyPairSync, randomBytes, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HashName, KeySpec, SignatureScheme } from '../../../src/algorithms.js';
 import type { Token } from '../../../src/pkcs11/token.js';
 import { eventHash, formatAuditReport, GENESIS_HASH, verifyAuditChain, type AuditChainReport } from '../../../src/services/audit-chain.js';
 import { createAuditService, type AuditEventInput, type AuditService } from '../../../src/services/audit-service.js';
 import type { Principal } from '../../../src/services/permissions.js';
-import { readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
+import { createAuditStore, readAuditChain, toEvent, toEventRow, type AuditEventRecord } from '../../../src/store/audit-store.js';
+import { createAuditRetention, startAuditUpkeep } from '../../../src/services/audit-retention.js';
+import { createSinkFeeder, sinkDestination } from '../../../src/services/audit-sink.js';
+import { exportFiles, readExportedTrail } from '../../../src/services/audit-export.js';
+import type { AuditEventsTable } from '../../../src/store/schema.js';
 import Database from 'better-sqlite3';
 import { openStore, type Store } from '../../../src/store/database.js';
 import { createLogger } from '../../../src/logger.js';
@@ -142,7 +147,6 @@ function event(i: number, overrides: Partial<AuditEventInput> = {}): AuditEventI
     action: i % 2 ? 'kms.key.encrypt' : 'auth.login',
     resourceType: i % 2 ? 'key' : 'identity',
     resourceId: i % 2 ? `key-${i % 4}` : null,
-    outcome: i % 5 === 0 ? 'denied' : 'success',
     statusCode: i % 5 === 0 ? 403 : 200,
     clientAddress: '127.0.0.1',
     ...overrides,
@@ -158,6 +162,7 @@ async function recordEvents(count: number, signAt: number[] = [count]): Promise<
     audit.record(event(i));
     if (signAt.includes(i)) await audit.signHead();
   }
+  await audit.flush();
   vi.useRealTimers();
 }
 
@@ -172,33 +177,14 @@ async function expectProblem(kind: string, seq: number): Promise<string> {
 }
 
 const row = (seq: number) => readAll().find((e) => e.seq === seq)!;
-/** Synchronously, through the tampering connection (the same columns readAuditChain maps). */
-const readAll = (): AuditEventRecord[] =>
-  db
-    .prepare<[], Record<string, unknown>>('SELECT * FROM audit_events ORDER BY seq')
-    .all()
-    .map((r) => Object.fromEntries(Object.entries(r).map(([column, value]) => [column.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), value])) as unknown as AuditEventRecord);
-
-const COLUMNS: Array<[Exclude<keyof AuditEventRecord, 'seq'>, string]> = [
-  ['id', 'id'],
-  ['time', 'time'],
-  ['reqId', 'req_id'],
-  ['identityId', 'identity_id'],
-  ['action', 'action'],
-  ['resourceType', 'resource_type'],
-  ['resourceId', 'resource_id'],
-  ['outcome', 'outcome'],
-  ['statusCode', 'status_code'],
-  ['clientAddress', 'client_address'],
-  ['prevHash', 'prev_hash'],
-  ['hash', 'hash'],
-];
+/** Synchronously, through the tampering connection, as the store maps rows to events. */
+const readAll = (): AuditEventRecord[] => db.prepare<[], AuditEventsTable>('SELECT * FROM audit_events ORDER BY seq').all().map(toEvent);
 
 /** Overwrites every column but seq of the row at `seq` (what swapping two rows amounts to). */
 function writeRow(seq: number, fields: Omit<AuditEventRecord, 'seq'>): void {
-  const sets = COLUMNS.map(([, column]) => `${column} = @${column}`).join(', ');
-  const params = Object.fromEntries(COLUMNS.map(([field, column]) => [column, fields[field]]));
-  db.prepare(`UPDATE audit_events SET ${sets} WHERE seq = @seq`).run({ ...params, seq });
+  const { seq: _, ...columns } = toEventRow({ ...fields, seq });
+  const sets = Object.keys(columns).map((column) => `${column} = @${column}`).join(', ');
+  db.prepare(`UPDATE audit_events SET ${sets} WHERE seq = @seq`).run({ ...columns, seq });
 }
 
 /** What an attacker who knows the format does after an edit: recompute hashes from `from` on. */
@@ -207,7 +193,7 @@ function rehashFrom(from: number): void {
   let prevHash = events.find((e) => e.seq === from - 1)?.hash ?? GENESIS_HASH;
   for (const e of events.filter((x) => x.seq >= from)) {
     const hash = eventHash({ ...e, prevHash });
-    db.prepare('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?').run(prevHash, hash, e.seq);
+    db.prepare('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?').run(Buffer.from(prevHash, 'hex'), Buffer.from(hash, 'hex'), e.seq);
     prevHash = hash;
   }
 }
@@ -262,12 +248,12 @@ describe('the verifier names the first tampered event', () => {
   });
 
   it('a field edited in place', async () => {
-    db.prepare(`UPDATE audit_events SET outcome = 'success', status_code = 200 WHERE seq = 5`).run();
-    expect(await expectProblem('edited', 5)).toContain(`(id ${row(5).id}, time ${row(5).time})`);
+    db.prepare(`UPDATE audit_events SET status_code = 200 WHERE seq = 5`).run();
+    expect(await expectProblem('edited', 5)).toContain(`(time ${row(5).time})`);
   });
 
   it('a stored hash edited', async () => {
-    db.prepare(`UPDATE audit_events SET hash = ? WHERE seq = 4`).run('f'.repeat(64));
+    db.prepare(`UPDATE audit_events SET hash = ? WHERE seq = 4`).run(Buffer.alloc(32, 0xff));
     await expectProblem('edited', 4);
   });
 
@@ -424,10 +410,8 @@ describe('the audit service', () => {
     // Another writer (or a row restored by hand) got there first: seq 2 is taken.
     const first = row(1);
     const intruder = { ...first, seq: 2, id: 'x', prevHash: first.hash };
-    db.prepare(
-      `INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash)
-       VALUES (@seq, @id, @time, @reqId, @identityId, @action, @resourceType, @resourceId, @outcome, @statusCode, @clientAddress, @prevHash, @hash)`,
-    ).run({ ...intruder, hash: eventHash(intruder) });
+    const intruderRow = toEventRow({ ...intruder, hash: eventHash(intruder) });
+    db.prepare(`INSERT INTO audit_events (${Object.keys(intruderRow).join(', ')}) VALUES (${Object.keys(intruderRow).map((column) => `@${column}`).join(', ')})`).run(intruderRow);
     audit.record(event(2));
     await audit.flush();
     audit.record(event(3));
@@ -530,5 +514,224 @@ describe('the audit service', () => {
         statusCode: 403,
       });
     }
+  });
+});
+
+describe('retention', () => {
+  const retention = (options: Partial<Parameters<typeof createAuditRetention>[0]> = {}) =>
+    createAuditRetention({ auditStore: createAuditStore(store), audit, logger: silent, retentionMs: null, maxEvents: null, sink: false, ...options });
+
+  it('prunes beyond maxEvents only up to a signed checkpoint, records it first, and the kept trail verifies from there', async () => {
+    await recordEvents(30, [10, 20, 30]);
+    const result = await retention({ maxEvents: 15 }).run();
+    // 15 events should go, but the highest checkpoint at or below seq 15 is 10.
+    expect(result).toMatchObject({ pruned: 10, first: 11, heldBy: 'checkpoint' });
+    const events = readAll();
+    expect(events[0]!.seq).toBe(11);
+    const prune = events.find((e) => e.action === 'audit.prune')!;
+    expect(prune).toMatchObject({ seq: 31, resourceType: 'audit', resourceId: '1-10', identityId: null, outcome: 'success' });
+    expect((await readAuditChain(store).checkpoints()).map((c) => c.seq)).toEqual([10, 20, 30]);
+
+    await audit.signHead();
+    const report = await verify();
+    expect(report).toMatchObject({ ok: true, events: 21, start: { seq: 11, anchored: true, prunedBy: { seq: 31, from: 1, to: 10 } } });
+    expect(formatAuditReport(report)).toMatch(/^audit chain intact: 21 events, 4 signed checkpoints, last signed at seq 31 \(.*\); kept from seq 11: the events before it were pruned by retention \(the last audit\.prune event, seq 31 at .*, pruned seq 1–10\), its first event linked to the checkpoint of seq 10$/);
+
+    // The next round goes on from there; the checkpoints below the new start go too.
+    // (31 events, at most 5 kept: up to seq 26, whose highest checkpoint at or below is 20.)
+    expect(await retention({ maxEvents: 5 }).run()).toMatchObject({ pruned: 10, first: 21 });
+    expect((await readAuditChain(store).checkpoints()).map((c) => c.seq)).toEqual([20, 30, 31]);
+    await audit.signHead();
+    expect(await verify()).toMatchObject({ ok: true, start: { seq: 21, anchored: true, prunedBy: { seq: 32, from: 11, to: 20 } } });
+  });
+
+  it('prunes by time: what is older than the retention, up to a checkpoint', async () => {
+    await recordEvents(20, [5, 12, 20]); // seq N at 2030-01-01T00:00:00.00N
+    const now = () => Date.parse('2030-01-01T00:00:00.014Z');
+    // Older than 6 ms at .014: seq 1..7; the checkpoint at or below is 5.
+    expect(await retention({ retentionMs: 6, now }).run()).toMatchObject({ pruned: 5, first: 6, overdue: 2 });
+    await audit.signHead();
+    expect(await verify()).toMatchObject({ ok: true, start: { seq: 6, prunedBy: { from: 1, to: 5 } } });
+  });
+
+  it('never prunes what the sink has not exported, nor without a checkpoint', async () => {
+    await recordEvents(10, [8]);
+    expect(await retention({ maxEvents: 2, sink: true }).run()).toMatchObject({ pruned: 0, first: 1, overdue: 8, heldBy: 'sink' });
+    await createAuditStore(store).advanceSink({ exportedSeq: 0, exportedCheckpointSeq: 0, failingSince: null, lastError: null }, { exportedSeq: 4, exportedCheckpointSeq: 0 });
+    expect(await retention({ maxEvents: 2, sink: true }).run()).toMatchObject({ pruned: 0, heldBy: 'checkpoint' });
+    expect(readAll().some((e) => e.action === 'audit.prune')).toBe(false);
+    expect(await retention({ maxEvents: 2 }).run()).toMatchObject({ pruned: 8, first: 9 });
+  });
+
+  it('a round cut short (a crash between batches) leaves a trail that still verifies, and the next round finishes it', async () => {
+    await recordEvents(12, [9, 12]);
+    const auditStore = createAuditStore(store);
+    let batches = 0;
+    const crashing = { ...auditStore, deleteEvents: async (from: number, to: number) => (++batches > 1 ? Promise.reject(new Error('killed')) : auditStore.deleteEvents(from, to)) };
+    await expect(createAuditRetention({ auditStore: crashing, audit, logger: silent, retentionMs: null, maxEvents: 3, sink: false, batch: 4 }).run()).rejects.toThrow('killed');
+    expect(readAll()[0]!.seq).toBe(5);
+    expect(await verify()).toMatchObject({ ok: true, start: { seq: 5, anchored: false, prunedBy: { from: 1, to: 9 } } });
+    expect(await retention({ maxEvents: 3 }).run()).toMatchObject({ first: 10 });
+    expect(await verify()).toMatchObject({ ok: true, start: { seq: 10, anchored: true } });
+  });
+
+  it('names events removed from the start beyond what retention recorded', async () => {
+    await recordEvents(30, [10, 20, 30]);
+    await retention({ maxEvents: 15 }).run();
+    await audit.signHead();
+    // Someone deletes on up to the next checkpoint, as if retention had gone further.
+    db.prepare('DELETE FROM audit_events WHERE seq <= 20').run();
+    db.prepare('DELETE FROM audit_checkpoints WHERE seq < 20').run();
+    expect(await expectProblem('removed', 11)).toContain('events 11–20 are missing from the start of the trail and the last audit.prune event (seq 31) pruned up to seq 10');
+    // And the first event kept replaced by one that does not follow the anchoring checkpoint.
+    const report = await verify({ startMayBeUnexplained: true });
+    expect(report.ok).toBe(true);
+  });
+
+  it('names a first kept event that does not follow the checkpoint before it', async () => {
+    await recordEvents(20, [10, 20]);
+    await retention({ maxEvents: 5 }).run();
+    await audit.signHead();
+    const eleven = row(11);
+    const forged = { ...eleven, prevHash: 'ab'.repeat(32) };
+    writeRow(11, { ...forged, hash: eventHash(forged) });
+    expect(await expectProblem('edited', 11)).toContain('its prev_hash is not the hash of seq 10 that the checkpoint signed');
+  });
+});
+
+describe('the upkeep loop on the lease holder', () => {
+  it('prunes while leading, reports the gauges, and warns only when the overdue events keep growing', async () => {
+    const overdue = [5, 3, 4, 6, 8, 8, 9, 10, 11, 2, 2, 2, 2, 2];
+    let round = 0;
+    const retention = { run: async () => ({ pruned: 1, first: 10, last: 19, overdue: overdue[Math.min(round++, overdue.length - 1)]!, heldBy: 'sink' as const }) };
+    const lines: Array<{ level: number; msg: string; growingRounds?: number }> = [];
+    const logger = createLogger('info', { write: (line: string) => lines.push(JSON.parse(line)) });
+    const seen = { pruned: 0, stored: [] as number[], overdue: [] as number[] };
+    const upkeep = startAuditUpkeep({
+      retention,
+      feeder: undefined,
+      sinkIntervalMs: 10,
+      pruneIntervalMs: 5,
+      logger,
+      metrics: { pruned: (n) => (seen.pruned += n), sinkLag: () => undefined, storeEvents: (n) => seen.stored.push(n), overdue: (n) => seen.overdue.push(n) },
+    });
+    expect(round).toBe(0); // nothing until this process leads
+    upkeep.setLeading(true);
+    await vi.waitFor(() => expect(round).toBeGreaterThanOrEqual(overdue.length), { timeout: 5000 });
+    upkeep.setLeading(false);
+    await upkeep.stop();
+    const after = round;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(round).toBe(after);
+    expect(seen.pruned).toBeGreaterThanOrEqual(overdue.length);
+    expect(seen.stored).toContain(10);
+    expect(seen.overdue.slice(0, overdue.length)).toEqual(overdue);
+    expect(seen.overdue.at(-1)).toBe(0); // not leading: the gauges are the new holder's
+    const warnings = lines.filter((line) => line.level === 40);
+    expect(warnings.map((w) => [w.msg, w.growingRounds])).toEqual([
+      ['the audit store grows faster than retention removes: events past audit.retention or audit.maxEvents are still kept', 3],
+      ['the audit store grows faster than retention removes: events past audit.retention or audit.maxEvents are still kept', 3],
+    ]);
+  });
+});
+
+describe('export to the sink', () => {
+  const state = () => createAuditStore(store).sinkState();
+
+  async function feed(path: string, batch = 2000) {
+    const feeder = createSinkFeeder({ auditStore: createAuditStore(store), destination: sinkDestination(`file:${path}`), logger: silent, batch });
+    return feeder;
+  }
+  const verifyFiles = async (path: string) => verifyAuditChain(readExportedTrail(await exportFiles(path)), { startMayBeUnexplained: true });
+
+  it('writes every event in order with its checkpoints and the key, moves the cursor, and the file verifies on its own', async () => {
+    await recordEvents(9, [4, 9]);
+    const path = join(dir, 'sink', 'audit.jsonl');
+    const feeder = await feed(path, 5);
+    expect(await feeder.round()).toEqual({ written: 5, more: true, lag: 4 });
+    expect(await feeder.round()).toEqual({ written: 4, more: false, lag: 0 });
+    expect(await feeder.round()).toEqual({ written: 0, more: false, lag: 0 });
+    expect(await state()).toMatchObject({ exportedSeq: 9, exportedCheckpointSeq: 9, failingSince: null });
+    const lines = readFileSync(path, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    expect(lines.map((l) => (l.type === 'hsm-signer.audit.event' ? l.seq : `${l.type.split('.').pop()}${l.seq ?? ''}`))).toEqual(['key', 1, 2, 3, 4, 'checkpoint4', 5, 6, 7, 8, 9, 'checkpoint9']);
+    expect(lines[1]).toEqual({ type: 'hsm-signer.audit.event', ...row(1), id: undefined });
+    expect(Object.keys(lines[1]).sort()).toEqual(['action', 'clientAddress', 'hash', 'identityId', 'outcome', 'prevHash', 'reqId', 'resourceId', 'resourceType', 'seq', 'statusCode', 'time', 'type']);
+    expect(await verifyFiles(path)).toMatchObject({ ok: true, events: 9, checkpoints: 2, lastSignedSeq: 9, start: null });
+    await feeder.close();
+  });
+
+  it('a later checkpoint, a repeat after a crash, a reopened file: the directory still verifies; an edited line does not', async () => {
+    const sinkDir = join(dir, 'sink');
+    const path = join(sinkDir, 'audit.jsonl');
+    await recordEvents(6, []);
+    const feeder = await feed(path);
+    await feeder.round();
+    await audit.signHead(); // signs seq 6, after it was exported: the checkpoint comes on its own
+    audit.record(event(7));
+    await audit.flush();
+    // A crash after the write but before the cursor moved: the next feeder writes 7 again.
+    const before = await state();
+    await feeder.round();
+    db.prepare('UPDATE audit_sink SET exported_seq = ?, exported_checkpoint_seq = ?').run(before.exportedSeq, before.exportedCheckpointSeq);
+    feeder.reopen();
+    renameSync(path, join(sinkDir, 'audit.jsonl.1')); // logrotate, then SIGHUP
+    await feeder.round();
+    audit.record(event(8));
+    await audit.signHead();
+    await feeder.round();
+    await feeder.close();
+    expect(readFileSync(path, 'utf8').split('\n')[0]).toMatch(/^\{"type":"hsm-signer\.audit\.key"/);
+    expect(await verifyFiles(sinkDir)).toMatchObject({ ok: true, events: 8, checkpoints: 2, lastSignedSeq: 8 });
+    expect(await verifyFiles(path)).toMatchObject({ ok: true, events: 2, start: { seq: 7, prunedBy: null } });
+
+    const edited = readFileSync(join(sinkDir, 'audit.jsonl.1'), 'utf8').replace('"req-3"', '"req-33"');
+    writeFileSync(join(sinkDir, 'audit.jsonl.1'), edited);
+    const report = await verifyFiles(sinkDir);
+    expect(formatAuditReport(report)).toMatch(/^audit chain broken at seq 3 .*edited: its stored hash does not match its fields$/);
+  });
+
+  it('syslog: one message per line through logger, which the verifier reads back with the syslog header; a missing socket fails the write', async () => {
+    await recordEvents(4, [4]);
+    const socket = join(dir, 'syslog.sock');
+    let received = '';
+    const server = createServer((connection) => connection.on('data', (chunk: Buffer) => (received += chunk.toString('utf8'))));
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const feeder = createSinkFeeder({ auditStore: createAuditStore(store), destination: sinkDestination(`syslog:${socket}`), logger: silent });
+      expect(await feeder.round()).toMatchObject({ written: 4 });
+      await feeder.close();
+      await vi.waitFor(() => expect(received.match(/hsm-signer\.audit\./g)).toHaveLength(6)); // key, 4 events, checkpoint
+      expect(received).toMatch(/^<38>.* hsm-signer-audit: \{"type":"hsm-signer\.audit\.key"/);
+      const collected = join(dir, 'collected.log');
+      writeFileSync(collected, received);
+      expect(await verifyFiles(collected)).toMatchObject({ ok: true, events: 4, lastSignedSeq: 4 });
+    } finally {
+      server.close();
+    }
+    let failures = 0;
+    const missing = createSinkFeeder({ auditStore: createAuditStore(store), destination: sinkDestination(`syslog:${join(dir, 'no.sock')}`), logger: silent, onFailure: () => failures++ });
+    audit.record(event(5));
+    await audit.flush();
+    const before = await state();
+    expect(await missing.round()).toMatchObject({ written: 0, lag: 1 });
+    expect(failures).toBe(1);
+    expect(await state()).toMatchObject({ exportedSeq: before.exportedSeq, lastError: expect.stringContaining('No such file or directory') });
+    await missing.close();
+  });
+
+  it('a destination that fails keeps the cursor, records the failure, and the next good write clears it', async () => {
+    await recordEvents(3, [3]);
+    mkdirSync(join(dir, 'blocked'));
+    const failing = createSinkFeeder({ auditStore: createAuditStore(store), destination: sinkDestination(`file:${join(dir, 'blocked')}`), logger: silent, onFailure: () => failures++ });
+    let failures = 0;
+    expect(await failing.round()).toEqual({ written: 0, more: false, lag: 3 });
+    expect(failures).toBe(1);
+    const failed = await state();
+    expect(failed).toMatchObject({ exportedSeq: 0, lastError: expect.stringContaining('EISDIR') });
+    expect(failed.failingSince).toBeGreaterThan(0);
+    const working = await feed(join(dir, 'ok.jsonl'));
+    expect(await working.round()).toMatchObject({ written: 3 });
+    expect(await state()).toMatchObject({ exportedSeq: 3, failingSince: null, lastError: null });
+    await Promise.all([failing.close(), working.close()]);
   });
 });

@@ -8,15 +8,16 @@
  * under concurrent appenders, migrations run once when two openers race.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chainEvents, verifyAuditChain } from '../../../src/services/audit-chain.js';
-import { createAuditAppender, createAuditStore, readAuditChain, type AuditEventRecord } from '../../../src/store/audit-store.js';
+import { chainEvents, eventHash, verifyAuditChain } from '../../../src/services/audit-chain.js';
+import { createAuditAppender, createAuditStore, readAuditChain, withSnapshot, type AuditEventRecord } from '../../../src/store/audit-store.js';
 import { isUniqueViolation, openStore, scrubError, type Store, type StoreLocation } from '../../../src/store/database.js';
 import { createIdentityStore, type IdentityRecord } from '../../../src/store/identity-store.js';
 import { createKeyStore, type KeyRecord, type KeyVersionRecord } from '../../../src/store/key-store.js';
@@ -26,6 +27,8 @@ import { getOrCreateSetting } from '../../../src/store/settings-store.js';
 import { createTestDatabase } from '../../helpers/postgres.js';
 
 const MIGRATIONS = fileURLToPath(new URL('../../../src/store/migrations/', import.meta.url));
+/** Every migration file of an engine, in the order they apply. */
+const migrationFiles = (engine: 'sqlite' | 'postgres') => readdirSync(join(MIGRATIONS, engine)).filter((name) => name.endsWith('.sql')).sort();
 
 type Engine = StoreLocation['engine'];
 
@@ -64,6 +67,8 @@ async function secondConnection(store: Store): Promise<Store> {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+/** The replica id pending rows are written under here. */
+const OWNER = 'store-test-replica';
 
 function key(overrides: Partial<KeyRecord> = {}): KeyRecord {
   return {
@@ -157,7 +162,6 @@ function unchained(n: number, prefix = 'req') {
     action: i % 3 ? 'kms.key.encrypt' : 'auth.login',
     resourceType: i % 3 ? 'key' : null,
     resourceId: i % 3 ? `key-${i % 4}` : null,
-    outcome: i % 5 ? 'success' : 'denied',
     statusCode: i % 5 ? 200 : 403,
     clientAddress: '127.0.0.1',
   }));
@@ -174,7 +178,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const keys = createKeyStore(store);
       const k = key();
       const v1 = version(k.id);
-      await keys.insertPending(k, v1);
+      await keys.insertPending(k, v1, OWNER);
       expect(await keys.get(k.id)).toBeUndefined();
       expect(await keys.getVersion(k.id, 1)).toBeUndefined();
       const publicKey = randomBytes(91);
@@ -188,24 +192,24 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       expect(stored).toEqual({ keyId: k.id, version: 1, objectId: v1.objectId, publicKey, state: 'active' });
 
       const v2 = version(k.id, 2);
-      await keys.insertPendingVersion(v2);
+      await keys.insertPendingVersion(v2, OWNER);
       expect((await keys.versions(k.id)).map((v) => [v.version, v.state])).toEqual([[1, 'active'], [2, 'pending']]);
       await keys.activate(k.id, 2, null, iso(1_700_000_002_000));
       expect((await keys.get(k.id))!.version).toBe(2);
-      await expect(keys.insertPending(key({ name: k.name }), version(randomUUID()))).rejects.toThrow();
+      await expect(keys.insertPending(key({ name: k.name }), version(randomUUID()), OWNER)).rejects.toThrow();
     });
 
     it('activate reports a pending row removed meanwhile (by another replica\'s reconcile) instead of activating nothing', async () => {
       const keys = createKeyStore(store);
       const k = key();
-      await keys.insertPending(k, version(k.id));
+      await keys.insertPending(k, version(k.id), OWNER);
       await keys.removeVersion(k.id, 1);
       expect(await keys.activate(k.id, 1, null, k.updatedAt)).toBe(false);
       expect(await keys.get(k.id)).toBeUndefined();
       const other = key();
-      await keys.insertPending(other, version(other.id));
+      await keys.insertPending(other, version(other.id), OWNER);
       expect(await keys.activate(other.id, 1, null, other.updatedAt)).toBe(true);
-      await expect(keys.insertPendingVersion(version(other.id, 1))).rejects.toSatisfy(isUniqueViolation);
+      await expect(keys.insertPendingVersion(version(other.id, 1), OWNER)).rejects.toSatisfy(isUniqueViolation);
     });
 
     it('getMany returns the active keys among the ids, past the IN-list chunk size', async () => {
@@ -213,12 +217,12 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const made: KeyRecord[] = [];
       for (let i = 0; i < 3; i++) {
         const k = key();
-        await keys.insertPending(k, version(k.id));
+        await keys.insertPending(k, version(k.id), OWNER);
         await keys.activate(k.id, 1, null, k.updatedAt);
         made.push(k);
       }
       const pending = key();
-      await keys.insertPending(pending, version(pending.id));
+      await keys.insertPending(pending, version(pending.id), OWNER);
       const ids = [...Array.from({ length: 1500 }, () => randomUUID()), made[0]!.id, pending.id, made[2]!.id, made[0]!.id];
       expect((await keys.getMany(ids)).map((k) => k.id).sort()).toEqual([made[0]!.id, made[2]!.id].sort());
       expect(await keys.getMany([])).toEqual([]);
@@ -229,11 +233,11 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const names = ['Alpha', 'alpine', 'beta_1', 'beta%2', 'betaX3', 'Zulu'];
       for (const [i, name] of names.entries()) {
         const k = key({ name, createdAt: iso(1_700_000_000_000 + i), updatedAt: iso(1_700_000_100_000 - i) });
-        await keys.insertPending(k, version(k.id));
+        await keys.insertPending(k, version(k.id), OWNER);
         await keys.activate(k.id, 1, null, k.updatedAt);
       }
       const other = key({ projectId: 'p2', name: 'alpha' });
-      await keys.insertPending(other, version(other.id));
+      await keys.insertPending(other, version(other.id), OWNER);
       await keys.activate(other.id, 1, null, other.updatedAt);
 
       const list = (query: Partial<Parameters<typeof keys.list>[0]>) =>
@@ -253,7 +257,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
     it('update changes only the fields given', async () => {
       const keys = createKeyStore(store);
       const k = key({ description: 'before' });
-      await keys.insertPending(k, version(k.id));
+      await keys.insertPending(k, version(k.id), OWNER);
       await keys.activate(k.id, 1, null, k.updatedAt);
       await keys.update(k.id, { isDisabled: true }, iso(1_700_000_005_000));
       expect(await keys.get(k.id)).toMatchObject({ isDisabled: true, description: 'before', name: k.name, updatedAt: iso(1_700_000_005_000) });
@@ -261,35 +265,47 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       expect(await keys.get(k.id)).toMatchObject({ isDisabled: false, description: 'after', name: 'renamed' });
     });
 
-    it('markDeleting, unfinished, removeVersion, remove, removeUnfinishedKeys, knownObjectIds', async () => {
+    it('markDeleting, unfinished, unfinishedKeys (with the pending rows\' writers), removeVersion, remove, knownObjectIds', async () => {
       const keys = createKeyStore(store);
       const done = key();
       const v = version(done.id);
-      await keys.insertPending(done, v);
+      await keys.insertPending(done, v, OWNER);
       await keys.activate(done.id, 1, null, done.updatedAt);
       const half = key();
       const hv = version(half.id);
-      await keys.insertPending(half, hv);
+      await keys.insertPending(half, hv, OWNER);
       expect((await keys.knownObjectIds()).has(v.objectId.toString('hex'))).toBe(true);
       expect([...(await keys.knownObjectIds())].sort()).toEqual([v.objectId.toString('hex'), hv.objectId.toString('hex')].sort());
 
-      expect((await keys.unfinished()).map((u) => [u.keyId, u.state, u.keyState])).toEqual([[half.id, 'pending', 'pending']]);
+      expect((await keys.unfinished()).map((u) => [u.keyId, u.state, u.keyState, u.owner])).toEqual([[half.id, 'pending', 'pending', OWNER]]);
+      const rotation = version(done.id, 2);
+      await keys.insertPendingVersion(rotation, 'another-replica');
+      expect((await keys.unfinished()).find((u) => u.keyId === done.id)).toMatchObject({ version: 2, state: 'pending', keyState: 'active', owner: 'another-replica' });
+      await keys.removeVersion(done.id, 2);
       await keys.markDeleting(done.id);
       expect(await keys.get(done.id)).toBeUndefined();
       const unfinished = await keys.unfinished();
       expect(unfinished.find((u) => u.keyId === done.id)).toMatchObject({ state: 'deleting', keyState: 'deleting', objectId: v.objectId });
+      expect((await keys.unfinishedKeys()).sort((x, y) => x.id.localeCompare(y.id))).toEqual(
+        [
+          { id: done.id, state: 'deleting', owner: OWNER },
+          { id: half.id, state: 'pending', owner: OWNER },
+        ].sort((x, y) => x.id.localeCompare(y.id)),
+      );
 
       await keys.removeVersion(half.id, 1);
       expect(await keys.versions(half.id)).toEqual([]);
-      expect(await keys.removeUnfinishedKeys()).toBe(2);
+      await keys.remove(half.id);
+      await keys.remove(done.id);
       expect(await keys.unfinished()).toEqual([]);
+      expect(await keys.unfinishedKeys()).toEqual([]);
       const again = key();
-      await keys.insertPending(again, version(again.id));
+      await keys.insertPending(again, version(again.id), OWNER);
       await keys.activate(again.id, 1, null, again.updatedAt);
       await keys.remove(again.id);
       // The versions go with their key (ON DELETE CASCADE, foreign keys on for SQLite too).
       expect(await keys.versions(again.id)).toEqual([]);
-      expect(await keys.removeUnfinishedKeys()).toBe(0);
+      expect(await keys.unfinishedKeys()).toEqual([]);
     });
   });
 
@@ -355,13 +371,15 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const root = ca({ createdAt: iso(1_700_000_000_000) });
       const pendingCert = ca({ type: 'intermediate', status: 'pending-certificate', parentCaId: null, certificate: null, csr: '-----BEGIN CERTIFICATE REQUEST-----', pathLength: 0, createdAt: iso(1_700_000_000_001) });
       const half = ca({ state: 'pending', createdAt: iso(1_700_000_000_002) });
-      for (const c of [root, pendingCert, half]) await pki.insertCa(c);
+      for (const c of [root, pendingCert, half]) await pki.insertCa(c, OWNER);
       expect(await pki.getCa(root.id)).toEqual(root);
       expect(Buffer.isBuffer((await pki.getCa(root.id))!.subject)).toBe(true);
       expect(await pki.getCa(half.id)).toBeUndefined();
       expect((await pki.listCas('p1')).map((c) => c.id)).toEqual([root.id, pendingCert.id]);
       expect((await pki.allActiveCas()).map((c) => c.id)).toEqual([root.id]);
-      expect((await pki.pendingCas()).map((c) => c.id)).toEqual([half.id]);
+      expect((await pki.pendingCas()).map((c) => [c.id, c.owner])).toEqual([[half.id, OWNER]]);
+      // The writer is bookkeeping of the store's: no CaRecord carries it.
+      expect(Object.keys((await pki.getCa(root.id))!)).not.toContain('owner');
       expect((await pki.caObjectIds()).map((b) => b.toString('hex')).sort()).toEqual([root, pendingCert, half].map((c) => c.objectId.toString('hex')).sort());
 
       await pki.updateCa(pendingCert.id, { status: 'active', certificate: Buffer.from('cert'), outsideChain: 'chain' });
@@ -376,7 +394,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const second = await open(store.location);
       const [here, there] = [createPkiStore(store), createPkiStore(second)];
       const root = ca();
-      await here.insertCa(root);
+      await here.insertCa(root, OWNER);
       const numbers = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? here : there).nextCrlNumber(root.id)));
       expect([...numbers].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       expect(await here.nextCrlNumber(root.id)).toBe(21);
@@ -387,7 +405,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
     it('saveCrl keeps the highest-numbered CRL: a late finisher with an older number does not replace it', async () => {
       const pki = createPkiStore(store);
       const root = ca();
-      await pki.insertCa(root);
+      await pki.insertCa(root, OWNER);
       const [early, late] = [await pki.nextCrlNumber(root.id), await pki.nextCrlNumber(root.id)];
       expect(await pki.saveCrl(root.id, late, Buffer.from('crl-2'), iso(1_700_000_900_000))).toBe(true);
       expect(await pki.saveCrl(root.id, early, Buffer.from('crl-1'), iso(1_700_000_800_000))).toBe(false);
@@ -398,7 +416,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
     it('profiles: insertProfile, getProfile (JSON columns parsed), updateProfile, listProfiles by slug, removeProfile', async () => {
       const pki = createPkiStore(store);
       const root = ca();
-      await pki.insertCa(root);
+      await pki.insertCa(root, OWNER);
       const profile = (slug: string): ProfileRecord => ({
         id: randomUUID(),
         projectId: 'p1',
@@ -409,6 +427,9 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
         defaults: { ttl: '30d' },
         estEnabled: false,
         estPassphraseHash: null,
+        acmeEnabled: false,
+        acmeRequireEab: false,
+        acmeEabSecret: null,
         createdAt: iso(1_700_000_000_000),
         updatedAt: iso(1_700_000_000_000),
       });
@@ -429,13 +450,21 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       expect(await pki.getProfile(web.id)).toMatchObject({ estEnabled: true, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
       await pki.updateProfile(web.id, { estEnabled: false });
       expect((await pki.listProfiles('p1')).find((p) => p.id === web.id)).toMatchObject({ estEnabled: false, estPassphraseHash: 'scrypt$16384$8$1$salt$hash' });
+      // ACME flags are booleans on both engines; the EAB key is made once, whoever asks first.
+      await pki.updateProfile(web.id, { acmeEnabled: true, acmeRequireEab: true });
+      expect(await pki.getProfile(web.id)).toMatchObject({ acmeEnabled: true, acmeRequireEab: true, estEnabled: false, acmeEabSecret: null });
+      const keys = await Promise.all([pki.ensureAcmeEabSecret(web.id, 'first'), pki.ensureAcmeEabSecret(web.id, 'second')]);
+      expect(new Set(keys).size).toBe(1);
+      expect(['first', 'second']).toContain(keys[0]);
+      expect(await pki.ensureAcmeEabSecret(web.id, 'third')).toBe(keys[0]);
+      expect(await pki.ensureAcmeEabSecret(randomUUID(), 'none')).toBeUndefined();
     });
 
     it('certificateBySerial and certificateStatus: by CA and serial only, the status of a revocation as stored', async () => {
       const pki = createPkiStore(store);
       const [root, other] = [ca(), ca()];
-      await pki.insertCa(root);
-      await pki.insertCa(other);
+      await pki.insertCa(root, OWNER);
+      await pki.insertCa(other, OWNER);
       const issued = certificate(root.id);
       await pki.insertCertificate(issued);
       expect(await pki.certificateBySerial(root.id, issued.serialNumber)).toEqual(issued);
@@ -451,7 +480,7 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
     it('certificates: insertCertificate, getCertificate, listCertificates (newest first, paged, counted), revokeCertificate, revokedCertificates', async () => {
       const pki = createPkiStore(store);
       const root = ca();
-      await pki.insertCa(root);
+      await pki.insertCa(root, OWNER);
       const certs = [0, 1, 2].map((i) => certificate(root.id, { createdAt: iso(1_700_000_000_000 + i) }));
       for (const c of certs) await pki.insertCertificate(c);
       expect(await pki.getCertificate(certs[1]!.id)).toEqual(certs[1]);
@@ -533,6 +562,105 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       await expectFilter({ outcome: 'denied', action: 'auth.login' }, (e) => e.outcome === 'denied' && e.action === 'auth.login');
     });
 
+    it('retention and sink primitives: bounds, seq by time, checkpoint below, deletes from the start, the cursor moved only from where it was read', async () => {
+      const audit = createAuditStore(store);
+      expect(await audit.bounds()).toEqual({ first: 0, last: 0 });
+      const events = await createAuditAppender(store)((head) => chainEvents(head, unchained(10)));
+      expect(await audit.bounds()).toEqual({ first: 1, last: 10 });
+      expect(await audit.lastSeqBefore(1_700_000_000_004)).toBe(4);
+      expect(await audit.lastSeqBefore(1_600_000_000_000)).toBe(0);
+      for (const seq of [3, 7]) await audit.insertCheckpoint({ seq, headHash: events[seq - 1]!.hash, signedAt: iso(1_700_000_001_000), algorithm: 'ECDSA_SHA_256', signature: randomBytes(70) });
+      expect([await audit.checkpointAtOrBelow(6), await audit.checkpointAtOrBelow(7), await audit.checkpointAtOrBelow(2)]).toEqual([3, 7, 0]);
+      expect(await audit.findEvent('kms.key.encrypt', 'key-1', 3)).toBe(6);
+      expect(await audit.findEvent('kms.key.encrypt', 'key-1', 9)).toBeUndefined();
+      expect(await audit.deleteEvents(1, 3)).toBe(3);
+      expect(await audit.deleteCheckpointsBelow(7)).toBe(1);
+      expect(await audit.bounds()).toEqual({ first: 4, last: 10 });
+      expect((await audit.eventsAfter(5, 3)).map((e) => e.seq)).toEqual([6, 7, 8]);
+      expect(await audit.eventsAfter(5, 3)).toEqual(events.slice(5, 8));
+      expect((await audit.checkpointsBetween(0, 10)).map((c) => c.seq)).toEqual([7]);
+
+      const second = createAuditStore(await secondConnection(store));
+      const fresh = await audit.sinkState();
+      expect(fresh).toEqual({ exportedSeq: 0, exportedCheckpointSeq: 0, failingSince: null, lastError: null });
+      await audit.sinkFailed('EACCES', 1000);
+      await audit.sinkFailed('EACCES again', 2000);
+      expect(await second.sinkState()).toEqual({ exportedSeq: 0, exportedCheckpointSeq: 0, failingSince: 1000, lastError: 'EACCES again' });
+      const read = await audit.sinkState();
+      expect(await audit.advanceSink(read, { exportedSeq: 6, exportedCheckpointSeq: 3 })).toBe(true);
+      // A second feeder that read the cursor before the move stops.
+      expect(await second.advanceSink(read, { exportedSeq: 8, exportedCheckpointSeq: 7 })).toBe(false);
+      expect(await second.sinkState()).toEqual({ exportedSeq: 6, exportedCheckpointSeq: 3, failingSince: null, lastError: null });
+    });
+
+    it('the verifier reads one snapshot: retention deleting the start meanwhile does not show as a gap', async () => {
+      const append = createAuditAppender(store);
+      for (let i = 0; i < 5; i++) await append((head) => chainEvents(head, unchained(500)));
+      const reader = store.engine === 'sqlite' ? await openStore(store.location, { migrate: false, readonly: true }) : await open(store.location);
+      try {
+        const seqs = await withSnapshot(reader, async (snapshot) => {
+          const seen: number[] = [];
+          for await (const event of readAuditChain(snapshot).events()) {
+            if (seen.length === 10) expect(await createAuditStore(store).deleteEvents(1, 2000)).toBe(2000);
+            seen.push(event.seq);
+          }
+          return seen;
+        });
+        expect(seqs).toEqual(Array.from({ length: 2500 }, (_, i) => i + 1));
+      } finally {
+        if (store.engine === 'sqlite') await reader.close();
+      }
+      expect(await createAuditStore(store).bounds()).toEqual({ first: 2001, last: 2500 });
+    });
+
+    it('migration 008 carries events written in the earlier form over losslessly: they keep verifying, and a tampered one is still named', async () => {
+      // A store as migrations 001-006 left it, with events hashed in format v1 (UUID, ISO time, outcome).
+      const location = await freshLocation(engine);
+      const names = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql', '006-est.sql'];
+      const v1 = [] as AuditEventRecord[];
+      let prevHash = '0'.repeat(64);
+      for (const [i, input] of unchained(6).entries()) {
+        const fields = { ...input, seq: i + 1, id: randomUUID(), time: iso(input.timeMs), outcome: input.statusCode === 403 ? 'denied' : 'success', prevHash };
+        const { timeMs: _, ...event } = fields;
+        const hash = eventHash(event);
+        v1.push({ ...event, hash });
+        prevHash = hash;
+      }
+      const rows = v1.map((e) => [e.seq, e.id, e.time, e.reqId, e.identityId, e.action, e.resourceType, e.resourceId, e.outcome, e.statusCode, e.clientAddress, e.prevHash, e.seq === 5 ? 'not hex' : e.hash]);
+      const insert = 'INSERT INTO audit_events (seq, id, time, req_id, identity_id, action, resource_type, resource_id, outcome, status_code, client_address, prev_hash, hash) VALUES ';
+      if (location.engine === 'sqlite') {
+        const old = new Database(location.path);
+        old.exec('CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
+        for (const name of names) {
+          old.exec(readFileSync(join(MIGRATIONS, 'sqlite', name), 'utf8'));
+          old.prepare('INSERT INTO schema_migrations VALUES (?, ?)').run(name, 'then');
+        }
+        for (const row of rows) old.prepare(`${insert}(${row.map(() => '?').join(', ')})`).run(...row);
+        old.close();
+      } else {
+        const client = new pg.Client({ connectionString: location.url });
+        await client.connect();
+        await client.query('CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
+        for (const name of names) {
+          await client.query(readFileSync(join(MIGRATIONS, 'postgres', name), 'utf8'));
+          await client.query('INSERT INTO schema_migrations VALUES ($1, $2)', [name, 'then']);
+        }
+        for (const row of rows) await client.query(`${insert}(${row.map((_, i) => `$${i + 1}`).join(', ')})`, row);
+        await client.end();
+      }
+      const migrated = await open(location);
+      const read: AuditEventRecord[] = [];
+      for await (const event of readAuditChain(migrated).events()) read.push(event);
+      expect(read.filter((e) => e.seq !== 5)).toEqual(v1.filter((e) => e.seq !== 5));
+      expect(read[4]!.hash).toBe('0'.repeat(64));
+      expect(await verifyAuditChain(readAuditChain(migrated))).toMatchObject({ ok: false, problem: { kind: 'edited', seq: 5 } });
+      // Without the tampered end, new events go on in format v2 after the old ones.
+      await migrated.db.deleteFrom('audit_events').where('seq', '>=', 5).execute();
+      const appended = await createAuditAppender(migrated)((head) => chainEvents(head, unchained(2, 'new')));
+      expect(appended.map((e) => [e.seq, e.id, e.prevHash === v1[3]!.hash])).toEqual([[5, null, true], [6, null, false]]);
+      expect(await verifyAuditChain(readAuditChain(migrated))).toMatchObject({ ok: true, events: 6 });
+    });
+
     it('auditKey, saveAuditKey: two concurrent first saves store one key, and both get that one', async () => {
       const second = await secondConnection(store);
       const [a, b] = [createAuditStore(store), createAuditStore(second)];
@@ -596,6 +724,22 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       expect(await here.tryAcquire('sweep2', 'x', 400)).toBe(false);
       await expect(here.tryAcquire('sweep', 'x', 0)).rejects.toThrow(RangeError);
     });
+
+    it('liveHolders: the holders of unexpired leases under a prefix, the prefix taken literally', async () => {
+      const second = await open(store.location);
+      const [here, there] = [createLeaseStore(store), createLeaseStore(second)];
+      expect(await here.tryAcquire('presence:a', 'replica-a', 60_000)).toBe(true);
+      expect(await there.tryAcquire('presence:b', 'replica-b', 300)).toBe(true);
+      expect(await there.tryAcquire('presenceXc', 'replica-c', 60_000)).toBe(true); // not under the prefix
+      expect(await here.tryAcquire('other:d', 'replica-d', 60_000)).toBe(true);
+      expect([...(await there.liveHolders('presence:'))].sort()).toEqual(['replica-a', 'replica-b']);
+      // `_` and `%` are no wildcards here.
+      expect([...(await here.liveHolders('presence_'))]).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      expect([...(await here.liveHolders('presence:'))]).toEqual(['replica-a']);
+      await here.release('presence:a', 'replica-a');
+      expect([...(await there.liveHolders('presence:'))]).toEqual([]);
+    });
   });
 
   describe('migrations', () => {
@@ -603,12 +747,12 @@ describe.each<Engine>(['sqlite', 'postgres'])('the store on %s', (engine) => {
       const location = await freshLocation(engine);
       const [a, b] = await Promise.all([open(location), open(location)]);
       const applied = await a.db.selectFrom('schema_migrations').select('name').orderBy('name').execute();
-      const files = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql', '005-crl-stored-number.sql', '006-est.sql'];
-      expect(applied.map((row) => row.name)).toEqual(files);
+      expect(applied.map((row) => row.name)).toEqual(migrationFiles(engine));
+      expect(migrationFiles(engine)).toEqual(migrationFiles(engine === 'sqlite' ? 'postgres' : 'sqlite'));
       // A third open finds nothing to do, and both first openers work on the one schema.
       await open(location);
       const k = key();
-      await createKeyStore(a).insertPending(k, version(k.id));
+      await createKeyStore(a).insertPending(k, version(k.id), OWNER);
       expect((await createKeyStore(b).unfinished()).map((u) => u.keyId)).toEqual([k.id]);
     });
 
@@ -640,18 +784,14 @@ describe('SQLite specifics', () => {
     const store = await open({ engine: 'sqlite', path });
     expect(await getOrCreateSetting(store, 'orgId', () => 'new')).toBe('kept');
     const applied = await store.db.selectFrom('schema_migrations').selectAll().orderBy('name').execute();
-    expect(applied.map((row) => [row.name, row.applied_at === '2026-01-01T00:00:00.000Z'])).toEqual([
-      ['001-initial.sql', true],
-      ['002-pki.sql', true],
-      ['003-audit.sql', true],
-      ['004-leases.sql', true],
-      ['005-crl-stored-number.sql', false],
-      ['006-est.sql', false],
-    ]);
+    const before = ['001-initial.sql', '002-pki.sql', '003-audit.sql', '004-leases.sql'];
+    expect(applied.map((row) => [row.name, row.applied_at === '2026-01-01T00:00:00.000Z'])).toEqual(migrationFiles('sqlite').map((name) => [name, before.includes(name)]));
+    expect(applied.map((row) => row.name)).toContain('006-est.sql');
+    expect(applied.map((row) => row.name)).toContain('008-audit-retention.sql');
     // The expired lease of the old run is taken over; the new column is there.
     expect(await createLeaseStore(store).tryAcquire('maintenance', 'me', 1000)).toBe(true);
     const root = ca();
-    await createPkiStore(store).insertCa(root);
+    await createPkiStore(store).insertCa(root, OWNER);
     expect(await createPkiStore(store).saveCrl(root.id, await createPkiStore(store).nextCrlNumber(root.id), Buffer.from('crl'), iso(1))).toBe(true);
   });
 

@@ -603,6 +603,8 @@ function serviceEnv(options: Options, dataDir: string, port: number): NodeJS.Pro
     HSM_SESSIONS: String(options.sessions),
     HTTP_WORKERS: String(options.httpWorkers),
     LOG_LEVEL: 'warn',
+    // Stopped with SIGTERM after its runs: nothing to drain for.
+    SHUTDOWN_DELAY_MS: '0',
     // The benchmark is one identity from one address at full speed: measure the service, not its rate limits.
     RATE_LIMIT_PER_SECOND: '0',
     RATE_LIMIT_PER_ADDRESS_PER_SECOND: '0',

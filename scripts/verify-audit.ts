@@ -5,7 +5,8 @@
  * checks each link, and checks every signed checkpoint (its signature with the audit public
  * key, and that the chain's hash at its seq is the one signed). Prints one line: the summary
  * of an intact chain (exit 0), or the first problem with its seq, event id, time and kind
- * (exit 1). Exit 2 when the store cannot be read. Every process that shares the store appends
+ * (exit 1). Exit 2 when nothing could be verified: a bad command line, or a store (or public
+ * key) that cannot be read, so that 1 always means a broken chain. Every process that shares the store appends
  * to the same one chain (src/services/audit-writer.ts), so this checks every replica's events
  * and every checkpoint, whichever process signed it.
  *
@@ -47,20 +48,19 @@ function locationOf(values: { db?: string | undefined; url?: string | undefined;
   return storeLocation(config.database, join(config.dataDir, 'hsm-signer.db'));
 }
 
+const USAGE = 'usage: npx tsx scripts/verify-audit.ts [--db PATH | --url URL | --file FILE-OR-DIR] [--data-dir DIR] [--public-key PEM]';
+
 async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      db: { type: 'string' },
-      url: { type: 'string' },
-      file: { type: 'string' },
-      'data-dir': { type: 'string' },
-      'public-key': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  let values: ReturnType<typeof parse>['values'];
+  try {
+    ({ values } = parse(argv));
+  } catch (error) {
+    // Not a broken chain: nothing was verified (exit 1 would tell cron the trail was tampered with).
+    console.error(`${(error as Error).message}\n${USAGE}`);
+    return 2;
+  }
   if (values.help) {
-    console.log('usage: npx tsx scripts/verify-audit.ts [--db PATH | --url URL | --file FILE-OR-DIR] [--data-dir DIR] [--public-key PEM]');
+    console.log(USAGE);
     return 0;
   }
   if (values.file) return verifyFile(values.file, values['public-key']);
@@ -113,6 +113,20 @@ async function verifyFile(path: string, publicKeyPath: string | undefined): Prom
     console.error(`cannot verify the audit export in ${path}: ${(error as Error).message}`);
     return 2;
   }
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    options: {
+      db: { type: 'string' },
+      url: { type: 'string' },
+      file: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'public-key': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) process.exitCode = await main(process.argv.slice(2));

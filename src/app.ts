@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Express } from 'express';
-import type { AddressInfo } from 'node:net';
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { embeddedTokenLockPath, ensureAdminIdentity, prepareEmbeddedSoftHsm } from './bootstrap.js';
@@ -23,6 +24,7 @@ import { observeRequests } from './http/observe-requests.js';
 import { createOpsApp, listenOps } from './http/ops-app.js';
 import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
+import { refusedRequestsSummary, tokenStateLog, type TokenStateLog } from './log-flood.js';
 import { auditEventsPruned, auditPruneOverdue, auditRecordFailures, auditSinkFailures, auditSinkLag, auditStoreEvents, maintenanceLeader, observeAuditWrites, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
@@ -69,18 +71,24 @@ export interface RunningService {
   /** Starts a new audit sink file at the next write (SIGHUP, after logrotate moved it). */
   reopenAuditSink(): void;
   /**
-   * Stops accepting, lets in-flight requests finish (up to server.shutdownGraceMs), signs the
-   * audit head, closes the sessions and finalizes the module. Rejects when a token call was
+   * Drains for `delayMs` (default 0; main.ts passes server.shutdownDelayMs on SIGTERM): /readyz
+   * fails at once and every answer carries Connection: close, while the listener still accepts.
+   * Then stops accepting, lets in-flight requests finish (up to server.shutdownGraceMs), signs
+   * the audit head, closes the sessions and finalizes the module. Rejects when a token call was
    * still running at the end of the grace period: the module is then left unfinalized, since
    * finalizing under a running call crashes the process.
    */
-  close(): Promise<void>;
+  close(options?: {
+    delayMs?: number;
+    /** After a delay, when the listener has closed: resolves when held requests may go on (a cluster worker waits for the others). */
+    afterListenerClosed?: () => Promise<void>;
+  }): Promise<void>;
 }
 
 /** Thrown when the service cannot start; `message` is meant for the operator. */
 export class StartupError extends Error {}
 
-function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; pool: TokenThreadPool; token: Pkcs11Token } {
+function connectToken(config: Config, logger: Logger, stateLog: TokenStateLog): { module: Pkcs11Module; pool: TokenThreadPool; token: Pkcs11Token } {
   const module = new Pkcs11Module({
     modulePath: config.hsm.modulePath,
     ...(config.hsm.tokenLabel ? { tokenLabel: config.hsm.tokenLabel } : {}),
@@ -111,13 +119,11 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
     size: config.hsm.sessions,
     acquireTimeoutMs: config.hsm.acquireTimeoutMs,
     readPin,
-    onDown: (error) => logger.error({ ckr: error.ckr }, 'the HSM failed; answering 503 while reconnecting'),
-    // The new threads start with empty handle caches: every key is looked up again.
-    onRecovered: () => logger.info('reconnected to the HSM'),
-    onRecoveryFailed: (error) =>
-      error.errorClass === 'fatal-login'
-        ? logger.error({ ckr: error.ckr }, 'the HSM refused the PIN while reconnecting; not retrying (it could lock the token): /healthz now fails, restart with the right PIN')
-        : logger.warn({ ckr: error.ckr }, 'reconnecting to the HSM failed; will retry'),
+    // One line per state change, the rest summarized (log-flood.ts). After a reconnect the
+    // threads look every key up again (their handle caches start empty).
+    onDown: (error) => stateLog.onDown(error),
+    onRecovered: () => stateLog.onRecovered(),
+    onRecoveryFailed: (error) => stateLog.onRecoveryFailed(error),
   });
   pool.open();
   observePool(pool);
@@ -125,8 +131,19 @@ function connectToken(config: Config, logger: Logger): { module: Pkcs11Module; p
   return { module, pool, token };
 }
 
+/** At the end of a shutdown delay, the listener closes after this long without a new connection or an answer ... */
+const LISTENER_QUIET_MS = 50;
+/** ... or after this long at most, if traffic never pauses (requests arriving meanwhile wait). */
+const LISTENER_HOLD_MAX_MS = 1000;
+
+/** A reconnect the token fails again within this long is the same outage (log-flood.ts). */
+const TOKEN_SETTLE_MS = 1000;
+
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
-  const { module, pool, token } = connectToken(config, logger);
+  // Refused requests and repeated token failures are counted and summarized, never one line each.
+  const refusals = refusedRequestsSummary(logger, config.logSummaryIntervalMs);
+  const stateLog = tokenStateLog(logger, { intervalMs: config.logSummaryIntervalMs, settleMs: TOKEN_SETTLE_MS, beforeRecoveredLine: () => refusals.flush() });
+  const { module, pool, token } = connectToken(config, logger, stateLog);
   const store = await openConfiguredStore(config, logger);
   const orgId = await getOrCreateSetting(store, 'orgId', randomUUID);
   const leases = createLeaseStore(store);
@@ -233,6 +250,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     estClientCertificateHeader: config.server.estClientCertificateHeader ?? undefined,
     audit,
     deniedRequests,
+    refusals,
     ...(sinkWatch ? { auditRefuses: () => sinkFailing } : {}),
     token,
     readyTimeoutMs: config.hsm.readyTimeoutMs,
@@ -249,13 +267,30 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // Answers in flight, so that when draining begins each can still be told to close its
   // keep-alive connection (a connection left open would hold server.close until it times out).
   const inFlight = new Set<ServerResponse>();
+  // When each connection was accepted or last began a request: at the end of a shutdown delay,
+  // the connections idle since before it began are closed (see close()).
+  const lastActive = new Map<Socket, number>();
+  // When a connection was last accepted or an answer last ended (close() waits for a pause).
+  let lastArrivalOrAnswer = 0;
+  // While set, requests wait for it before they start (the moment the listener closes).
+  let held: Promise<void> | undefined;
+  /** Closing idle connections as each answer ends: only once no request can be on its way (no delay). */
+  let closeIdleAfterEachAnswer = false;
   const server = listener(config, (req, res) => {
     inFlight.add(res);
+    lastActive.set(req.socket, Date.now());
     res.once('close', () => {
       inFlight.delete(res);
-      if (draining) server.closeIdleConnections();
+      lastArrivalOrAnswer = Date.now();
+      if (closeIdleAfterEachAnswer) server.closeIdleConnections();
     });
-    void ready.then(() => app(req, res));
+    void (held ?? ready).then(() => app(req, res));
+  });
+  server.on('connection', () => (lastArrivalOrAnswer = Date.now()));
+  // The TLS socket over HTTPS, which is the one requests see (req.socket).
+  server.on(config.server.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    lastActive.set(socket, Date.now());
+    socket.once('close', () => lastActive.delete(socket));
   });
   answerClientErrors(server);
   server.listen(config.server.port, config.server.host);
@@ -323,10 +358,54 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     reopenAuditSink() {
       feeder?.reopen();
     },
-    close() {
+    close(closeOptions = {}) {
       closing ??= (async () => {
+        const delayMs = closeOptions.delayMs ?? 0;
+        const drainStartedAt = Date.now();
         draining = true;
         for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
+        let drained: Promise<void>;
+        if (delayMs > 0) {
+          // Still accepting and serving, so that a request a client writes on a keep-alive
+          // connection now (or a balancer sends before its health check has seen /readyz fail)
+          // is answered, with Connection: close, instead of being reset unanswered.
+          logger.info({ delayMs }, 'draining: /readyz fails and every answer closes its connection; still accepting until the delay has passed');
+          await sleep(delayMs);
+          // Closing a listening socket makes the kernel reset the connections it has completed
+          // but the process has not accepted yet: requests already written, unanswered. Clients
+          // connect again right after each answer, so the listener is closed in a pause: new
+          // requests are held (not started), those running finish, and once no connection has
+          // arrived and no answer has gone out for LISTENER_QUIET_MS (at most
+          // LISTENER_HOLD_MAX_MS) nobody is between an answer and its next connection.
+          let release!: () => void;
+          held = new Promise<void>((resolve) => (release = resolve));
+          const holdStartedAt = Date.now();
+          while (Date.now() - lastArrivalOrAnswer < LISTENER_QUIET_MS && Date.now() - holdStartedAt < LISTENER_HOLD_MAX_MS) {
+            await sleep(Math.max(1, LISTENER_QUIET_MS - (Date.now() - lastArrivalOrAnswer)));
+          }
+          // The listener only: http.Server.close would also close every connection without a
+          // request in progress, among them connections just accepted whose request is on its
+          // way. Each busy connection closes after its answer (Connection: close).
+          drained = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
+          // A cluster worker's listener is the primary's socket: closing it tells the primary, over
+          // IPC, to stop handing this worker connections, and the primary closes the socket once
+          // every worker has. A connection handed over meanwhile is refused by the worker and
+          // reset by the primary; so the answers stay held until every worker's listener is
+          // closed (main.ts asks the primary), and clients connecting again are refused.
+          await closeOptions.afterListenerClosed?.();
+          held = undefined;
+          release();
+          // Connections idle since before the drain began had the whole delay to send: closed
+          // now, rather than when their keep-alive timeout runs out.
+          const busy = new Set<unknown>([...inFlight].map((res) => res.socket));
+          for (const [socket, at] of lastActive) if (at < drainStartedAt && !busy.has(socket)) socket.destroy();
+          logger.info({ delayMs, heldMs: Date.now() - holdStartedAt }, 'stopped accepting connections; finishing the requests in progress');
+        } else {
+          // server.close stops accepting and closes idle keep-alive connections; busy ones close
+          // after their answer (each carries Connection: close while draining).
+          closeIdleAfterEachAnswer = true;
+          drained = new Promise<void>((resolve) => server.close(() => resolve()));
+        }
         // The lease holder exports what is left once the last checkpoint is signed (below).
         const exportAtEnd = auditUpkeep.leading && feeder !== undefined;
         await maintenance.stop();
@@ -334,10 +413,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         clearInterval(sinkWatch);
         identities.stopRefresh();
         keys.stopRefresh();
-        const deadline = Date.now() + config.server.shutdownGraceMs;
-        // server.close stops accepting and closes idle keep-alive connections; busy ones close
-        // after their answer (each carries Connection: close while draining).
-        const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+        // The grace period follows the delay (the pause for closing the listener comes out of it).
+        const deadline = drainStartedAt + delayMs + config.server.shutdownGraceMs;
         if (!(await within(drained, deadline))) {
           logger.warn({ graceMs: config.server.shutdownGraceMs }, 'requests still running at the end of the grace period; cutting their connections');
           server.closeAllConnections();
@@ -348,6 +425,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           opsServer.closeAllConnections();
           await opsClosed;
         }
+        // The last counts of refused requests and token failures, before the process ends.
+        refusals.close();
+        stateLog.close();
         // ACME validations still running write their results before the store closes.
         await within(acme.idle(), Math.max(deadline, Date.now() + 1000));
         // Summaries of refused requests go into the chain before its last checkpoint.

@@ -45,7 +45,14 @@ export class AppError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
-    readonly options: { details?: unknown; cause?: unknown; retryAfterSeconds?: number; problems?: ValidationProblem[] } = {},
+    readonly options: {
+      details?: unknown;
+      cause?: unknown;
+      retryAfterSeconds?: number;
+      problems?: ValidationProblem[];
+      /** Why, from a fixed set, for the log's summaries (log-flood.ts); never shown to the client. */
+      reason?: string;
+    } = {},
   ) {
     super(message, { cause: options.cause });
     this.name = kind;
@@ -73,9 +80,13 @@ export const permissionDenied = (action: string, projectId: string) =>
   new AppError('PermissionDenied', `You are not allowed to ${action} on project ${projectId}`, {
     details: { action, projectId },
   });
+/** The action is not allowed on any project (a route that names no project, such as listing identities). */
+export const permissionDeniedEverywhere = (action: string) =>
+  new AppError('PermissionDenied', `You are not allowed to ${action} on any project`, { details: { action } });
 export const validationFailure = (problems: ValidationProblem[]) =>
   new AppError('ValidationFailure', problems.map((p) => `${p.path} ${p.message}`).join('; '), { problems });
 export const serviceUnavailable = (message: string, cause?: unknown) =>
   new AppError('ServiceUnavailable', message, { cause, retryAfterSeconds: 1 });
-export const rateLimitExceeded = (message: string, retryAfterSeconds: number) =>
-  new AppError('RateLimitExceeded', message, { retryAfterSeconds });
+/** `reason`: which limit (identity, address, login), as in the rate_limited_total metric. */
+export const rateLimitExceeded = (message: string, retryAfterSeconds: number, reason: string) =>
+  new AppError('RateLimitExceeded', message, { retryAfterSeconds, reason });

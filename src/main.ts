@@ -12,6 +12,9 @@ import { availableParallelism } from 'node:os';
 import { loadConfig, type Config } from './config/load.js';
 import { createLogger, type Logger } from './logger.js';
 
+/** The longest a cluster worker holds its answers waiting for the other workers' listeners to close. */
+const LISTENERS_CLOSED_TIMEOUT_MS = 2000;
+
 let config: Config;
 try {
   config = loadConfig();
@@ -36,15 +39,26 @@ async function serve(config: Config, logger: Logger, isWorker: boolean): Promise
   try {
     const service = await startService(config, logger);
     logger.info({ url: service.url, sessions: config.hsm.sessions, ...(service.opsUrl ? { opsUrl: service.opsUrl } : {}) }, isWorker ? 'worker is listening' : 'hsm-signer is listening');
+    const clusterWorker = isWorker ? await import('./cluster/worker.js') : undefined;
     const stop = (signal: string) => {
-      logger.info({ signal }, 'stopping');
-      service.close().then(
-        () => process.exit(0),
-        (error: unknown) => {
-          logger.error({ err: error }, 'error while stopping');
-          process.exit(1);
-        },
-      );
+      // SIGTERM is how orchestrators and balanced deployments stop a replica: drain for
+      // server.shutdownDelayMs first. SIGINT (Ctrl-C) and a vanished cluster primary (its
+      // listener is gone with it) stop at once.
+      const delayMs = signal === 'SIGTERM' ? config.server.shutdownDelayMs : 0;
+      logger.info({ signal, delayMs }, 'stopping');
+      service
+        .close({
+          delayMs,
+          // The workers share one listening socket: each holds its answers until all have closed theirs.
+          ...(clusterWorker ? { afterListenerClosed: () => clusterWorker.allListenersClosed(logger, LISTENERS_CLOSED_TIMEOUT_MS) } : {}),
+        })
+        .then(
+          () => process.exit(0),
+          (error: unknown) => {
+            logger.error({ err: error }, 'error while stopping');
+            process.exit(1);
+          },
+        );
     };
     // `on`, not `once`: a second signal (the group's and the parent's copy) must not fall back
     // to the default action and kill the process mid-drain; close() runs once however called.
@@ -62,9 +76,8 @@ async function serve(config: Config, logger: Logger, isWorker: boolean): Promise
       logger.info('SIGHUP: reopening the audit sink file');
       service.reopenAuditSink();
     });
-    if (isWorker) {
-      const { serveThePrimary } = await import('./cluster/worker.js');
-      serveThePrimary(service.url, service.health, logger);
+    if (clusterWorker) {
+      clusterWorker.serveThePrimary(service.url, service.health, logger);
       // A primary that is gone (killed) cannot pass signals on: drain and exit as if told to.
       process.on('disconnect', () => onSignal('disconnect'));
     }

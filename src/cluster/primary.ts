@@ -12,9 +12,10 @@
  * - A worker that dies after it listened is replaced, after a delay that doubles with each
  *   death in the last minute (RESTART_BASE_MS up to RESTART_MAX_MS), logged at error level.
  * - SIGHUP: passed to every worker (the audit sink file is reopened).
- * - SIGTERM/SIGINT: passed to every worker, which drains as a single process does; the primary
- *   exits 0 once all have exited 0 (1 otherwise, or if they outlast the grace period by
- *   STOP_MARGIN_MS, when they are killed).
+ * - SIGTERM/SIGINT: passed on (the same signal) to every worker, which drains as a single
+ *   process does (after SIGTERM, server.shutdownDelayMs of serving with /readyz failing first);
+ *   the primary exits 0 once all have exited 0 (1 otherwise, or if they outlast the delay and
+ *   the grace period by STOP_MARGIN_MS, when they are killed).
  * - server.opsPort is served here, not by the workers: /metrics is every listening worker's
  *   registry summed by prom-client's AggregatorRegistry (see src/metrics.ts for the gauges
  *   that are not summed) plus the primary's own two metrics; /healthz and /readyz ask the
@@ -34,7 +35,7 @@ const RESTART_BASE_MS = 250;
 const RESTART_MAX_MS = 30_000;
 /** Deaths within this window count towards the restart delay. */
 const RESTART_WINDOW_MS = 60_000;
-/** How long past server.shutdownGraceMs the primary waits for its workers before killing them. */
+/** How long past server.shutdownDelayMs + shutdownGraceMs the primary waits for its workers before killing them. */
 const STOP_MARGIN_MS = 15_000;
 /** How long a worker may take to answer a liveness or metrics request. */
 const ANSWER_TIMEOUT_MS = 2_000;
@@ -43,6 +44,8 @@ interface Entry {
   worker: Worker;
   pid: number | undefined;
   listening: boolean;
+  /** Said listener-closed: at the end of its shutdown delay, its listener is closed. */
+  listenerClosed?: boolean;
 }
 
 type Question = ToWorker extends infer Q ? (Q extends { id: number } ? Omit<Q, 'id' | 'channel'> : never) : never;
@@ -108,24 +111,54 @@ export async function runPrimary(config: Config, logger: Logger, count: number):
     ops.server.closeAllConnections();
   }
 
-  function stop(reason: string): void {
+  /** The signal workers get: SIGTERM drains for the shutdown delay first, SIGINT does not. */
+  let stopSignal: 'SIGTERM' | 'SIGINT' = 'SIGTERM';
+
+  function stop(reason: string, signal: 'SIGTERM' | 'SIGINT' = 'SIGTERM'): void {
     if (stopping) return;
     stopping = true;
+    // A worker failed to start: nothing is being served that a balancer must move away from,
+    // so the workers stop at once (SIGINT skips the shutdown delay).
+    stopSignal = exitCode === 0 ? signal : 'SIGINT';
     for (const timer of pendingRestarts) clearTimeout(timer);
     pendingRestarts.clear();
-    logger.info({ reason, workers: entries.size }, 'stopping every worker');
-    for (const entry of entries.values()) entry.worker.process.kill('SIGTERM');
+    const delayMs = stopSignal === 'SIGTERM' ? config.server.shutdownDelayMs : 0;
+    logger.info({ reason, workers: entries.size, delayMs }, 'stopping every worker');
+    for (const entry of entries.values()) entry.worker.process.kill(stopSignal);
     const deadline = setTimeout(() => {
-      logger.error({ workers: [...entries.values()].map((entry) => entry.pid) }, 'workers still running past the grace period; killing them');
+      logger.error({ workers: [...entries.values()].map((entry) => entry.pid) }, 'workers still running past the shutdown delay and grace period; killing them');
       exitCode = 1;
       for (const entry of entries.values()) entry.worker.process.kill('SIGKILL');
-    }, config.server.shutdownGraceMs + STOP_MARGIN_MS);
+    }, delayMs + config.server.shutdownGraceMs + STOP_MARGIN_MS);
     deadline.unref();
     finishIfDone();
   }
 
+  /**
+   * Once every listening worker has closed its listener (node:cluster closes the shared socket
+   * when the last one has, on the message each sent before its listener-closed), each may let
+   * out the answers it held back; see allListenersClosed in worker.ts.
+   */
+  function releaseIfAllListenersClosed(): void {
+    const open = listening();
+    if (open.length === 0 || open.some((entry) => !entry.listenerClosed)) return;
+    for (const entry of open) {
+      try {
+        entry.worker.send({ channel: CHANNEL, type: 'listeners-closed' } satisfies ToWorker);
+      } catch {
+        // Exiting already.
+      }
+    }
+  }
+
   cluster.on('message', (worker, message: unknown) => {
     if (!isOurs<FromWorker>(message)) return;
+    if (message.type === 'listener-closed') {
+      const entry = entries.get(worker.id);
+      if (entry) entry.listenerClosed = true;
+      releaseIfAllListenersClosed();
+      return;
+    }
     if (message.type !== 'listening') {
       answers.get(message.id)?.(message);
       return;
@@ -136,8 +169,8 @@ export async function runPrimary(config: Config, logger: Logger, count: number):
     url = message.url;
     logger.info({ worker: worker.id, pid: entry.pid }, 'a worker is listening');
     if (stopping) {
-      // It missed the SIGTERM sent while it was starting (it had no handler yet).
-      entry.worker.process.kill('SIGTERM');
+      // It missed the signal sent while it was starting (it had no handler yet).
+      entry.worker.process.kill(stopSignal);
       return;
     }
     if (!forkedTheRest) {
@@ -155,10 +188,12 @@ export async function runPrimary(config: Config, logger: Logger, count: number):
     entries.delete(worker.id);
     const pid = entry?.pid;
     if (stopping) {
-      // A worker still starting when SIGTERM came has nothing to drain: its end is no failure.
-      const clean = code === 0 || (!entry?.listening && signal === 'SIGTERM');
+      // A worker still starting when the signal came has nothing to drain: its end is no failure.
+      const clean = code === 0 || (!entry?.listening && signal === stopSignal);
       if (!clean) exitCode = 1;
       logger[clean ? 'info' : 'error']({ worker: worker.id, pid, code, signal }, 'a worker exited');
+      // The others may have been waiting for this one's listener.
+      releaseIfAllListenersClosed();
       finishIfDone();
       return;
     }
@@ -184,7 +219,7 @@ export async function runPrimary(config: Config, logger: Logger, count: number):
   const onSignal = (signal: string) => {
     if (stopping) return;
     logger.info({ signal }, 'stopping');
-    stop(signal);
+    stop(signal, signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));

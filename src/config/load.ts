@@ -105,6 +105,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       host: env.HOST || undefined,
       port: integer(env.PORT),
       publicBaseUrl: env.PUBLIC_BASE_URL || undefined,
+      shutdownDelayMs: integer(env.SHUTDOWN_DELAY_MS),
       shutdownGraceMs: integer(env.SHUTDOWN_GRACE_MS),
       httpWorkers: env.HTTP_WORKERS === 'auto' ? 'auto' : integer(env.HTTP_WORKERS),
       opsPort: integer(env.OPS_PORT),
@@ -136,6 +137,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       sinkFailure: env.AUDIT_SINK_FAILURE || undefined,
     },
     logLevel: env.LOG_LEVEL || undefined,
+    logSummaryIntervalMs: integer(env.LOG_SUMMARY_INTERVAL_MS),
   };
 }
 

@@ -19,7 +19,19 @@ export const configSchema = {
         port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one (env PORT).' },
         publicBaseUrl: { type: ['string', 'null'], description: 'Base URL relying parties reach the service at, for URLs put in certificates (env PUBLIC_BASE_URL); default http://HOST:PORT.' },
         bodyLimitBytes: { type: 'integer', minimum: 1024, description: 'Largest JSON request body accepted.' },
-        shutdownGraceMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight requests may take to finish before their connections are cut (env SHUTDOWN_GRACE_MS).' },
+        shutdownDelayMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 5000,
+          description:
+            'On SIGTERM, how long the service keeps serving (every answer with Connection: close, /readyz failing) before it stops accepting connections, so a load balancer takes it out of rotation first; 0 stops accepting at once (env SHUTDOWN_DELAY_MS).',
+        },
+        shutdownGraceMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 10000,
+          description: 'After the shutdown delay, how long in-flight requests may take to finish before their connections are cut (env SHUTDOWN_GRACE_MS).',
+        },
         httpWorkers: {
           anyOf: [{ type: 'integer', minimum: 1, maximum: 256 }, { const: 'auto' }],
           default: 1,
@@ -204,6 +216,13 @@ export const configSchema = {
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'pino log level (env LOG_LEVEL).' },
+    logSummaryIntervalMs: {
+      type: 'integer',
+      minimum: 100,
+      default: 5000,
+      description:
+        'Refused requests (503, 429, 401) and repeated token failures are not logged one by one (each is at debug level): one summary line with their counts at most this often (env LOG_SUMMARY_INTERVAL_MS).',
+    },
   },
 } as const;
 

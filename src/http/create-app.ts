@@ -8,6 +8,7 @@
 import { isUtf8 } from 'node:buffer';
 import express, { type Express, type Request, type RequestHandler } from 'express';
 import { AppError } from '../errors.js';
+import type { FloodSummary } from '../log-flood.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import type { AuditService } from '../services/audit-service.js';
@@ -57,6 +58,8 @@ export interface HttpDeps {
   audit: AuditService;
   /** Where refused unauthenticated requests are counted instead of audited one by one. */
   deniedRequests: Pick<DeniedSummary, 'count'>;
+  /** Where refused requests (503, 429, 401) are counted for the log's summary lines. */
+  refusals: Pick<FloodSummary, 'add'>;
   /** True while audited requests must be refused (the audit sink fails and audit.sinkFailure is block). */
   auditRefuses?: () => boolean;
   token: Pick<Token, 'ping'>;
@@ -195,6 +198,6 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use('/api/v1/audit-logs', noStore, bearer, rateLimit, auditRoutes(deps));
   app.use('/pki', publicPkiRoutes(deps));
   app.use(routeNotFound);
-  app.use(errorHandler(deps.logger));
+  app.use(errorHandler(deps.logger, deps.refusals));
   return app;
 }

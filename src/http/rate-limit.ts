@@ -81,7 +81,7 @@ export function identityRateLimit(options: { perSecond: number; burst: number })
     const waitSeconds = buckets.take(principalOf(res).identityId);
     if (waitSeconds === 0) return next();
     rateLimited.inc({ reason: 'identity' });
-    next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this identity exceeded; retry in ${waitSeconds} s`, waitSeconds));
+    next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this identity exceeded; retry in ${waitSeconds} s`, waitSeconds, 'identity'));
   };
 }
 
@@ -93,7 +93,7 @@ export function addressRateLimit(options: { perSecond: number; burst: number }):
     const waitSeconds = buckets.take(clientAddressOf(res));
     if (waitSeconds === 0) return next();
     rateLimited.inc({ reason: 'address' });
-    next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this client address exceeded; retry in ${waitSeconds} s`, waitSeconds));
+    next(rateLimitExceeded(`Rate limit of ${options.perSecond} requests per second for this client address exceeded; retry in ${waitSeconds} s`, waitSeconds, 'address'));
   };
 }
 
@@ -124,7 +124,7 @@ export class LoginThrottle {
     if (!blocked) return;
     rateLimited.inc({ reason: 'login' });
     const waitSeconds = Math.max(1, Math.ceil((blocked.startedAt + this.options.windowSeconds * 1000 - now) / 1000));
-    throw rateLimitExceeded(`Too many failed logins; retry in ${waitSeconds} s`, waitSeconds);
+    throw rateLimitExceeded(`Too many failed logins; retry in ${waitSeconds} s`, waitSeconds, 'login');
   }
 
   /**

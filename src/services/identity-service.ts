@@ -16,9 +16,9 @@
  * constant time; an unknown client id costs the same scrypt as a known one.
  */
 import { createHash, randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { badRequest, notFound, permissionDenied, unauthorized } from '../errors.js';
+import { badRequest, notFound, permissionDenied, permissionDeniedEverywhere, unauthorized } from '../errors.js';
 import type { ClientSecretRecord, IdentityRecord, IdentityStore, TokenHolder } from '../store/identity-store.js';
-import { canGrant, type Permission, type Principal } from './permissions.js';
+import { canGrant, canSomewhere, type Permission, type Principal } from './permissions.js';
 import { backgroundRefresh } from './background-refresh.js';
 
 const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>
@@ -243,7 +243,13 @@ export function createIdentityService(deps: { identityStore: IdentityStore; sett
       return publicIdentity(identity);
     },
 
+    /**
+     * The identities the caller could have made. Listing needs manage-identities on some
+     * project: an identity without it is refused (403), not shown a list, just as every other
+     * identity route refuses it.
+     */
     async listIdentities(principal: Principal): Promise<PublicIdentity[]> {
+      if (!canSomewhere(principal.permissions, 'manage-identities')) throw permissionDeniedEverywhere('manage-identities');
       const all = await store.list();
       return all.filter((identity) => canGrant(principal.permissions, identity.permissions)).map(publicIdentity);
     },

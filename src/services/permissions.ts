@@ -37,6 +37,11 @@ export function can(permissions: Permission[], projectId: string, action: Action
   );
 }
 
+/** Whether the identity holds `action` on at least one project. */
+export function canSomewhere(permissions: Permission[], action: Action): boolean {
+  return permissions.some((entry) => entry.actions.includes(action) || entry.actions.includes('*'));
+}
+
 export function authorize(principal: Principal, projectId: string, action: Action): void {
   if (!can(principal.permissions, projectId, action)) throw permissionDenied(action, projectId);
 }

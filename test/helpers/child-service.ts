@@ -53,7 +53,9 @@ export function newChildDataDir(prefix = 'hsm-signer-child-'): string {
 }
 
 export function spawnService(dataDir: string, extraEnv: Record<string, string | undefined> = {}): ChildService {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...extraEnv };
+  // SHUTDOWN_DELAY_MS=0: tests that stop the service with SIGTERM stop it at once, as before the
+  // drain delay existed; the tests of the delay itself set it.
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '0', ...extraEnv };
   // libuv's pool at its default, as under `npm start`.
   delete env.UV_THREADPOOL_SIZE;
   delete env.NODE_ENV;

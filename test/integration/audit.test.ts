@@ -7,7 +7,7 @@
  * the first event edited, removed, reordered or cut off in copies of the database.
  */
 import { spawnSync } from 'node:child_process';
-import { createPublicKey, randomUUID, verify } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomUUID, verify } from 'node:crypto';
 import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -269,6 +269,24 @@ describe('audit trail', () => {
 
     it('exits 2 when there is nothing to verify', () => {
       expect(verifier('--db', join(svc.dataDir, 'no-such.db')).status).toBe(2);
+    });
+
+    it('exits 2, never 1, when it verified nothing: a bad command line or an unreadable public key', () => {
+      // 1 must keep meaning "the chain is broken" for cron and CI jobs.
+      for (const args of [['--no-such-option'], ['--db', dbPath, 'stray-argument'], ['--db']]) {
+        const { status, output } = verifier(...args);
+        expect(status, args.join(' ')).toBe(2);
+        expect(output).toContain('usage: ');
+      }
+      const { status, output } = verifier('--db', dbPath, '--public-key', join(svc.dataDir, 'no-such-key.pem'));
+      expect(status).toBe(2);
+      expect(output).toMatch(/^cannot verify the audit trail in .*no-such-key\.pem/);
+      // A readable key that is not the audit key is a verdict: the checkpoints do not verify.
+      const otherKey = join(svc.dataDir, 'other-pub.pem');
+      writeFileSync(otherKey, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }));
+      const wrongKey = verifier('--db', dbPath, '--public-key', otherKey);
+      expect(wrongKey.output).toMatch(/^audit chain broken at seq \d+: forged-checkpoint: the audit public key in the database is not the trusted one given/);
+      expect(wrongKey.status).toBe(1);
     });
 
     it('a restart keeps the audit key (the orphan sweep spares it) and carries the chain on', async () => {

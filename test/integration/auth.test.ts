@@ -252,6 +252,24 @@ describe('auth and identities', () => {
       expectStatus(await request(svc.url, 'GET', `${IDENTITIES}/${adminId}/client-secrets`, { token }), 403, 'PermissionDenied');
     });
 
+    it('without manage-identities on any project, listing identities is a 403 (not a filtered list)', async () => {
+      // Allowed only encrypt on one project; an identity with no permissions at all likewise.
+      const encryptOnly = await createIdentity(svc.url, admin, 'encrypt-only', [{ projectId: 'proj-a', actions: ['encrypt'] }]);
+      const token = await login(svc.url, encryptOnly);
+      const refused = await request(svc.url, 'GET', IDENTITIES, { token });
+      expect(expectStatus(refused, 403, 'PermissionDenied').details).toEqual({ action: 'manage-identities' });
+      expect(refused.body.message).toBe('You are not allowed to manage-identities on any project');
+      expect(JSON.stringify(refused.body)).not.toContain(encryptOnly.clientId);
+      // It can still do what it may.
+      expectStatus(await request(svc.url, 'POST', `${KEYS}/${keyA}/encrypt`, { token, body: { plaintext: b64('m') } }), 200);
+      // manage-identities on one project, even alone, is enough to list (what it could have made).
+      const manager = await createIdentity(svc.url, admin, 'manager-only', [{ projectId: 'proj-a', actions: ['manage-identities'] }]);
+      const listed = expectStatus(await request(svc.url, 'GET', IDENTITIES, { token: await login(svc.url, manager) }), 200).identities.map((i: { name: string }) => i.name);
+      expect(listed).toContain('manager-only');
+      expect(listed).not.toContain('encrypt-only');
+      expect(listed).not.toContain('admin');
+    });
+
     it('an identity cannot grant more than it holds', async () => {
       const creds = await createIdentity(svc.url, admin, 'manager-a', [{ projectId: 'proj-a', actions: ['manage-identities', 'read', 'encrypt'] }]);
       const token = await login(svc.url, creds);

@@ -18,7 +18,7 @@ interface Started {
 }
 
 function startProcess(dataDir: string, extraEnv: Record<string, string> = {}): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', ...extraEnv };
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info', SHUTDOWN_DELAY_MS: '0', ...extraEnv };
   // libuv's pool at its default, as under `npm start`.
   delete env.UV_THREADPOOL_SIZE;
   delete env.NODE_ENV;

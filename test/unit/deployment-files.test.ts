@@ -109,6 +109,25 @@ const VARIABLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[?-][^}]*)?\}$/;
 const SECRET_NAME = /PASSWORD|SECRET|(^|_)PIN$/;
 const DATABASE_URL = /^postgres(?:ql)?:\/\/([^:@/]+):(\$\{[^}]+\})@([^:/]+):(\d+)\/([^?/]+)$/;
 
+/** A compose or HAProxy duration ("20s", "1m30s", "500ms", or a number: ms for HAProxy) in ms. */
+function durationMs(value: unknown, unitless: 'ms' | 's'): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const text = String(value).trim();
+  if (/^\d+$/.test(text)) return Number(text) * (unitless === 's' ? 1000 : 1);
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== text) return undefined;
+  for (const [, n, unit] of parts) total += Number(n) * units[unit!]!;
+  return total;
+}
+
+/** The replicas' shutdown delay and grace period, as the service reads them (defaults included). */
+function shutdownOf(env: Record<string, string>): { delayMs: number; graceMs: number } {
+  const server = loadConfig({}, { SHUTDOWN_DELAY_MS: env.SHUTDOWN_DELAY_MS, SHUTDOWN_GRACE_MS: env.SHUTDOWN_GRACE_MS }).server;
+  return { delayMs: server.shutdownDelayMs, graceMs: server.shutdownGraceMs };
+}
+
 function composeProblems(compose: Json): string[] {
   const problems: string[] = [];
   const services = compose?.services ?? {};
@@ -193,6 +212,11 @@ function composeProblems(compose: Json): string[] {
     if (dependsOn(service)[POSTGRES] !== 'service_healthy') problems.push(`${name}: does not wait for ${POSTGRES} to be healthy`);
     if (!['always', 'unless-stopped', 'on-failure'].includes(String(service.restart).replace(/:\d+$/, ''))) problems.push(`${name}: no restart policy`);
     if (services[PROMETHEUS] && !networksOf(services[PROMETHEUS]).some((n) => networksOf(service).includes(n))) problems.push(`${name}: shares no network with Prometheus`);
+    // compose SIGKILLs a container stop_grace_period (default 10 s) after its SIGTERM: the
+    // drain (delay, then grace) must fit, with room to sign the audit head and finalize.
+    const { delayMs, graceMs } = shutdownOf(env);
+    const stopGraceMs = durationMs(service.stop_grace_period ?? '10s', 's');
+    if (stopGraceMs === undefined || stopGraceMs < delayMs + graceMs + 2000) problems.push(`${name}: stop_grace_period ${service.stop_grace_period ?? '(10s)'} leaves no room for the drain (SHUTDOWN_DELAY_MS ${delayMs} + SHUTDOWN_GRACE_MS ${graceMs})`);
   }
   if (dataVolumes.size > 1) problems.push(`the replicas' DATA_DIR are different volumes: ${[...dataVolumes].join(', ')}`);
 
@@ -267,6 +291,14 @@ function haproxyProblems(text: string, compose: Json): string[] {
     if (!server.options.includes('check') || port !== env.OPS_PORT) problems.push(`backend ${backend.name}: ${replica} is not health-checked on its ops port ${env.OPS_PORT}`);
     const resolvers = server.options[server.options.indexOf('resolvers') + 1];
     if (server.options.includes('resolvers') && !sections.some((s) => s.kind === 'resolvers' && s.name === resolvers)) problems.push(`backend ${backend.name}: resolvers ${resolvers} is not defined`);
+    // A replica told to stop keeps serving for SHUTDOWN_DELAY_MS with /readyz failing: HAProxy
+    // must have taken it out of rotation by then (fall failed checks, inter apart; HAProxy's
+    // defaults 3 and 2 s), or its new connections are refused.
+    const option = (name: string) => (server.options.includes(name) ? server.options[server.options.indexOf(name) + 1] : undefined);
+    const interMs = durationMs(option('inter') ?? '2000', 'ms') ?? 2000;
+    const fall = Number(option('fall') ?? 3);
+    const { delayMs } = shutdownOf(env);
+    if (delayMs < fall * interMs) problems.push(`backend ${backend.name}: ${replica}'s SHUTDOWN_DELAY_MS ${delayMs} is shorter than HAProxy takes to see /readyz fail (fall ${fall} × inter ${interMs} ms)`);
   }
   return problems;
 }
@@ -557,6 +589,8 @@ describe('docker-compose.yml', () => {
       ['PUBLIC_BASE_URL at a replica', (c) => REPLICAS.forEach((r) => (c.services[r].environment.PUBLIC_BASE_URL = 'http://hsm-signer-a:8080')), /PUBLIC_BASE_URL/],
       ['LB on two networks', (c) => c.services['load-balancer'].networks.push('ops'), /on 2 networks/],
       ['postgres:latest', (c) => (c.services.postgres.image = 'postgres:latest'), /pinned major/],
+      ['compose\'s default stop_grace_period', (c) => REPLICAS.forEach((r) => delete c.services[r].stop_grace_period), /stop_grace_period \(10s\) leaves no room for the drain/],
+      ['a drain longer than stop_grace_period', (c) => REPLICAS.forEach((r) => (c.services[r].environment.SHUTDOWN_DELAY_MS = '15000')), /leaves no room for the drain \(SHUTDOWN_DELAY_MS 15000/],
     ];
     for (const [what, change, expected] of cases) {
       expect(composeProblems(edit(change)).join('\n'), what).toMatch(expected);
@@ -578,6 +612,7 @@ describe('config/compose/haproxy.cfg', () => {
       ['no check', cfg.replace(/(server hsm-signer-b \S+) check port \d+/, '$1'), /hsm-signer-b is not health-checked/],
       ['no X-Forwarded-For', cfg.replace(/^\s*http-request set-header X-Forwarded-For .*$/m, ''), /X-Forwarded-For is not set/],
       ['health on /', cfg.replace('uri /readyz', 'uri /'), /does not ask \/readyz/],
+      ['checks too far apart for the drain', cfg.replace(/\binter 2s\b/, 'inter 10s'), /SHUTDOWN_DELAY_MS \d+ is shorter than HAProxy takes to see \/readyz fail \(fall 2 × inter 10000 ms\)/],
     ];
     for (const [what, text, expected] of broken) expect(haproxyProblems(text, fresh()).join('\n'), what).toMatch(expected);
   });

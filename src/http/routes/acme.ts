@@ -15,11 +15,13 @@
  */
 import express, { Router, type ErrorRequestHandler, type Response } from 'express';
 import { AppError } from '../../errors.js';
+import type { FloodSummary } from '../../log-flood.js';
 import type { Logger } from '../../logger.js';
 import { TokenError } from '../../pkcs11/errors.js';
 import { AcmeProblem, acmeProblem } from '../../services/acme-problem.js';
 import { ACME_PATH, type AcmeAnswer, type AcmeRequest, type AcmeService } from '../../services/acme-service.js';
 import { auditIndividually, notAudited } from '../audit-trail.js';
+import { refusalReason } from '../error-handler.js';
 import { reqIdOf } from '../request-context.js';
 import { on } from '../route.js';
 import type { RouteKey } from '../route-table.js';
@@ -32,6 +34,8 @@ export interface AcmeRouteDeps {
   acme: AcmeService;
   logger: Logger;
   publicBaseUrl: () => string;
+  /** Where 503s are counted for the log's summary lines (log-flood.ts), as the error handler does. */
+  refusals: Pick<FloodSummary, 'add'>;
 }
 
 /** Mounted at /api/v1/cert-manager/acme. */
@@ -132,8 +136,14 @@ export function acmeRoutes(deps: AcmeRouteDeps): Router {
   /** Every error of these routes as a problem document, with a fresh nonce. */
   const problems: ErrorRequestHandler = async (error: unknown, req, res, _next) => {
     const problem = toProblem(error);
-    if (problem.status >= 500) logger[problem.status === 503 ? 'warn' : 'error']({ reqId: reqIdOf(res), route: res.locals.route, err: (error as Error)?.cause ?? error }, problem.detail);
+    // A 503 (the token is down) is one of a flood: at debug level and in the summary, not a line each.
+    if (problem.status === 503) {
+      if (logger.isLevelEnabled('debug')) logger.debug({ reqId: reqIdOf(res), route: res.locals.route, statusCode: 503, reason: refusalReason(error), err: (error as Error)?.cause ?? error }, problem.detail);
+    } else if (problem.status >= 500) {
+      logger.error({ reqId: reqIdOf(res), route: res.locals.route, err: (error as Error)?.cause ?? error }, problem.detail);
+    }
     if (res.headersSent) return;
+    if (problem.status === 503) deps.refusals.add(`503 ${refusalReason(error)}`);
     const profileId = typeof req.params?.profileId === 'string' ? req.params.profileId : /^\/profiles\/([^/]+)/.exec(req.path)?.[1];
     try {
       // No nonce for a 404 (an unknown profile, resource or id): it would be a stored row per

@@ -36,6 +36,17 @@ describe('configuration', () => {
     expect(() => loadConfig({}, { HTTP_WORKERS: '0' })).toThrow(/httpWorkers/);
   });
 
+  it('reads the shutdown delay and the log summary interval, with their defaults', () => {
+    const defaults = loadConfig({}, {});
+    expect(defaults.server).toMatchObject({ shutdownDelayMs: 5000, shutdownGraceMs: 10000 });
+    expect(defaults.logSummaryIntervalMs).toBe(5000);
+    const config = loadConfig({}, { SHUTDOWN_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '2500', LOG_SUMMARY_INTERVAL_MS: '1000' });
+    expect(config.server).toMatchObject({ shutdownDelayMs: 0, shutdownGraceMs: 2500 });
+    expect(config.logSummaryIntervalMs).toBe(1000);
+    expect(() => loadConfig({}, { SHUTDOWN_DELAY_MS: '-1' })).toThrow(/shutdownDelayMs/);
+    expect(() => loadConfig({}, { LOG_SUMMARY_INTERVAL_MS: '10' })).toThrow(/logSummaryIntervalMs/);
+  });
+
   it('reads the ACME validator settings from the environment and refuses a resolve entry without an IP address', () => {
     expect(loadConfig({}, {}).acme).toEqual({ http01Port: 80, resolve: [], allowPrivateAddresses: false, validationTimeoutMs: 5000, validationAttempts: 3 });
     const config = loadConfig({}, { ACME_HTTP01_PORT: '5002', ACME_RESOLVE: 'a.test:127.0.0.1, b.test:::1,', ACME_ALLOW_PRIVATE: 'true' });

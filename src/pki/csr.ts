@@ -13,7 +13,7 @@
 import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
-import { badRequest } from '../errors.js';
+import { AppError, badRequest } from '../errors.js';
 import { children, decodeOid, decodeSmallInteger, DerError, expectTag, only, TAG, type Tlv } from './der.js';
 
 export type CsrKeyAlgorithm = { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: string } | { kind: 'ed25519' };
@@ -470,10 +470,17 @@ export async function parseCsr(pem: string): Promise<ReadCsr> {
   } catch {
     throw badRequest(NOT_A_CSR);
   }
-  const key = readPublicKey(spki);
+  let key: CsrKey;
+  try {
+    key = readPublicKey(spki);
+  } catch (error) {
+    // A malformed part of the key (a curve OID that does not end, say) is the request's fault.
+    if (error instanceof AppError) throw error;
+    throw badRequest('The CSR public key cannot be read');
+  }
   const keyAlgorithm = key.algorithm;
   if (!(await signatureVerifies(info.raw, algorithm, signature, key))) throw badRequest('The CSR signature is invalid (no proof of possession of the private key)');
-  if (!keyAlgorithm) throw badRequest(`The CSR public key type ${key.type} is not supported (RSA or EC only)`);
+  if (!keyAlgorithm) throw badRequest(`The CSR public key type ${key.type} is not supported (RSA, EC or Ed25519 only)`);
 
   const subjectAttributes: SubjectAttribute[] = [];
   for (const rdn of rdns) {

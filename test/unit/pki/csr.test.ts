@@ -49,6 +49,28 @@ describe('parseCsr (CSRs made by the openssl CLI)', () => {
     expect(csr.keyUsages).toBeUndefined();
   });
 
+  it('reads an Ed25519 CSR', async () => {
+    const csr = await parseCsr(opensslCsr('ed25519', ['-algorithm', 'ed25519'], ['-subj', '/CN=edwards']));
+    expect(csr.keyAlgorithm).toEqual({ kind: 'ed25519' });
+  });
+
+  it('a curve OID that does not end (its last byte has the continuation bit) is a 400, not a crash (seen from the hostile-input test)', async () => {
+    const pem = opensslCsr('badcurve', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384'], ['-subj', '/CN=curve']);
+    const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
+    const secp384r1 = Buffer.from('06052b81040022', 'hex');
+    const at = der.indexOf(secp384r1);
+    expect(at).toBeGreaterThan(0);
+    der[at + secp384r1.length - 1] = 0x9a;
+    const mangled = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    const refused = await parseCsr(mangled).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(AppError);
+    expect((refused as AppError).statusCode).toBe(400);
+    expect((refused as AppError).message).toBe('The CSR public key cannot be read');
+  });
+
   it('refuses a CSR whose signature does not verify, and text that is no CSR', async () => {
     const pem = opensslCsr('bad', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'], ['-subj', '/CN=tampered']);
     const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');

@@ -384,6 +384,29 @@ describe('ACME', () => {
       expect((audit.body.auditLogs as Array<{ resourceId: string; outcome: string }>).some((event) => event.resourceId === record!.id && event.outcome === 'success')).toBe(true);
     }, 180_000);
 
+    it('renew (--force-renewal) gives a new certificate with a new serial; revoke revokes it and its serial is in the CA CRL', async () => {
+      const live = file('certbot/config/live/certbot.acme.test');
+      const first = serialOf(join(live, 'cert.pem'));
+      const dirs = ['--config-dir', file('certbot/config'), '--work-dir', file('certbot/work'), '--logs-dir', file('certbot/logs'), '--non-interactive'];
+      const env = { REQUESTS_CA_BUNDLE: file('tls.pem') };
+      // renew reads the server, the authenticator and the http-01 port from what certonly saved;
+      // without a terminal it would first sleep a random while (up to 8 minutes).
+      const renewed = await runAsync('certbot', ['renew', '--force-renewal', '--no-random-sleep-on-renew', '--cert-name', 'certbot.acme.test', ...dirs], env);
+      expect(renewed.status, renewed.output).toBe(0);
+      const second = serialOf(join(live, 'cert.pem'));
+      expect(second).not.toBe(first);
+      verify(join(live, 'cert.pem'), await chainFiles(demoCaId, 'demo'));
+      const revoked = await runAsync('certbot', ['revoke', '--cert-name', 'certbot.acme.test', '--reason', 'superseded', '--no-delete-after-revoke', '--server', demoDirectory, ...dirs], env);
+      expect(revoked.status, revoked.output).toBe(0);
+      expect(await listed(second)).toMatchObject({ status: 'revoked' });
+      expect(await listed(first)).toMatchObject({ status: 'active' });
+      let der: Buffer = Buffer.alloc(0);
+      await call(`${svc.url}/pki/ca/${demoCaId}/crl.der`, { raw: (bytes) => (der = bytes) });
+      const text = openssl('crl', '-inform', 'DER', '-in', write('demo-certbot.crl', der), '-noout', '-text');
+      expect(text.replace(/\s/g, '').toLowerCase()).toContain(`serialnumber:${second}`);
+      expect(text).toMatch(/Superseded/);
+    }, 180_000);
+
     it('a profile requiring EAB: refused without it (externalAccountRequired), issued with --eab-kid/--eab-hmac-key from the eab-secret route', async () => {
       const created = await api(svc.url, 'POST', '/api/v1/cert-manager/certificate-profiles', {
         token,

@@ -177,18 +177,11 @@ interface CsrKey {
 }
 
 function readPublicKey(spki: Tlv): CsrKey {
-  let algorithmOid: string;
-  let parameter: Tlv | undefined;
-  let keyBits: Buffer;
-  try {
-    const [algorithm, bits] = children(spki.value);
-    const [oid, param] = children(expectTag(algorithm, TAG.sequence).value);
-    algorithmOid = decodeOid(expectTag(oid, TAG.oid).value);
-    parameter = param;
-    keyBits = expectTag(bits, TAG.bitString).value;
-  } catch {
-    throw badRequest('The CSR public key cannot be read');
-  }
+  // A DER error anywhere in here is the request's: parseCsr answers it as an unreadable key.
+  const [algorithm, bits] = children(spki.value);
+  const [oid, parameter] = children(expectTag(algorithm, TAG.sequence).value);
+  const algorithmOid = decodeOid(expectTag(oid, TAG.oid).value);
+  const keyBits = expectTag(bits, TAG.bitString).value;
   const decoded = (): KeyObject => {
     try {
       return createPublicKey({ key: spki.raw, format: 'der', type: 'spki' });

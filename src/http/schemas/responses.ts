@@ -8,6 +8,7 @@ import { STATUS_OF } from '../../errors.js';
 import { KEY_ALGORITHMS, KEY_USAGES, SIGNING_ALGORITHMS } from '../../algorithms.js';
 import { RESOURCE_TYPES } from './audit.js';
 import { policy } from './pki.js';
+import { uuid } from './common.js';
 
 const string = { type: 'string' } as const;
 const nullableString = { type: ['string', 'null'] } as const;
@@ -22,7 +23,7 @@ function record(properties: Record<string, object>, description?: string) {
 }
 
 export const kmsKey = record({
-  id: { type: 'string', format: 'uuid' },
+  id: uuid,
   orgId: string,
   name: string,
   description: string,
@@ -40,7 +41,7 @@ const signingAlgorithm = { type: 'string', enum: [...SIGNING_ALGORITHMS] };
 const permission = record({ projectId: string, actions: { type: 'array', items: string } });
 
 export const identity = record({
-  id: { type: 'string', format: 'uuid' },
+  id: uuid,
   name: string,
   clientId: string,
   permissions: { type: 'array', items: permission },
@@ -49,8 +50,8 @@ export const identity = record({
 });
 
 const clientSecret = record({
-  id: { type: 'string', format: 'uuid' },
-  identityId: { type: 'string', format: 'uuid' },
+  id: uuid,
+  identityId: uuid,
   clientSecretPrefix: string,
   description: string,
   createdAt: dateTime,
@@ -59,7 +60,7 @@ const clientSecret = record({
 const loginResult = record({ accessToken: string, expiresIn: integer, accessTokenMaxTTL: integer, tokenType: { const: 'Bearer' } });
 
 const ca = record({
-  id: { type: 'string', format: 'uuid' },
+  id: uuid,
   projectId: string,
   type: { type: 'string', enum: ['root', 'intermediate'] },
   status: { type: 'string', enum: ['active', 'disabled', 'pending-certificate'] },
@@ -75,9 +76,9 @@ const ca = record({
 });
 
 const profile = record({
-  id: { type: 'string', format: 'uuid' },
+  id: uuid,
   projectId: string,
-  caId: { type: 'string', format: 'uuid' },
+  caId: uuid,
   slug: string,
   description: string,
   policy: { ...policy, required: ['subject', 'sans', 'keyUsages', 'extendedKeyUsages', 'keyAlgorithms', 'maxValidity', 'allowCa'] },
@@ -89,9 +90,9 @@ const profile = record({
 });
 
 const certificate = record({
-  id: { type: 'string', format: 'uuid' },
+  id: uuid,
   projectId: string,
-  caId: { type: 'string', format: 'uuid' },
+  caId: uuid,
   profileId: { type: ['string', 'null'], format: 'uuid' },
   serialNumber: string,
   subject: string,
@@ -159,8 +160,8 @@ export const RESPONSES = {
   keyList: record({ keys: { type: 'array', items: kmsKey }, totalCount: integer }),
   ciphertext: record({ ciphertext: { type: 'string', format: 'base64' } }),
   plaintext: record({ plaintext: { type: 'string', format: 'base64' } }),
-  signature: record({ signature: { type: 'string', format: 'base64' }, keyId: { type: 'string', format: 'uuid' }, signingAlgorithm }),
-  verification: record({ signatureValid: { type: 'boolean' }, keyId: { type: 'string', format: 'uuid' }, signingAlgorithm }),
+  signature: record({ signature: { type: 'string', format: 'base64' }, keyId: uuid, signingAlgorithm }),
+  verification: record({ signatureValid: { type: 'boolean' }, keyId: uuid, signingAlgorithm }),
   publicKey: record({ publicKey: { type: 'string', format: 'base64', description: 'DER SubjectPublicKeyInfo' } }),
   signingAlgorithms: record({ signingAlgorithms: { type: 'array', items: signingAlgorithm } }),
   identity: record({ identity }),
@@ -168,7 +169,7 @@ export const RESPONSES = {
   newClientSecret: record({ clientSecret: { type: 'string', description: 'Shown this once; only its hash is kept' }, clientSecretData: clientSecret }),
   clientSecretList: record({ clientSecretData: { type: 'array', items: clientSecret } }),
   clientSecret: record({ clientSecretData: clientSecret }),
-  issuedCertificate: record({ certificate: pem, issuingCaCertificate: pem, certificateChain: pemChain, serialNumber: string, certificateId: { type: 'string', format: 'uuid' } }),
+  issuedCertificate: record({ certificate: pem, issuingCaCertificate: pem, certificateChain: pemChain, serialNumber: string, certificateId: uuid }),
   ca: record({ ca }),
   caList: record({ cas: { type: 'array', items: ca } }),
   caCertificate: record({ certificate: pem, certificateChain: pemChain, serialNumber: string }),

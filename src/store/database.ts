@@ -43,6 +43,12 @@ export interface Store {
   readonly engine: Engine;
   readonly location: StoreLocation;
   /**
+   * SQLite only: the connection itself, for the one path where Kysely's per-query work cost more
+   * than SQLite's (the audit writer's appends, store/audit-store.ts). Synchronous calls on it
+   * must not overlap a Kysely transaction of the same store (one connection).
+   */
+  readonly sqlite?: BetterSqlite3.Database;
+  /**
    * Runs `fn` in a transaction that holds `lock` from its start: BEGIN IMMEDIATE on SQLite (the
    * write lock, whatever the name), BEGIN + pg_advisory_xact_lock on PostgreSQL. Committed when
    * `fn` resolves, rolled back when it throws. Use only `trx` inside: on SQLite the store has
@@ -152,6 +158,7 @@ async function openSqlite(location: { engine: 'sqlite'; path: string }, options:
     db,
     engine: 'sqlite',
     location,
+    sqlite: raw,
     exclusive: (_lock, fn) =>
       // One write lock for the whole file: the name only matters on PostgreSQL.
       db.connection().execute((conn) => inTransaction(conn, 'begin immediate', fn)),

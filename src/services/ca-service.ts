@@ -142,8 +142,9 @@ export function createCaService(deps: CaDeps) {
     return { parts, sign: signer.sign, issuingPem, chainPem: [issuingPem, ...(await chainAbove(ca))].join('\n') };
   }
 
-  async function existing(caId: string): Promise<CaRecord> {
-    const ca = await store.getCa(caId);
+  /** `recent`: a row up to PKI_ROW_MAX_AGE_MS old will do (the issue path; pki-store.ts recentCa). */
+  async function existing(caId: string, freshness: 'current' | 'recent' = 'current'): Promise<CaRecord> {
+    const ca = await (freshness === 'recent' ? store.recentCa(caId) : store.getCa(caId));
     if (!ca) throw notFound(`Certificate authority with ID '${caId}' not found`);
     return ca;
   }

@@ -130,8 +130,9 @@ const toPublicCertificate = (record: CertificateRecord): PublicCertificate => ({
 export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaService }) {
   const { pkiStore: store, cas } = deps;
 
-  async function existingProfile(profileId: string): Promise<ProfileRecord> {
-    const profile = await store.getProfile(profileId);
+  /** `recent`: a row up to PKI_ROW_MAX_AGE_MS old will do (sign-certificate; pki-store.ts recentProfile). */
+  async function existingProfile(profileId: string, freshness: 'current' | 'recent' = 'current'): Promise<ProfileRecord> {
+    const profile = await (freshness === 'recent' ? store.recentProfile(profileId) : store.getProfile(profileId));
     if (!profile) throw notFound(`Certificate profile with ID '${profileId}' not found`);
     return profile;
   }
@@ -179,7 +180,8 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
    * byte for byte.
    */
   async function issue(profile: ProfileRecord, csrInput: ReadCsr | string, options: IssueOptions = {}): Promise<IssuedCertificate> {
-    const ca = await cas.existing(profile.caId);
+    // Issuing relies on the CA's status and expiry as of at most PKI_ROW_MAX_AGE_MS ago.
+    const ca = await cas.existing(profile.caId, 'recent');
     if (ca.status !== 'active') throw badRequest(`The profile's CA is ${ca.status === 'disabled' ? 'disabled' : 'not active yet'}`);
     // A PEM is parsed only once the CA is known to be usable: that refusal comes first.
     const csr = typeof csrInput === 'string' ? await parseCsr(csrInput) : csrInput;
@@ -318,7 +320,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
 
     /** POST /api/v3/pki/certificates/sign-certificate */
     async signCertificate(principal: Principal, input: { profileId: string; csr: string; ttl: string }) {
-      const profile = await existingProfile(input.profileId);
+      const profile = await existingProfile(input.profileId, 'recent');
       authorize(principal, profile.projectId, 'issue-certificate');
       const issued = await issue(profile, input.csr, { ttl: input.ttl });
       return {

@@ -5,6 +5,7 @@
  */
 import { uniqueWrite, type Store } from './database.js';
 import { prepared } from './queries.js';
+import { recentRows } from './recent-rows.js';
 import type { RowState } from './key-store.js';
 
 export type CaType = 'root' | 'intermediate';
@@ -136,6 +137,13 @@ const CERTIFICATE_COLUMNS = [
   'created_at',
 ] as const;
 
+/**
+ * How old a CA or profile row the issue path may rely on (recentCa, recentProfile): a CA disabled
+ * or a profile changed by another process is obeyed here within this bound, as key rows are
+ * (services/key-service.ts KEY_ROW_MAX_AGE_MS).
+ */
+export const PKI_ROW_MAX_AGE_MS = 500;
+
 /** Columns a CaRecord does not carry (bookkeeping of this store's own). */
 const CA_INTERNAL = ['crlStoredNumber', 'owner'];
 function toCa(row: Record<string, unknown> | undefined): CaRecord | undefined {
@@ -165,6 +173,14 @@ export interface PkiStore {
    * (a caller that took its number earlier but finished later); true when stored.
    */
   saveCrl(caId: string, crlNumber: number, crl: Buffer, nextUpdate: string): Promise<boolean>;
+
+  /**
+   * The CA or profile row as the issue path may use it: read by this process at most
+   * PKI_ROW_MAX_AGE_MS before (recent-rows.ts). Every write through this store forgets the row
+   * at once; a write by another process is seen within the bound.
+   */
+  recentCa(id: string): Promise<CaRecord | undefined>;
+  recentProfile(id: string): Promise<ProfileRecord | undefined>;
 
   insertProfile(profile: ProfileRecord): Promise<void>;
   updateProfile(id: string, changes: Partial<ProfileRecord>): Promise<void>;
@@ -206,20 +222,32 @@ export function createPkiStore(store: Store): PkiStore {
   const insertCertificate = prepared(db, CERTIFICATE_COLUMNS.length, (...values: unknown[]) =>
     db.insertInto('certificates').values(Object.fromEntries(CERTIFICATE_COLUMNS.map((column, i) => [column, values[i]])) as Values),
   );
+  const getCa = async (id: string) => toCa((await selectCa(id))[0]);
+  const getProfile = async (id: string) => profileFromRow((await selectProfile(id))[0]);
+  const recentCas = recentRows(getCa, PKI_ROW_MAX_AGE_MS);
+  const recentProfiles = recentRows(getProfile, PKI_ROW_MAX_AGE_MS);
   return {
     async insertCa(ca, owner) {
-      await db.insertInto('cas').values(toRow({ ...ca, owner }) as Values).execute();
+      try {
+        await db.insertInto('cas').values(toRow({ ...ca, owner }) as Values).execute();
+      } finally {
+        recentCas.forget(ca.id);
+      }
     },
     async updateCa(id, changes) {
-      await db
-        .updateTable('cas')
-        .set(toRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
-        .where('id', '=', id)
-        .execute();
+      try {
+        await db
+          .updateTable('cas')
+          .set(toRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
+          .where('id', '=', id)
+          .execute();
+      } finally {
+        recentCas.forget(id);
+      }
     },
-    async getCa(id) {
-      return toCa((await selectCa(id))[0]);
-    },
+    getCa,
+    recentCa: (id) => recentCas.get(id),
+    recentProfile: (id) => recentProfiles.get(id),
     async listCas(projectId) {
       const rows = await db.selectFrom('cas').selectAll().where('project_id', '=', projectId).where('state', '=', 'active').orderBy('created_at').orderBy('id').execute();
       return rows.map((row) => toCa(row)!);
@@ -232,55 +260,81 @@ export function createPkiStore(store: Store): PkiStore {
       return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => ({ ...toCa(row)!, owner: row.owner }));
     },
     async removeCa(id) {
-      await db.deleteFrom('cas').where('id', '=', id).execute();
+      try {
+        await db.deleteFrom('cas').where('id', '=', id).execute();
+      } finally {
+        recentCas.forget(id);
+      }
     },
     async caObjectIds() {
       return (await db.selectFrom('cas').select('object_id').execute()).map((row) => row.object_id);
     },
     async nextCrlNumber(caId) {
-      const row = await db
-        .updateTable('cas')
-        .set((eb) => ({ crl_number: eb('crl_number', '+', 1) }))
-        .where('id', '=', caId)
-        .returning('crl_number')
-        .executeTakeFirst();
-      if (!row) throw new Error(`No CA ${caId} to number a CRL for`);
-      return Number(row.crl_number);
+      try {
+        const row = await db
+          .updateTable('cas')
+          .set((eb) => ({ crl_number: eb('crl_number', '+', 1) }))
+          .where('id', '=', caId)
+          .returning('crl_number')
+          .executeTakeFirst();
+        if (!row) throw new Error(`No CA ${caId} to number a CRL for`);
+        return Number(row.crl_number);
+      } finally {
+        recentCas.forget(caId);
+      }
     },
     async saveCrl(caId, crlNumber, crl, nextUpdate) {
-      const result = await db
-        .updateTable('cas')
-        .set({ crl, crl_stored_number: crlNumber, crl_next_update: nextUpdate, updated_at: new Date().toISOString() })
-        .where('id', '=', caId)
-        .where((eb) => eb.or([eb('crl_stored_number', 'is', null), eb('crl_stored_number', '<', crlNumber)]))
-        .executeTakeFirst();
-      return result.numUpdatedRows > 0n;
+      try {
+        const result = await db
+          .updateTable('cas')
+          .set({ crl, crl_stored_number: crlNumber, crl_next_update: nextUpdate, updated_at: new Date().toISOString() })
+          .where('id', '=', caId)
+          .where((eb) => eb.or([eb('crl_stored_number', 'is', null), eb('crl_stored_number', '<', crlNumber)]))
+          .executeTakeFirst();
+        return result.numUpdatedRows > 0n;
+      } finally {
+        recentCas.forget(caId);
+      }
     },
 
     async insertProfile(profile) {
-      await uniqueWrite(() => db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute());
+      try {
+        await uniqueWrite(() => db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute());
+      } finally {
+        recentProfiles.forget(profile.id);
+      }
     },
     async updateProfile(id, changes) {
-      await db
-        .updateTable('certificate_profiles')
-        .set(profileToRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
-        .where('id', '=', id)
-        .execute();
+      try {
+        await db
+          .updateTable('certificate_profiles')
+          .set(profileToRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
+          .where('id', '=', id)
+          .execute();
+      } finally {
+        recentProfiles.forget(id);
+      }
     },
-    async getProfile(id) {
-      return profileFromRow((await selectProfile(id))[0]);
-    },
+    getProfile,
     async listProfiles(projectId) {
       const rows = await db.selectFrom('certificate_profiles').selectAll().where('project_id', '=', projectId).orderBy('slug').execute();
       return rows.map((row) => profileFromRow(row)!);
     },
     async removeProfile(id) {
-      await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
+      try {
+        await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
+      } finally {
+        recentProfiles.forget(id);
+      }
     },
     async ensureAcmeEabSecret(id, candidate) {
-      await db.updateTable('certificate_profiles').set({ acme_eab_secret: candidate }).where('id', '=', id).where('acme_eab_secret', 'is', null).execute();
-      const row = await db.selectFrom('certificate_profiles').select('acme_eab_secret').where('id', '=', id).executeTakeFirst();
-      return row?.acme_eab_secret ?? undefined;
+      try {
+        await db.updateTable('certificate_profiles').set({ acme_eab_secret: candidate }).where('id', '=', id).where('acme_eab_secret', 'is', null).execute();
+        const row = await db.selectFrom('certificate_profiles').select('acme_eab_secret').where('id', '=', id).executeTakeFirst();
+        return row?.acme_eab_secret ?? undefined;
+      } finally {
+        recentProfiles.forget(id);
+      }
     },
 
     async insertCertificate(certificate) {

@@ -160,7 +160,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   identities.startRefresh();
   keys.startRefresh();
   const crypto = createCryptoService({ keys, token });
-  const pkiStore = createPkiStore(store);
+  // The composition root builds the audit trail's store: the service gets its interface, and
+  // the writer thread opens the same database (location) on a connection of its own.
+  const auditStore = createAuditStore(store);
+  const audit = createAuditService({ auditStore, location: store.location, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
+  // New certificates are inserted on the audit writer's connection on SQLite (store/row-writer.ts).
+  const pkiStore = createPkiStore(store, { rowWriter: audit.rowWriter });
 
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
@@ -188,10 +193,6 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const isLive = await liveOwners(leases);
     return (await keys.reconcile(isLive)) + (await cas.reconcile(isLive));
   };
-  // The composition root builds the audit trail's store: the service gets its interface, and
-  // the writer thread opens the same database (location) on a connection of its own.
-  const auditStore = createAuditStore(store);
-  const audit = createAuditService({ auditStore, location: store.location, token, logger, signIntervalMs: config.audit.signIntervalMs, onRecordFailure: () => auditRecordFailures.inc() });
   // Under the bootstrap lease, which the first-start bootstrap below holds too: a replica
   // starting at the same moment may be between generating its audit key and saving it, and the
   // orphan sweep must not take that for a crash's leftover. Pending rows of live replicas (keys

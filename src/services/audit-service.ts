@@ -45,11 +45,12 @@
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import type { KeySpec } from '../algorithms.js';
-import { badRequest, permissionDenied } from '../errors.js';
+import { badRequest, permissionDenied, serviceUnavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Token } from '../pkcs11/token.js';
 import { spawnWorker } from '../spawn-worker.js';
 import type { StoreLocation } from '../store/database.js';
+import { RowWriterUnavailable, type RowWriter } from '../store/row-writer.js';
 import type { AuditEventRecord, AuditKeySettings, AuditListQuery, AuditStore } from '../store/audit-store.js';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, type AuditOutcome } from './audit-chain.js';
 import { FIELDS_PER_EVENT, packEvent, SETTLED, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
@@ -105,6 +106,11 @@ export interface AuditService {
   readonly recordFailures: number;
   /** Events this process's writer threads committed since start. */
   readonly eventsWritten: number;
+  /**
+   * Inserts rows on the writer thread's connection (store/row-writer.ts); on SQLite only, where
+   * an insert on the main connection would stop the event loop. Undefined on PostgreSQL.
+   */
+  readonly rowWriter: RowWriter | undefined;
 }
 
 const AUDIT_KEY_LABEL = `${OBJECT_LABEL_PREFIX}audit-checkpoints`;
@@ -140,6 +146,8 @@ interface Writer {
   settled: BigInt64Array;
   posted: number;
   flushes: Map<number, () => void>;
+  /** Rows handed over and not answered yet (store/row-writer.ts). */
+  inserts: Map<number, { resolve: () => void; reject: (error: Error) => void }>;
   exited: Promise<void>;
 }
 
@@ -200,10 +208,20 @@ export function createAuditService(deps: {
     // Idle, the writer must not keep the process alive; a flush or close holds it (ref) meanwhile.
     worker.unref();
     let exited!: () => void;
-    const started: Writer = { worker, settled: new BigInt64Array(settledBuffer), posted: 0, flushes: new Map(), exited: new Promise((resolve) => (exited = resolve)) };
+    const started: Writer = { worker, settled: new BigInt64Array(settledBuffer), posted: 0, flushes: new Map(), inserts: new Map(), exited: new Promise((resolve) => (exited = resolve)) };
     worker.on('message', (message: FromWriter) => {
       if (message.type === 'flushed') {
         started.flushes.get(message.id)?.();
+        return;
+      }
+      if (message.type === 'inserted') {
+        for (const { id, error } of message.results) {
+          const pending = started.inserts.get(id);
+          started.inserts.delete(id);
+          if (error) pending?.reject(Object.assign(new Error(error.message), { name: error.name }, error.code ? { code: error.code } : {}));
+          else pending?.resolve();
+        }
+        if (started.inserts.size === 0 && started.flushes.size === 0) worker.unref();
         return;
       }
       const error = Object.assign(new Error(message.error.message), { name: message.error.name }, message.error.code ? { code: message.error.code } : {});
@@ -217,6 +235,8 @@ export function createAuditService(deps: {
       const lost = started.posted - Number(Atomics.load(started.settled, SETTLED));
       if (lost > 0) countFailures(lost, new Error('the audit writer thread ended before storing them'), undefined, 'audit events lost with the writer thread');
       for (const resolve of [...started.flushes.values()]) resolve();
+      for (const { reject } of started.inserts.values()) reject(serviceUnavailable('The store did not confirm the write (its writer thread ended); try again'));
+      started.inserts.clear();
       exited();
     });
     return started;
@@ -246,6 +266,33 @@ export function createAuditService(deps: {
     }
   }
 
+  let lastInsertId = 0;
+  const rowWriter: RowWriter | undefined =
+    location.engine !== 'sqlite'
+      ? undefined
+      : (table, columns, values) => {
+          if (writerClosed) return Promise.reject(new RowWriterUnavailable('the audit service is closed'));
+          if (!writer && Date.now() < writerRestartAt) return Promise.reject(new RowWriterUnavailable('the writer thread died less than a second ago'));
+          let current: Writer;
+          try {
+            current = writer ??= startWriter();
+          } catch (error) {
+            return Promise.reject(new RowWriterUnavailable(String((error as Error)?.message ?? error)));
+          }
+          return new Promise<void>((resolve, reject) => {
+            const id = ++lastInsertId;
+            // Held (ref) while a row is in hand, as for a flush.
+            if (current.inserts.size === 0) current.worker.ref();
+            current.inserts.set(id, { resolve, reject });
+            try {
+              current.worker.postMessage({ type: 'insert', id, table, columns, values } satisfies ToWriter);
+            } catch (error) {
+              current.inserts.delete(id);
+              reject(new RowWriterUnavailable(String((error as Error)?.message ?? error)));
+            }
+          });
+        };
+
   function flush(): Promise<void> {
     postBatch();
     const current = writer;
@@ -256,7 +303,7 @@ export function createAuditService(deps: {
       if (current.flushes.size === 0) current.worker.ref();
       current.flushes.set(id, () => {
         current.flushes.delete(id);
-        if (current.flushes.size === 0) current.worker.unref();
+        if (current.flushes.size === 0 && current.inserts.size === 0) current.worker.unref();
         resolve();
       });
       current.worker.postMessage({ type: 'flush', id } satisfies ToWriter);
@@ -337,6 +384,7 @@ export function createAuditService(deps: {
     },
 
     flush,
+    rowWriter,
 
     objectIds() {
       return auditKey ? [auditKey.objectId] : [];

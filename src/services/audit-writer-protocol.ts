@@ -5,6 +5,7 @@
  * event, and the main thread is what this split exists to spare.
  */
 import type { StoreLocation } from '../store/database.js';
+import type { RowWriterTable } from '../store/row-writer.js';
 import type { UnchainedEvent } from './audit-chain.js';
 
 export const FIELDS_PER_EVENT = 8;
@@ -33,12 +34,22 @@ export type ToWriter =
   /** Answer `flushed` once every event posted before this message is written or has failed. */
   | { type: 'flush'; id: number }
   /** Write what is queued, close the database and end the thread. */
-  | { type: 'close' };
+  | { type: 'close' }
+  /** Insert one row (store/row-writer.ts); answered by an `inserted` naming `id`. */
+  | { type: 'insert'; id: number; table: RowWriterTable; columns: readonly string[]; values: unknown[] };
+
+export interface WriterError {
+  name: string;
+  message: string;
+  code?: string;
+}
 
 export type FromWriter =
   | { type: 'flushed'; id: number }
+  /** The rows of `insert` messages, each committed (no error) or refused. */
+  | { type: 'inserted'; results: Array<{ id: number; error?: WriterError }> }
   /** A batch that could not be appended: none of its events are in the store. */
-  | { type: 'failed'; events: number; firstReqId: string; error: { name: string; message: string; code?: string } };
+  | { type: 'failed'; events: number; firstReqId: string; error: WriterError };
 
 export function packEvent(into: PackedEvents, event: UnchainedEvent): void {
   into.push(event.timeMs, event.reqId, event.identityId, event.action, event.resourceType, event.resourceId, event.statusCode, event.clientAddress);

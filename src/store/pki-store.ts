@@ -6,6 +6,7 @@
 import { uniqueWrite, type Store } from './database.js';
 import { prepared } from './queries.js';
 import { recentRows } from './recent-rows.js';
+import { RowWriterUnavailable, type RowWriter } from './row-writer.js';
 import type { RowState } from './key-store.js';
 
 export type CaType = 'root' | 'intermediate';
@@ -205,7 +206,12 @@ export interface PkiStore {
   revokedCertificates(caId: string): Promise<Array<Pick<CertificateRecord, 'serialNumber' | 'revocationReason' | 'revokedAt'>>>;
 }
 
-export function createPkiStore(store: Store): PkiStore {
+/**
+ * `rowWriter`: where new certificates are inserted instead of on `store`'s own connection (the
+ * audit writer thread on SQLite, store/row-writer.ts); when it cannot take a row, the row is
+ * inserted here as before.
+ */
+export function createPkiStore(store: Store, options: { rowWriter?: RowWriter | undefined } = {}): PkiStore {
   const { db } = store;
   // The rows are converted by name (toRow/fromRow): the tables' column names are the records'
   // field names in snake case, so the casts below only restate that.
@@ -339,7 +345,15 @@ export function createPkiStore(store: Store): PkiStore {
 
     async insertCertificate(certificate) {
       const row = toRow(certificate, CERT_JSON);
-      await insertCertificate(...CERTIFICATE_COLUMNS.map((column) => row[column] ?? null));
+      const values = CERTIFICATE_COLUMNS.map((column) => row[column] ?? null);
+      if (options.rowWriter) {
+        try {
+          return await options.rowWriter('certificates', CERTIFICATE_COLUMNS, values);
+        } catch (error) {
+          if (!(error instanceof RowWriterUnavailable)) throw error;
+        }
+      }
+      await insertCertificate(...values);
     },
     async getCertificate(id) {
       return fromRow<CertificateRecord>((await selectCertificate(id))[0], CERT_JSON);

@@ -38,6 +38,8 @@ export interface SoakResult {
   main?: LoadResult;
   afterWarmup?: SoakPoint;
   end?: SoakPoint;
+  /** VmRSS sampled every second after warm-up, in order. */
+  rssSamplesKiB?: number[];
   /** Highest and lowest VmRSS sampled every second after warm-up. */
   rssMaxKiB?: number;
   rssMinKiB?: number;
@@ -115,6 +117,7 @@ export async function runSoak(
   const sampler = setInterval(() => {
     const rss = treeMemoryOf(spec.pid)?.rssKiB;
     if (rss === undefined || !Number.isFinite(rss)) return;
+    (result.rssSamplesKiB ??= []).push(rss);
     result.rssMaxKiB = Math.max(result.rssMaxKiB!, rss);
     result.rssMinKiB = Math.min(result.rssMinKiB!, rss);
     if (spec.auditStore) result.storeMaxBytes = Math.max(result.storeMaxBytes ?? 0, storeBytes(spec.auditStore));
@@ -125,6 +128,27 @@ export async function runSoak(
     clearInterval(sampler);
   }
   result.end = await pointOf(spec.base, spec.pid, spec.requests, spec.auditStore);
+}
+
+/**
+ * The trend of VmRSS after warm-up: the median of the last fifth of the per-second samples over
+ * the median of the first fifth, minus one. Two single readings mostly measure where the V8
+ * heap is in its collection cycle (under this load the main heap swings by 30–40 MiB between
+ * major collections, over 10 % of VmRSS, with no trend); medians over stretches of a cycle or
+ * more compare like with like, so what this reports is growth. Undefined with fewer than 10
+ * samples.
+ */
+export function rssTrend(samples: readonly number[] | undefined): { first: number; last: number; growth: number } | undefined {
+  if (!samples || samples.length < 10) return undefined;
+  const window = Math.floor(samples.length / 5);
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const middle = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  };
+  const first = median(samples.slice(0, window));
+  const last = median(samples.slice(-window));
+  return { first, last, growth: (last - first) / first };
 }
 
 /** Responses of each status over both phases, beside what the mix makes a correct service answer. */

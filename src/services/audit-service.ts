@@ -221,7 +221,8 @@ export function createAuditService(deps: {
           if (error) pending?.reject(Object.assign(new Error(error.message), { name: error.name }, error.code ? { code: error.code } : {}));
           else pending?.resolve();
         }
-        if (started.inserts.size === 0 && started.flushes.size === 0) worker.unref();
+        // Once closing, the thread stays held until it has ended (closeWriter).
+        if (!writerClosed && started.inserts.size === 0 && started.flushes.size === 0) worker.unref();
         return;
       }
       const error = Object.assign(new Error(message.error.message), { name: message.error.name }, message.error.code ? { code: message.error.code } : {});
@@ -303,7 +304,7 @@ export function createAuditService(deps: {
       if (current.flushes.size === 0) current.worker.ref();
       current.flushes.set(id, () => {
         current.flushes.delete(id);
-        if (current.flushes.size === 0 && current.inserts.size === 0) current.worker.unref();
+        if (!writerClosed && current.flushes.size === 0 && current.inserts.size === 0) current.worker.unref();
         resolve();
       });
       current.worker.postMessage({ type: 'flush', id } satisfies ToWriter);

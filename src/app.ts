@@ -165,11 +165,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
-  // The CSRs of sign-certificate are parsed and verified on threads of their own (pki/csr-threads.ts).
+  // The CSRs of sign-certificate and EST are parsed and verified on threads of their own (pki/csr-threads.ts).
   const csrThreads = new CsrThreadPool({ size: config.pki.csrThreads, onThreadFailure: (error) => logger.warn({ err: error }, 'a CSR thread failed; starting another') });
   const certificates = createCertificateService({ pkiStore, cas, csrThreads });
   const ocsp = createOcspService({ pkiStore, cas });
-  const est = createEstService({ pkiStore, cas, certificates });
+  const est = createEstService({ pkiStore, cas, certificates, csrThreads });
   const acme = createAcmeService({
     acmeStore: createAcmeStore(store),
     certificates,

@@ -243,11 +243,14 @@ export class CsrThreadPool {
     thread.retired = true;
     for (const seq of [...thread.pending.keys()]) this.take(thread, seq)!.reject(error());
     this.terminating++;
-    return thread.worker.terminate().finally(() => {
-      this.terminating--;
-      // A slot left empty while too many threads were stopping can have its thread now.
-      for (let i = 0; i < this.slots.length; i++) this.fill(i);
-    });
+    return thread.worker
+      .terminate()
+      .catch(() => undefined)
+      .finally(() => {
+        this.terminating--;
+        // A slot left empty while too many threads were stopping can have its thread now.
+        for (let i = 0; i < this.slots.length; i++) this.fill(i);
+      });
   }
 
   private exited(thread: CsrThread, code: number): void {

@@ -30,6 +30,7 @@ import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
 import { Pkcs11Token } from './pkcs11/token.js';
 import { TokenThreadPool } from './pkcs11/token-threads.js';
+import { CsrThreadPool } from './pki/csr-threads.js';
 import { createCryptoService } from './services/crypto-service.js';
 import { createIdentityService } from './services/identity-service.js';
 import { createKeyService } from './services/key-service.js';
@@ -169,9 +170,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
-  const certificates = createCertificateService({ pkiStore, cas });
+  // The CSRs of sign-certificate and EST are parsed and verified on threads of their own (pki/csr-threads.ts).
+  const csrThreads = new CsrThreadPool({ size: config.pki.csrThreads, onThreadFailure: (error) => logger.warn({ err: error }, 'a CSR thread failed; starting another') });
+  const certificates = createCertificateService({ pkiStore, cas, csrThreads });
   const ocsp = createOcspService({ pkiStore, cas });
-  const est = createEstService({ pkiStore, cas, certificates });
+  const est = createEstService({ pkiStore, cas, certificates, csrThreads });
   const acme = createAcmeService({
     acmeStore: createAcmeStore(store),
     certificates,
@@ -431,6 +434,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         stateLog.close();
         // ACME validations still running write their results before the store closes.
         await within(acme.idle(), Math.max(deadline, Date.now() + 1000));
+        // Requests are answered or cut by now: nothing waits for a CSR thread.
+        await csrThreads.close();
         // Summaries of refused requests go into the chain before its last checkpoint.
         deniedRequests.close();
         await audit.close();

@@ -125,6 +125,7 @@ function fromEnvironment(env: NodeJS.ProcessEnv): Json {
       perAddressPerSecond: number(env.RATE_LIMIT_PER_ADDRESS_PER_SECOND),
       perAddressBurst: integer(env.RATE_LIMIT_PER_ADDRESS_BURST),
     },
+    pki: { csrThreads: integer(env.PKI_CSR_THREADS) },
     acme: {
       http01Port: integer(env.ACME_HTTP01_PORT),
       resolve: list(env.ACME_RESOLVE),

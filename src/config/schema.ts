@@ -192,6 +192,21 @@ export const configSchema = {
         pruneIntervalMs: { type: 'integer', minimum: 100, default: 60000, description: 'How often the maintenance lease holder prunes events past audit.retention or audit.maxEvents.' },
       },
     },
+    pki: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        csrThreads: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 64,
+          default: 1,
+          description:
+            'Worker threads that parse and verify the CSRs of sign-certificate and EST, so that work scales with cores instead of running on the event loop; 0 parses them on the main thread (env PKI_CSR_THREADS).',
+        },
+      },
+    },
     acme: {
       type: 'object',
       additionalProperties: false,

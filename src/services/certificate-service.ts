@@ -12,6 +12,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { badRequest, notFound } from '../errors.js';
 import { certificateDer, tbsCertificateDer, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
 import { parseCsr, type ReadCsr } from '../pki/csr.js';
+import type { CsrThreadPool } from '../pki/csr-threads.js';
 import type { RevocationReason } from '../pki/crl.js';
 import { evaluatePolicy, type CertificatePolicy } from '../pki/policy.js';
 import { newSerialNumber } from '../pki/serial.js';
@@ -127,8 +128,14 @@ const toPublicCertificate = (record: CertificateRecord): PublicCertificate => ({
   createdAt: record.createdAt,
 });
 
-export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaService }) {
-  const { pkiStore: store, cas } = deps;
+export function createCertificateService(deps: {
+  pkiStore: PkiStore;
+  cas: CaService;
+  /** Parses the CSRs given as text (sign-certificate) off the event loop; parseCsr on it when absent. */
+  csrThreads?: Pick<CsrThreadPool, 'parse'>;
+}) {
+  const { pkiStore: store, cas, csrThreads } = deps;
+  const readCsr = csrThreads ? (pem: string) => csrThreads.parse(pem) : parseCsr;
 
   /** `recent`: a row up to PKI_ROW_MAX_AGE_MS old will do (sign-certificate; pki-store.ts recentProfile). */
   async function existingProfile(profileId: string, freshness: 'current' | 'recent' = 'current'): Promise<ProfileRecord> {
@@ -184,7 +191,7 @@ export function createCertificateService(deps: { pkiStore: PkiStore; cas: CaServ
     const ca = await cas.existing(profile.caId, 'recent');
     if (ca.status !== 'active') throw badRequest(`The profile's CA is ${ca.status === 'disabled' ? 'disabled' : 'not active yet'}`);
     // A PEM is parsed only once the CA is known to be usable: that refusal comes first.
-    const csr = typeof csrInput === 'string' ? await parseCsr(csrInput) : csrInput;
+    const csr = typeof csrInput === 'string' ? await readCsr(csrInput) : csrInput;
 
     const policy = profile.policy as CertificatePolicy;
     const verdict = evaluatePolicy(policy, csr);

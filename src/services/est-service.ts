@@ -17,6 +17,7 @@
  */
 import { notFound, unauthorized } from '../errors.js';
 import { parseCsr } from '../pki/csr.js';
+import type { CsrThreadPool } from '../pki/csr-threads.js';
 import { certificateIdentity, certsOnly, estCsrText } from '../pki/est.js';
 import type { CaRecord, CertificateRecord, ProfileRecord } from '../store/pki-store.js';
 import type { CertificateService } from './certificate-service.js';
@@ -35,6 +36,8 @@ export interface EstDeps {
   pkiStore: { certificateBySerial(caId: string, serialHex: string): Promise<CertificateRecord | undefined> };
   cas: { existing(caId: string): Promise<CaRecord>; chainAbove(ca: CaRecord): Promise<string[]> };
   certificates: Pick<CertificateService, 'existingProfile' | 'issue'>;
+  /** Parses the enrollment's CSR off the event loop; parseCsr on it when absent. */
+  csrThreads?: Pick<CsrThreadPool, 'parse'>;
 }
 
 const pemToDer = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
@@ -90,7 +93,8 @@ export function createEstService(deps: EstDeps) {
       }
       authenticated();
 
-      const csr = await parseCsr(estCsrText(body));
+      const text = estCsrText(body);
+      const csr = await (deps.csrThreads ? deps.csrThreads.parse(text) : parseCsr(text));
       const violations: string[] = [];
       if (renewed) {
         if (csr.subjectDn !== renewed.subjectDn) violations.push(`simplereenroll keeps the subject of the certificate it renews ("${renewed.subjectDn}"); the CSR asks for "${csr.subjectDn}"`);

@@ -74,6 +74,14 @@ describe('configuration', () => {
     expect(() => loadConfig({}, { AUDIT_MAX_EVENTS: '0' })).toThrow(/\/audit\/maxEvents/);
   });
 
+  it('reads the number of CSR threads from the environment: 1 by default, 0 allowed, no negative', () => {
+    expect(loadConfig({}, {}).pki).toEqual({ csrThreads: 1 });
+    expect(loadConfig({}, { PKI_CSR_THREADS: '0' }).pki.csrThreads).toBe(0);
+    expect(loadConfig({}, { PKI_CSR_THREADS: '3' }).pki.csrThreads).toBe(3);
+    expect(() => loadConfig({}, { PKI_CSR_THREADS: '-1' })).toThrow(/\/pki\/csrThreads/);
+    expect(() => loadConfig({}, { PKI_CSR_THREADS: '1.5' })).toThrow(/integer/);
+  });
+
   it('reads an RFC 7512 PKCS#11 URI and refuses an inline PIN', () => {
     expect(parsePkcs11Uri('pkcs11:token=my%20hsm;serial=42?module-path=/usr/lib/x.so&pin-source=file:/run/pin')).toEqual({
       tokenLabel: 'my hsm',

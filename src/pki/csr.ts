@@ -11,6 +11,7 @@
  * forms (IP addresses that are not a plain v4 or v6 address) still go through asn1-x509.
  */
 import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { isMainThread } from 'node:worker_threads';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
 import { AppError, badRequest } from '../errors.js';
@@ -283,7 +284,11 @@ async function signatureVerifies(info: Buffer, algorithm: Tlv, signatureBits: Tl
       const y = point.subarray(1 + size).toString('base64url');
       // Throws for a point off the curve: a CSR whose proof cannot hold.
       const publicKey = createPublicKey({ key: { kty: 'EC', crv: curve, x, y }, format: 'jwk' });
-      return await new Promise<boolean>((resolve) => verify(ecdsaHash, info, { key: publicKey, dsaEncoding: 'der' }, signature, (error, valid) => resolve(!error && valid)));
+      const options = { key: publicKey, dsaEncoding: 'der' as const };
+      // On the event loop the check goes to libuv's pool; on a CSR thread (csr-threads.ts),
+      // already off the event loop, it runs here: the hop would only add two thread wake-ups.
+      if (!isMainThread) return verify(ecdsaHash, info, options, signature);
+      return await new Promise<boolean>((resolve) => verify(ecdsaHash, info, options, signature, (error, valid) => resolve(!error && valid)));
     }
     if (ecdsaHash && type === 'ec') return verify(ecdsaHash, info, { key: key.keyObject(), dsaEncoding: 'der' }, signature);
     if (RSA_PKCS1[oid] && type === 'rsa') return verify(RSA_PKCS1[oid], info, { key: key.keyObject(), padding: constants.RSA_PKCS1_PADDING }, signature);

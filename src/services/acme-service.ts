@@ -25,7 +25,7 @@ import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { toPem } from '../pki/certificate-builder.js';
 import { REVOCATION_REASONS, type RevocationReason } from '../pki/crl.js';
-import { parseCsr, type ReadCsr } from '../pki/csr.js';
+import type { ReadCsr } from '../pki/csr.js';
 import { certificateIdentity } from '../pki/est.js';
 import { dnsNameViolation, evaluatePolicy, type CertificatePolicy } from '../pki/policy.js';
 import type { AcmeAccountRecord, AcmeAuthorizationRecord, AcmeChallengeRecord, AcmeIdentifier, AcmeOrderRecord, AcmeStore } from '../store/acme-store.js';
@@ -110,7 +110,7 @@ interface Authenticated {
 
 export interface AcmeDeps {
   acmeStore: AcmeStore;
-  certificates: Pick<CertificateService, 'existingProfile' | 'existingCertificate' | 'issue' | 'revokeRecord'>;
+  certificates: Pick<CertificateService, 'existingProfile' | 'existingCertificate' | 'issue' | 'revokeRecord' | 'readCsr'>;
   pkiStore: { certificateBySerial(caId: string, serialHex: string): Promise<CertificateRecord | undefined> };
   cas: { existing(caId: string): Promise<CaRecord>; chainAbove(ca: CaRecord): Promise<string[]> };
   publicBaseUrl: () => string;
@@ -504,7 +504,7 @@ export function createAcmeService(deps: AcmeDeps) {
       if (payload === undefined || typeof payload.csr !== 'string' || !/^[A-Za-z0-9_-]+$/.test(payload.csr) || payload.csr.length > 16384) throw acmeProblem('malformed', 'finalize needs "csr": the base64url DER of a PKCS#10 request');
       let csr: ReadCsr;
       try {
-        csr = await parseCsr(pemOfDer(payload.csr, 'CERTIFICATE REQUEST'));
+        csr = await certificates.readCsr(pemOfDer(payload.csr, 'CERTIFICATE REQUEST'));
       } catch (error) {
         if (error instanceof AppError && error.statusCode < 500) throw acmeProblem('badCSR', error.message);
         throw error;

@@ -340,6 +340,8 @@ export function createCertificateService(deps: {
     },
 
     existingProfile,
+    /** parseCsr, on the CSR threads when there are any (ACME's finalize reads its CSR here). */
+    readCsr,
     existingCertificate,
     issue,
     revokeRecord,

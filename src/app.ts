@@ -25,7 +25,7 @@ import { createOpsApp, listenOps } from './http/ops-app.js';
 import type { HealthSource } from './http/routes/health.js';
 import type { Logger } from './logger.js';
 import { refusedRequestsSummary, tokenStateLog, type TokenStateLog } from './log-flood.js';
-import { auditEventsPruned, auditPruneOverdue, auditRecordFailures, auditSinkFailures, auditSinkLag, auditStoreEvents, maintenanceLeader, observeAuditWrites, observePool } from './metrics.js';
+import { auditEventsPruned, auditPruneOverdue, auditRecordFailures, auditSinkFailures, auditSinkLag, auditStoreEvents, csrThreadFailures, maintenanceLeader, observeAuditWrites, observeCsrThreads, observePool } from './metrics.js';
 import { TokenError } from './pkcs11/errors.js';
 import { Pkcs11Module } from './pkcs11/module.js';
 import { Pkcs11Token } from './pkcs11/token.js';
@@ -171,7 +171,14 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
   // The CSRs of sign-certificate and EST are parsed and verified on threads of their own (pki/csr-threads.ts).
-  const csrThreads = new CsrThreadPool({ size: config.pki.csrThreads, onThreadFailure: (error) => logger.warn({ err: error }, 'a CSR thread failed; starting another') });
+  const csrThreads = new CsrThreadPool({
+    size: config.pki.csrThreads,
+    onThreadFailure: (error) => {
+      csrThreadFailures.inc();
+      logger.warn({ err: error }, 'a CSR thread failed; starting another');
+    },
+  });
+  observeCsrThreads(csrThreads);
   const certificates = createCertificateService({ pkiStore, cas, csrThreads });
   const ocsp = createOcspService({ pkiStore, cas });
   const est = createEstService({ pkiStore, cas, certificates, csrThreads });
@@ -455,6 +462,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         }
         module.finalize();
         observePool(undefined);
+        observeCsrThreads(undefined);
         // Nothing of this replica's is pending any more: the others need not wait out its presence.
         await presence.stop();
         await store.close();

@@ -163,6 +163,31 @@ poolGauge('pkcs11_sessions', 'Usable token threads, each with its own sessions (
 poolGauge('pkcs11_sessions_busy', 'Token threads in a call right now.', (stats) => stats.busy);
 poolGauge('pkcs11_sessions_stuck', 'Token threads whose call outlived its request; never used again, they exit when the call returns.', (stats) => stats.stuck);
 poolGauge('pkcs11_session_waiters', 'Requests waiting for a free token thread.', (stats) => stats.waiting);
+/** What the CSR thread gauges read when scraped (pki/csr-threads.ts); set by the composition root. */
+let csrThreadSource: { stats: { threads: number; inFlight: number; terminating: number } } | undefined;
+export function observeCsrThreads(source: typeof csrThreadSource): void {
+  csrThreadSource = source;
+}
+for (const [name, help, field] of [
+  ['csr_threads', 'CSR threads running (pki.csrThreads while they are healthy).', 'threads'],
+  ['csr_threads_in_flight', 'CSRs handed to CSR threads and not answered yet.', 'inFlight'],
+  ['csr_threads_terminating', 'CSR threads ended at a deadline and not stopped yet.', 'terminating'],
+] as const) {
+  new Gauge({
+    name: `${PREFIX}${name}`,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(csrThreadSource ? csrThreadSource.stats[field] : 0);
+    },
+  });
+}
+export const csrThreadFailures = new Counter({
+  name: `${PREFIX}csr_thread_failures_total`,
+  help: 'Failure events on CSR threads (an uncaught error, an exit, a missed deadline); a thread that fails with an error and then exits counts both.',
+  registers: [registry],
+});
+
 // Over several workers (the cluster primary's /metrics) the thread gauges add up, but the token
 // is up only if it is up for every worker: one reconnecting worker answers 503s for its share.
 poolGauge('token_up', '1 while the token answers, 0 while the pool is down and reconnecting.', (stats) => (stats.state === 'up' ? 1 : 0), 'min');

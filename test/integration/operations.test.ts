@@ -92,6 +92,11 @@ describe('metrics', () => {
     const after = parseMetrics(await (await fetch(`${svc.url}/metrics`)).text());
     const key = 'hsm_signer_certificates_issued_total{outcome="rejected"}';
     expect((after.get(key) ?? 0) - (before.get(key) ?? 0)).toBe(1);
+    // The refused CSR was read on a CSR thread, which is still there, idle and unharmed.
+    expect(after.get('hsm_signer_csr_threads')).toBe(svc.config.pki.csrThreads);
+    expect(svc.config.pki.csrThreads).toBeGreaterThan(0);
+    expect(after.get('hsm_signer_csr_threads_in_flight')).toBe(0);
+    expect(after.get('hsm_signer_csr_thread_failures_total')).toBe(0);
   });
 });
 

@@ -3,12 +3,14 @@
  * replicas sharing a store run: what one process writes, the other honours. Keys and access
  * tokens are served from per-process memory; key-service.ts and identity-service.ts state the
  * bound (500 ms), and this checks the promise built on it: a key disabled or deleted, an
- * identity deleted, on A is refused by B within 1 s of A's answer. The 1 s is a correctness
+ * identity deleted, on A is refused by B within 1 s of A's answer; so is issuing under a CA
+ * disabled, or a profile narrowed, on A (pki-store.ts bounds those rows the same way). The 1 s is a correctness
  * bound (a cache that never re-reads fails it by far), not a performance figure.
  *
  * Both processes append to one audit chain; test/integration/audit-writers.test.ts checks that.
  */
 import { createPublicKey, randomBytes, randomUUID, verify, type KeyObject } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -70,6 +72,13 @@ async function expectSignatureFrom(on: ListeningChildService, token: string, key
   const signed = await sign(on, token, key.keyId, data);
   expect(signed.status, JSON.stringify(signed.body)).toBe(200);
   expect(verify('sha256', data, key.publicKey, Buffer.from(signed.body.signature as string, 'base64'))).toBe(true);
+}
+
+/** A PEM CSR for `name` (CN and DNS SAN) with a fresh P-256 key, made by OpenSSL. */
+function p256Csr(name: string): string {
+  const made = spawnSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`openssl req: ${made.stderr}`);
+  return made.stdout;
 }
 
 /**
@@ -170,6 +179,51 @@ describe('two processes on one DATA_DIR', () => {
     );
     expect(elapsed).toBeLessThan(REFUSED_WITHIN_MS);
     expect((await sign(a!, appToken, key.keyId, randomBytes(32))).status).toBe(401);
+  });
+
+  it('a CA disabled on A stops issuing on B within 1 s, and a profile narrowed on A is obeyed by B within 1 s', async () => {
+    const ca = await request(a!.url, 'POST', '/api/v1/cert-manager/ca/internal', {
+      token: adminOnA,
+      body: { projectId: 'default', type: 'root', commonName: 'Two Processes Root', keyAlgorithm: 'EC_prime256v1', ttl: '1y' },
+    });
+    expect(ca.status, JSON.stringify(ca.body)).toBe(200);
+    const caId = ca.body.ca.id as string;
+    const wide = { maxValidity: '30d', subject: [{ type: 'CN', allowed: ['**'] }], sans: { dns: ['**'] } };
+    const profile = await request(a!.url, 'POST', '/api/v1/cert-manager/certificate-profiles', { token: adminOnA, body: { projectId: 'default', caId, slug: `two-${randomUUID().slice(0, 8)}`, policy: wide } });
+    expect(profile.status, JSON.stringify(profile.body)).toBe(200);
+    const profileId = profile.body.certificateProfile.id as string;
+    const csr = p256Csr('two-processes.example.com');
+    const issue = () => request(b!.url, 'POST', '/api/v3/pki/certificates/sign-certificate', { token: adminOnB, body: { profileId, csr, ttl: '1d' } });
+    // B has just issued under both, so what it knows of them is in its memory.
+    expect((await issue()).status).toBe(200);
+
+    expect((await request(a!.url, 'PATCH', `/api/v1/cert-manager/ca/internal/${caId}`, { token: adminOnA, body: { status: 'disabled' } })).status).toBe(200);
+    const disabledFor = await msUntilRefused(
+      Date.now(),
+      issue,
+      (answer) => answer.status === 400 && /disabled/.test(String(answer.body?.message)),
+      (answer) => answer.status === 200,
+    );
+    expect(disabledFor).toBeLessThan(REFUSED_WITHIN_MS);
+    expect((await request(a!.url, 'PATCH', `/api/v1/cert-manager/ca/internal/${caId}`, { token: adminOnA, body: { status: 'active' } })).status).toBe(200);
+    const enabledFor = await msUntilRefused(
+      Date.now(),
+      issue,
+      (answer) => answer.status === 200,
+      (answer) => answer.status === 400,
+    );
+    expect(enabledFor).toBeLessThan(REFUSED_WITHIN_MS);
+
+    // Only other names from now on: B must refuse this CSR's name within the bound.
+    const narrow = { ...wide, subject: [{ type: 'CN', allowed: ['*.narrow.example.com'] }], sans: { dns: ['*.narrow.example.com'] } };
+    expect((await request(a!.url, 'PATCH', `/api/v1/cert-manager/certificate-profiles/${profileId}`, { token: adminOnA, body: { policy: narrow } })).status).toBe(200);
+    const narrowedFor = await msUntilRefused(
+      Date.now(),
+      issue,
+      (answer) => answer.status === 400 && /refused/.test(String(answer.body?.message)),
+      (answer) => answer.status === 200,
+    );
+    expect(narrowedFor).toBeLessThan(REFUSED_WITHIN_MS);
   });
 
   it('B restarting while A creates keys leaves A\'s creations in progress alone: every one is acknowledged and usable, none left pending', async () => {

@@ -289,6 +289,7 @@ export function createAuditService(deps: {
               current.worker.postMessage({ type: 'insert', id, table, columns, values } satisfies ToWriter);
             } catch (error) {
               current.inserts.delete(id);
+              if (current.inserts.size === 0 && current.flushes.size === 0 && !writerClosed) current.worker.unref();
               reject(new RowWriterUnavailable(String((error as Error)?.message ?? error)));
             }
           });

@@ -57,6 +57,8 @@ async function closeStore(): Promise<void> {
   const current = store;
   append = undefined;
   store = undefined;
+  // Prepared on the connection being closed: the next one prepares its own.
+  insertStatements.clear();
   try {
     await current?.close();
   } catch {
@@ -95,6 +97,9 @@ async function insertQueuedRows(): Promise<void> {
           statement.run(row.values.map(bindable));
           results.push({ id: row.id });
         } catch (error) {
+          // SQLite ended the whole transaction (a full disk, an I/O error), not just this
+          // statement: the rows after it would be committed one by one outside it, so stop.
+          if (!raw.inTransaction) throw error;
           results.push({ id: row.id, error: writerError(error) });
         }
       }

@@ -163,7 +163,12 @@ async function openSqlite(location: { engine: 'sqlite'; path: string }, options:
       // One write lock for the whole file: the name only matters on PostgreSQL.
       db.connection().execute((conn) => inTransaction(conn, 'begin immediate', fn)),
     write: (fn) => db.connection().execute((conn) => inTransaction(conn, 'begin immediate', fn)),
-    close: () => db.destroy(),
+    close: async () => {
+      await db.destroy();
+      // Kysely closes the connection only if it ever ran a query on it; a store used only
+      // through `sqlite` (the audit writer's) is closed here.
+      if (raw.open) raw.close();
+    },
   };
 }
 

@@ -9,7 +9,8 @@
  * The promise resolves once the row is committed, rejects with the store's error (its `code`
  * kept, so a unique violation is still told apart), or with RowWriterUnavailable when the row
  * was never handed over (no writer right now): then the caller inserts it itself. A writer that
- * dies with the row in hand rejects with a plain error: whether it was committed is unknown.
+ * dies with the row in hand rejects with a 503 (services/audit-service.ts): whether it was
+ * committed is unknown, so the caller must not insert it again.
  */
 export type RowWriter = (table: RowWriterTable, columns: readonly string[], values: unknown[]) => Promise<void>;
 

@@ -9,6 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { createAuditService, type AuditService } from '../../src/services/audit-service.js';
@@ -71,10 +72,43 @@ describe('certificates inserted by the writer thread (SQLite)', () => {
   });
 
   it('stores each certificate before its promise resolves, where the main connection reads it', async () => {
-    const pki = createPkiStore(store, { rowWriter: audit.rowWriter });
+    let handedOver = 0;
+    const pki = createPkiStore(store, {
+      rowWriter: (...row) => {
+        handedOver++;
+        return audit.rowWriter!(...row);
+      },
+    });
     const records = Array.from({ length: 20 }, () => certificate());
     await Promise.all(records.map((record) => pki.insertCertificate(record)));
+    expect(handedOver).toBe(20);
     for (const record of records) expect(await pki.getCertificate(record.id)).toEqual(record);
+  });
+
+  it('after a batch the store refused (its write lock held past the busy timeout), the next rows are stored', async () => {
+    const impatient = createAuditService({
+      auditStore: createAuditStore(store),
+      location: store.location,
+      token: { generateKey: () => Promise.reject(new Error('unused')), signDigest: () => Promise.reject(new Error('unused')) },
+      logger: createLogger('silent'),
+      signIntervalMs: 60_000,
+      busyTimeoutMs: 100,
+    });
+    try {
+      await impatient.rowWriter!('certificates', ...rowOf(certificate()));
+      // Another connection holds the write lock: the writer's next batch fails, and it reconnects.
+      const holder = new Database(join(dir, 'store.db'));
+      holder.exec('begin immediate');
+      const refused = impatient.rowWriter!('certificates', ...rowOf(certificate()));
+      await expect(refused).rejects.toMatchObject({ code: 'SQLITE_BUSY' });
+      holder.exec('rollback');
+      holder.close();
+      const record = certificate();
+      await impatient.rowWriter!('certificates', ...rowOf(record));
+      expect((await createPkiStore(store).getCertificate(record.id))?.serialNumber).toBe(record.serialNumber);
+    } finally {
+      await impatient.close();
+    }
   });
 
   it('refuses a duplicate alone, with the store code, while the rows sent beside it commit', async () => {

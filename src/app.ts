@@ -170,7 +170,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   let publicBaseUrl = config.server.publicBaseUrl?.replace(/\/+$/, '') ?? '';
   const cas = createCaService({ pkiStore, token, publicBaseUrl: () => publicBaseUrl, logger });
-  // The CSRs of sign-certificate and EST are parsed and verified on threads of their own (pki/csr-threads.ts).
+  // The CSRs of sign-certificate, EST and ACME are parsed and verified on threads of their own (pki/csr-threads.ts).
   const csrThreads = new CsrThreadPool({
     size: config.pki.csrThreads,
     onThreadFailure: (error) => {

@@ -164,14 +164,14 @@ poolGauge('pkcs11_sessions_busy', 'Token threads in a call right now.', (stats) 
 poolGauge('pkcs11_sessions_stuck', 'Token threads whose call outlived its request; never used again, they exit when the call returns.', (stats) => stats.stuck);
 poolGauge('pkcs11_session_waiters', 'Requests waiting for a free token thread.', (stats) => stats.waiting);
 /** What the CSR thread gauges read when scraped (pki/csr-threads.ts); set by the composition root. */
-let csrThreadSource: { stats: { threads: number; inFlight: number; terminating: number } } | undefined;
+let csrThreadSource: { stats: { threads: number; inFlight: number; terminating: number; answered: number } } | undefined;
 export function observeCsrThreads(source: typeof csrThreadSource): void {
   csrThreadSource = source;
 }
 for (const [name, help, field] of [
   ['csr_threads', 'CSR threads running (pki.csrThreads while they are healthy).', 'threads'],
   ['csr_threads_in_flight', 'CSRs handed to CSR threads and not answered yet.', 'inFlight'],
-  ['csr_threads_terminating', 'CSR threads ended at a deadline and not stopped yet.', 'terminating'],
+  ['csr_threads_terminating', 'CSR threads ended (at a deadline, or by shutdown) and not stopped yet.', 'terminating'],
 ] as const) {
   new Gauge({
     name: `${PREFIX}${name}`,
@@ -182,6 +182,17 @@ for (const [name, help, field] of [
     },
   });
 }
+let csrAnswersCounted = 0;
+new Counter({
+  name: `${PREFIX}csr_thread_answers_total`,
+  help: 'CSRs a CSR thread parsed or refused (the rest, if any, were parsed on the event loop).',
+  registers: [registry],
+  collect() {
+    const answered = csrThreadSource?.stats.answered ?? csrAnswersCounted;
+    if (answered > csrAnswersCounted) this.inc(answered - csrAnswersCounted);
+    csrAnswersCounted = answered;
+  },
+});
 export const csrThreadFailures = new Counter({
   name: `${PREFIX}csr_thread_failures_total`,
   help: 'Failure events on CSR threads (an uncaught error, an exit, a missed deadline); a thread that fails with an error and then exits counts both.',

@@ -203,7 +203,7 @@ export const configSchema = {
           maximum: 64,
           default: 1,
           description:
-            'Worker threads that parse and verify the CSRs of sign-certificate and EST, so that work scales with cores instead of running on the event loop; 0 parses them on the main thread (env PKI_CSR_THREADS).',
+            'Worker threads that parse and verify the CSRs of sign-certificate, EST and ACME, so that work scales with cores instead of running on the event loop; 0 parses them on the main thread (env PKI_CSR_THREADS).',
         },
       },
     },

@@ -126,8 +126,11 @@ export class CsrThreadPool {
     for (let i = 0; i < options.size; i++) this.fill(i);
   }
 
-  /** Live threads, and the requests they hold. */
-  get stats(): { threads: number; inFlight: number; terminating: number } {
+  /** CSRs a thread answered (parsed or refused) since start. */
+  private answered = 0;
+
+  /** Live threads, the requests they hold, and how many they answered. */
+  get stats(): { threads: number; inFlight: number; terminating: number; answered: number } {
     let threads = 0;
     let inFlight = 0;
     for (const thread of this.slots) {
@@ -135,7 +138,7 @@ export class CsrThreadPool {
       threads++;
       inFlight += thread.pending.size;
     }
-    return { threads, inFlight, terminating: this.terminating };
+    return { threads, inFlight, terminating: this.terminating, answered: this.answered };
   }
 
   /** parseCsr, on the least busy thread. */
@@ -223,6 +226,7 @@ export class CsrThreadPool {
     }
     const pending = this.take(thread, reply.seq);
     if (!pending) return;
+    if (reply.ok || 'refusal' in reply) this.answered++;
     if (reply.ok) pending.resolve(fromWire(reply.csr));
     else if ('refusal' in reply) pending.reject(fromRefusal(reply.refusal));
     else pending.resolve(parseCsr(pending.pem));

@@ -263,11 +263,12 @@ function pssParameters(parameters: Tlv | undefined): { hash: string; saltLength:
 }
 
 /**
- * The proof of possession. ECDSA is verified with node:crypto's callback form, which runs on
- * libuv's thread pool, after a JWK import of the point: that takes the P-256 arithmetic off the
- * main thread (measured here: ~100 µs of main thread per CSR, against ~190 synchronously and
- * ~130 through WebCrypto's import and verify). RSA stays synchronous, being cheaper than the
- * hop (~45 µs for import and verify together).
+ * The proof of possession. On the main thread ECDSA is verified with node:crypto's callback
+ * form, which runs on libuv's thread pool, after a JWK import of the point: that takes the
+ * P-256 arithmetic off the event loop (measured here: ~100 µs of main thread per CSR, against
+ * ~190 synchronously and ~130 through WebCrypto's import and verify). On a CSR thread
+ * (csr-threads.ts), already off the event loop, it is verified inline. RSA stays synchronous,
+ * being cheaper than the hop (~45 µs for import and verify together).
  */
 async function signatureVerifies(info: Buffer, algorithm: Tlv, signatureBits: Tlv, key: CsrKey): Promise<boolean> {
   try {

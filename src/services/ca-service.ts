@@ -113,10 +113,11 @@ export function createCaService(deps: CaDeps) {
    * certificate's, written once when the CA turns active and never replaced; the chain above
    * is made of certificates that likewise never change (this service's parents, or the outside
    * chain imported together with the certificate). Entries are keyed by the CA certificate's
-   * serial, read afresh with the CA row on every request, so a CA that got its certificate in
-   * another process sharing the store is never served from a stale entry; and by the public
-   * base URL (the AIA/CDP URLs), known only once the service listens. What can change (the CA's
-   * status, the profile) is re-read per request by the caller.
+   * serial, which comes with the CA row the caller read (at most PKI_ROW_MAX_AGE_MS old on the
+   * issue path), so a CA that got its certificate in another process sharing the store is never
+   * served from a stale entry; and by the public base URL (the AIA/CDP URLs), known only once
+   * the service listens. What can change (the CA's status, the profile) is the caller's to read,
+   * within that same bound.
    */
   const issuingCache = new Map<string, { key: string; issuing: Promise<IssuingCa> }>();
   function issuing(ca: CaRecord): Promise<IssuingCa> {

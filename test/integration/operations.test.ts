@@ -93,6 +93,8 @@ describe('metrics', () => {
     const key = 'hsm_signer_certificates_issued_total{outcome="rejected"}';
     expect((after.get(key) ?? 0) - (before.get(key) ?? 0)).toBe(1);
     // The refused CSR was read on a CSR thread, which is still there, idle and unharmed.
+    const answers = 'hsm_signer_csr_thread_answers_total';
+    expect((after.get(answers) ?? 0) - (before.get(answers) ?? 0)).toBe(1);
     expect(after.get('hsm_signer_csr_threads')).toBe(svc.config.pki.csrThreads);
     expect(svc.config.pki.csrThreads).toBeGreaterThan(0);
     expect(after.get('hsm_signer_csr_threads_in_flight')).toBe(0);

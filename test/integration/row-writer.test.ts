@@ -55,14 +55,7 @@ describe('certificates inserted by the writer thread (SQLite)', () => {
       `insert into cas (id, project_id, type, status, state, subject, subject_dn, key_algorithm, object_id, public_key, created_at, updated_at)
        values (?, 'default', 'root', 'active', 'active', ?, 'CN=test', 'EC_prime256v1', ?, ?, ?, ?)`,
     ).run(CA_ID, Buffer.from('30003000', 'hex'), randomBytes(16), randomBytes(91), now, now);
-    const unused = () => Promise.reject(new Error('no token in this test'));
-    audit = createAuditService({
-      auditStore: createAuditStore(store),
-      location: store.location,
-      token: { generateKey: unused, signDigest: unused },
-      logger: createLogger('silent'),
-      signIntervalMs: 60_000,
-    });
+    audit = writerOf(store);
   });
 
   afterAll(async () => {
@@ -86,14 +79,7 @@ describe('certificates inserted by the writer thread (SQLite)', () => {
   });
 
   it('after a batch the store refused (its write lock held past the busy timeout), the next rows are stored', async () => {
-    const impatient = createAuditService({
-      auditStore: createAuditStore(store),
-      location: store.location,
-      token: { generateKey: () => Promise.reject(new Error('unused')), signDigest: () => Promise.reject(new Error('unused')) },
-      logger: createLogger('silent'),
-      signIntervalMs: 60_000,
-      busyTimeoutMs: 100,
-    });
+    const impatient = writerOf(store, 100);
     try {
       await impatient.rowWriter!('certificates', ...rowOf(certificate()));
       // Another connection holds the write lock: the writer's next batch fails, and it reconnects.
@@ -127,13 +113,7 @@ describe('certificates inserted by the writer thread (SQLite)', () => {
   });
 
   it('once the writer is closed, says so, and the pki store inserts on its own connection', async () => {
-    const closing = createAuditService({
-      auditStore: createAuditStore(store),
-      location: store.location,
-      token: { generateKey: () => Promise.reject(new Error('unused')), signDigest: () => Promise.reject(new Error('unused')) },
-      logger: createLogger('silent'),
-      signIntervalMs: 60_000,
-    });
+    const closing = writerOf(store);
     await closing.close();
     await expect(closing.rowWriter!('certificates', ...rowOf(certificate()))).rejects.toBeInstanceOf(RowWriterUnavailable);
     const pki = createPkiStore(store, { rowWriter: closing.rowWriter });
@@ -142,6 +122,19 @@ describe('certificates inserted by the writer thread (SQLite)', () => {
     expect(await pki.getCertificate(record.id)).toEqual(record);
   });
 });
+
+/** An audit service on `store` whose writer thread is all this file uses (no token, no signing). */
+function writerOf(store: Store, busyTimeoutMs?: number): AuditService {
+  const unused = () => Promise.reject(new Error('no token in this test'));
+  return createAuditService({
+    auditStore: createAuditStore(store),
+    location: store.location,
+    token: { generateKey: unused, signDigest: unused },
+    logger: createLogger('silent'),
+    signIntervalMs: 60_000,
+    ...(busyTimeoutMs !== undefined ? { busyTimeoutMs } : {}),
+  });
+}
 
 /** A record as the columns and values the pki store hands a row writer. */
 function rowOf(record: CertificateRecord): [string[], unknown[]] {

@@ -3,26 +3,14 @@
  * same refusals as parseCsr on the calling thread, and what becomes of requests on a thread that
  * dies, hangs, never loads or answers something unexpected.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../../src/errors.js';
 import { CsrThreadPool, startCsrWorker, type CsrThreadPoolOptions } from '../../../src/pki/csr-threads.js';
+import { opensslCsrMaker } from '../../helpers/openssl-csr.js';
 import { parseCsr, type ReadCsr } from '../../../src/pki/csr.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'csr-threads-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function opensslCsr(name: string, keyArgs: string[], extraArgs: string[] = []): string {
-  const key = join(dir, `${name}.key`);
-  const csr = join(dir, `${name}.csr`);
-  execFileSync('openssl', ['genpkey', ...keyArgs, '-out', key], { stdio: 'ignore' });
-  execFileSync('openssl', ['req', '-new', '-key', key, '-out', csr, ...extraArgs], { stdio: 'ignore' });
-  return readFileSync(csr, 'utf8');
-}
+const opensslCsr = opensslCsrMaker('csr-threads-');
 
 const pemOf = (der: Buffer) => `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
 const derOf = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');

@@ -1,21 +1,9 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AppError } from '../../../src/errors.js';
+import { opensslCsrMaker } from '../../helpers/openssl-csr.js';
 import { parseCsr } from '../../../src/pki/csr.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'csr-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function opensslCsr(name: string, keyArgs: string[], extraArgs: string[] = []): string {
-  const key = join(dir, `${name}.key`);
-  const csr = join(dir, `${name}.csr`);
-  execFileSync('openssl', ['genpkey', ...keyArgs, '-out', key], { stdio: 'ignore' });
-  execFileSync('openssl', ['req', '-new', '-key', key, '-out', csr, ...extraArgs], { stdio: 'ignore' });
-  return readFileSync(csr, 'utf8');
-}
+const opensslCsr = opensslCsrMaker('csr-');
 
 describe('parseCsr (CSRs made by the openssl CLI)', () => {
   it('reads subject, key, SANs, key usages and EKUs of an RSA CSR', async () => {

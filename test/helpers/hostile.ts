@@ -688,34 +688,68 @@ const constParams = (params: Record<string, string>) => fc.constant(params);
 // Routes
 // ---------------------------------------------------------------------------------------------
 
-export function hostileRoutes(fx: Fixtures): RouteSpec[] {
-  const admin = authHeader(fx, 'admin');
-  const low = authHeader(fx, 'low');
-  const existingKeys = [fx.aesKeyId, fx.rsaKeyId, fx.ecKeyId, fx.disabledKeyId];
-  const keyNames = [fx.aesKeyName, fx.rsaKeyName, fx.ecKeyName];
-  const anyKeyId = fc.oneof(fc.constantFrom(...existingKeys), badId);
-  const badKeyParams = badId.map((keyId) => ({ keyId }));
-  const allKeyParams = anyKeyId.map((keyId) => ({ keyId }));
+/** Values no schema accepts for a slug, a project id or a description (kms, identities and cert-manager have such fields). */
+const slugInvalid = fc.oneof(notAString, oddString.filter((s) => !isSlug(s)), fc.integer({ min: 33, max: 2000 }).map((n) => 'k'.repeat(n)));
+const projectInvalid = fc.oneof(notAString, oddString.filter((s) => !isProjectId(s)), fc.integer({ min: 65, max: 2000 }).map((n) => 'p'.repeat(n)));
+const descriptionInvalid = fc.oneof(notAString, fc.integer({ min: 501, max: 20_000 }).map((n) => 'd'.repeat(n)), hugeString);
 
-  /** One request with the given pieces. */
-  const make = (
-    route: RouteKey | typeof NO_SUCH_ROUTE,
-    category: string,
-    params: fc.Arbitrary<Record<string, string>>,
-    auth: string | undefined,
-    body?: fc.Arbitrary<unknown>,
-    query?: fc.Arbitrary<string>,
-  ): fc.Arbitrary<HostileRequest> => {
-    const [method, template] = route.split(' ') as [string, string];
-    return fc.tuple(params, body ?? fc.constant(undefined), query ?? fc.constant(''), requestIdHeader).map(([p, json, q, requestId]) =>
-      finish({ category, route, method, path: pathOf(template, p) + (q ? `?${q}` : '') }, auth, json === undefined ? undefined : { json }, requestId),
-    );
-  };
+/** What the generators of every family share: the fixtures and the two callers' Authorization headers. */
+interface RouteContext {
+  fx: Fixtures;
+  admin: string;
+  low: string;
+}
 
+function routeContext(fx: Fixtures): RouteContext {
+  return { fx, admin: authHeader(fx, 'admin'), low: authHeader(fx, 'low') };
+}
+
+/** One request with the given pieces. */
+function make(
+  route: RouteKey | typeof NO_SUCH_ROUTE,
+  category: string,
+  params: fc.Arbitrary<Record<string, string>>,
+  auth: string | undefined,
+  body?: fc.Arbitrary<unknown>,
+  query?: fc.Arbitrary<string>,
+): fc.Arbitrary<HostileRequest> {
+  const [method, template] = route.split(' ') as [string, string];
+  return fc.tuple(params, body ?? fc.constant(undefined), query ?? fc.constant(''), requestIdHeader).map(([p, json, q, requestId]) =>
+    finish({ category, route, method, path: pathOf(template, p) + (q ? `?${q}` : '') }, auth, json === undefined ? undefined : { json }, requestId),
+  );
+}
+
+/** A family's list of routes, and `add`, which appends a route drawing from its weighted cases. */
+function familyRoutes() {
   const routes: RouteSpec[] = [];
   const add = (route: RouteKey | typeof NO_SUCH_ROUTE, count: number, cases: Case[]) => routes.push({ route, count, arbitrary: pick(cases) });
+  return { routes, add };
+}
 
-  // ----- auth ---------------------------------------------------------------------------------
+export function hostileRoutes(fx: Fixtures): RouteSpec[] {
+  const ctx = routeContext(fx);
+  // In this order: the test seeds the requests of each route by its index in this list.
+  const routes = [
+    ...authRoutes(ctx),
+    ...kmsRoutes(ctx),
+    ...identityRoutes(ctx),
+    ...signCertificateRoutes(ctx),
+    ...certManagerRoutes(ctx),
+    ...auditLogRoutes(ctx),
+    ...publicPkiFileRoutes(ctx),
+    ...unknownRoutesAndMethods(ctx),
+  ];
+
+  // Every route of the table has its generator (a new route without one fails here, by name).
+  const missing = aimedRoutes().filter((key) => !routes.some((spec) => spec.route === key));
+  if (missing.length > 0) throw new Error(`no hostile-input generator for ${missing.join(', ')}: add one, or say in NOT_AIMED_AT why its family has tests of its own`);
+  return routes;
+}
+
+/** auth: login and token renewal, the routes that take no token. */
+function authRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx } = ctx;
+  const { routes, add } = familyRoutes();
   {
     const route: RouteKey = 'POST /api/v1/auth/universal-auth/login';
     const clientId = fc.oneof(fc.constantFrom(fx.adminClientId, fx.secondClientId), fc.uuid(), oddString.filter((s) => s.length >= 1 && s.length <= 128));
@@ -746,11 +780,19 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       ...commonCases(fx, route, constParams({}), { authenticated: false, bodyField: 'accessToken', bodyRequired: true }),
     ]);
   }
+  return routes;
+}
 
-  // ----- kms ----------------------------------------------------------------------------------
-  const slugInvalid = fc.oneof(notAString, oddString.filter((s) => !isSlug(s)), fc.integer({ min: 33, max: 2000 }).map((n) => 'k'.repeat(n)));
-  const projectInvalid = fc.oneof(notAString, oddString.filter((s) => !isProjectId(s)), fc.integer({ min: 65, max: 2000 }).map((n) => 'p'.repeat(n)));
-  const descriptionInvalid = fc.oneof(notAString, fc.integer({ min: 501, max: 20_000 }).map((n) => 'd'.repeat(n)), hugeString);
+/** kms: the keys (create, list, read, change, delete, rotate) and the operations with them. */
+function kmsRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin, low } = ctx;
+  const { routes, add } = familyRoutes();
+  const existingKeys = [fx.aesKeyId, fx.rsaKeyId, fx.ecKeyId, fx.disabledKeyId];
+  const keyNames = [fx.aesKeyName, fx.rsaKeyName, fx.ecKeyName];
+  const anyKeyId = fc.oneof(fc.constantFrom(...existingKeys), badId);
+  const badKeyParams = badId.map((keyId) => ({ keyId }));
+  const allKeyParams = anyKeyId.map((keyId) => ({ keyId }));
+
   {
     const route: RouteKey = 'POST /api/v1/kms/keys';
     const broken = brokenObject({
@@ -988,8 +1030,13 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       ...commonCases(fx, route, allKeyParams, { authenticated: true }),
     ]);
   }
+  return routes;
+}
 
-  // ----- identities ---------------------------------------------------------------------------
+/** identities and their client secrets. */
+function identityRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin, low } = ctx;
+  const { routes, add } = familyRoutes();
   const identityIds = [fx.adminIdentityId, fx.secondIdentityId, fx.lowIdentityId];
   const otherIdentityIds = [fx.adminIdentityId, fx.secondIdentityId];
   {
@@ -1056,8 +1103,13 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       ...commonCases(fx, route, fc.constant({ identityId: fx.secondIdentityId, clientSecretId: fx.secondSecretId }), { authenticated: true }),
     ]);
   }
+  return routes;
+}
 
-  // ----- pki: sign-certificate ----------------------------------------------------------------
+/** pki: sign-certificate. */
+function signCertificateRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin, low } = ctx;
+  const { routes, add } = familyRoutes();
   {
     const route: RouteKey = 'POST /api/v3/pki/certificates/sign-certificate';
     const csrText = csrVariants(fx);
@@ -1077,8 +1129,13 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       ...commonCases(fx, route, constParams({}), { authenticated: true, bodyField: 'csr', bodyRequired: true }),
     ]);
   }
+  return routes;
+}
 
-  // ----- pki: cert-manager --------------------------------------------------------------------
+/** pki: cert-manager (CAs, profiles, certificates). */
+function certManagerRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin, low } = ctx;
+  const { routes, add } = familyRoutes();
   const existingCas = [fx.caId, fx.rootCaId, fx.pendingCaId, fx.disabledCaId, fx.otherProjectCaId];
   const activeCas = [fx.caId, fx.rootCaId, fx.otherProjectCaId];
   {
@@ -1283,8 +1340,13 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       ...commonCases(fx, route, fc.constant({ certificateId: fx.certificateId }), { authenticated: true, bodyField: 'revocationReason', bodyRequired: true }),
     ]);
   }
+  return routes;
+}
 
-  // ----- audit logs ---------------------------------------------------------------------------
+/** audit logs. */
+function auditLogRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin, low } = ctx;
+  const { routes, add } = familyRoutes();
   {
     const route: RouteKey = 'GET /api/v1/audit-logs/';
     const badPair = fc.oneof(
@@ -1325,8 +1387,13 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       ...commonCases(fx, route, constParams({}), { authenticated: true, query: 'limit=1' }),
     ]);
   }
+  return routes;
+}
 
-  // ----- public PKI files ---------------------------------------------------------------------
+/** public PKI files (CA certificate and CRL, no authentication). */
+function publicPkiFileRoutes(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin } = ctx;
+  const { routes, add } = familyRoutes();
   for (const route of ['GET /pki/ca/:caId/certificate.der', 'GET /pki/ca/:caId/crl.der'] as const) {
     add(route, 250, [
       [5, make(route, 'path: bad id', badId.map((caId) => ({ caId })), undefined)],
@@ -1334,8 +1401,13 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       [1, make(route, 'path: bad id, with a token', badId.map((caId) => ({ caId })), admin)],
     ]);
   }
+  return routes;
+}
 
-  // ----- no such route / method ---------------------------------------------------------------
+/** no such route, or no such method on a route. */
+function unknownRoutesAndMethods(ctx: RouteContext): RouteSpec[] {
+  const { fx, admin, low } = ctx;
+  const { routes, add } = familyRoutes();
   {
     const route = NO_SUCH_ROUTE;
     const unknownPath = fc.oneof(
@@ -1401,10 +1473,6 @@ export function hostileRoutes(fx: Fixtures): RouteSpec[] {
       [2, fc.tuple(wrongMethod, who, requestIdHeader).map(([[method, path], auth, requestId]) => finish({ category: 'route: wrong method', route, method, path, family: 'kms' }, auth, undefined, requestId))],
     ]);
   }
-
-  // Every route of the table has its generator (a new route without one fails here, by name).
-  const missing = aimedRoutes().filter((key) => !routes.some((spec) => spec.route === key));
-  if (missing.length > 0) throw new Error(`no hostile-input generator for ${missing.join(', ')}: add one, or say in NOT_AIMED_AT why its family has tests of its own`);
   return routes;
 }
 

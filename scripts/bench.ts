@@ -593,7 +593,8 @@ async function prepareOcsp(op: OcspOp, base: string, token: string, csr: BenchCs
 /** The environment the service child gets: nothing from ours that would point it elsewhere. */
 function serviceEnv(options: Options, dataDir: string, port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  const foreign = ['CONFIG_FILE', 'DATABASE_PATH', 'NODE_ENV', 'SOFTHSM2_CONF', 'PUBLIC_BASE_URL', 'ACCESS_TOKEN_TTL', 'ACCESS_TOKEN_MAX_TTL', 'NODE_OPTIONS'];
+  // UV_THREADPOOL_SIZE too: the service runs with libuv's pool as `npm start` gives it.
+  const foreign = ['CONFIG_FILE', 'DATABASE_PATH', 'NODE_ENV', 'SOFTHSM2_CONF', 'PUBLIC_BASE_URL', 'ACCESS_TOKEN_TTL', 'ACCESS_TOKEN_MAX_TTL', 'NODE_OPTIONS', 'UV_THREADPOOL_SIZE'];
   for (const name of Object.keys(env)) if (name.startsWith('HSM_') || foreign.includes(name)) delete env[name];
   return {
     ...env,
@@ -608,8 +609,6 @@ function serviceEnv(options: Options, dataDir: string, port: number): NodeJS.Pro
     // The benchmark is one identity from one address at full speed: measure the service, not its rate limits.
     RATE_LIMIT_PER_SECOND: '0',
     RATE_LIMIT_PER_ADDRESS_PER_SECOND: '0',
-    // Set here so dist/main.js does not re-exec itself: the pid we watch is the service.
-    UV_THREADPOOL_SIZE: String(2 * options.sessions + 2),
   };
 }
 

@@ -73,6 +73,9 @@ export function createAuditRetention(deps: {
       if (through < first) return { pruned: 0, first, last, overdue: overdueAfter(first), heldBy: overdueAfter(first) > 0 ? heldBy : null };
 
       const range = `${first}-${through}`;
+      // Shutting down: announce nothing that would then not be pruned. (A stop that comes after
+      // the announcement leaves the rest of the range to the next round, which announces it again.)
+      if (!keepGoing()) return { pruned: 0, first, last, overdue: overdueAfter(first), heldBy: 'time' };
       audit.record({ reqId: randomUUID(), identityId: null, action: PRUNE_ACTION, resourceType: 'audit', resourceId: range, statusCode: 200, clientAddress: null });
       await audit.flush();
       if ((await auditStore.findEvent(PRUNE_ACTION, range, through)) === undefined) {

@@ -143,9 +143,13 @@ describe.each(['sqlite', 'postgres'] as const)('retention and export with two pr
     expect(kept).toBe(last! - first! + 1);
 
     const store = verifier(...storeArgs());
-    expect(store.output).toMatch(
-      new RegExp(`^audit chain intact: ${kept} events, \\d+ signed checkpoints, last signed at seq ${last} \\(.*\\); kept from seq ${first}: the events before it were pruned by retention \\(the last audit\\.prune event, seq \\d+ at .*, pruned seq \\d+–${first! - 1}\\), its first event linked to the checkpoint of seq ${first! - 1}$`),
-    );
+    const explained = new RegExp(
+      `^audit chain intact: ${kept} events, \\d+ signed checkpoints, last signed at seq ${last} \\(.*\\); kept from seq ${first}: the events before it were pruned by retention \\(the last audit\\.prune event, seq \\d+ at .*, pruned seq \\d+–(\\d+)\\), its first event linked to the checkpoint of seq ${first! - 1}$`,
+    ).exec(store.output);
+    expect(explained, store.output).not.toBeNull();
+    // The last announced range reaches at least the kept start; further when the leader's stop
+    // came between announcing a round and pruning all of it (the next round takes the rest).
+    expect(Number(explained![1])).toBeGreaterThanOrEqual(first! - 1);
     expect(store.status).toBe(0);
 
     // The export: every event from seq 1 on, once, over the rotated file and the new one.

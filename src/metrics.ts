@@ -146,18 +146,21 @@ export function observePool(source: PoolGaugeSource | undefined): void {
   poolSource = source;
 }
 
-/** A gauge read from the pool's stats when scraped (0 while no pool is observed). */
-function poolGauge(name: string, help: string, read: (stats: PoolGaugeSource['stats']) => number, aggregator: 'sum' | 'min' = 'sum'): void {
+/** A gauge read from `source()` when scraped (0 while there is none, before start and after close). */
+function scrapedGauge<S>(name: string, help: string, source: () => S | undefined, read: (stats: S) => number, aggregator: 'sum' | 'min' = 'sum'): void {
   new Gauge({
     name: `${PREFIX}${name}`,
     help,
     registers: [registry],
     aggregator,
     collect() {
-      this.set(poolSource ? read(poolSource.stats) : 0);
+      const current = source();
+      this.set(current === undefined ? 0 : read(current));
     },
   });
 }
+const poolGauge = (name: string, help: string, read: (stats: PoolGaugeSource['stats']) => number, aggregator: 'sum' | 'min' = 'sum') =>
+  scrapedGauge(name, help, () => poolSource?.stats, read, aggregator);
 
 poolGauge('pkcs11_sessions', 'Usable token threads, each with its own sessions (hsm.sessions while the token is up; 0 while it is down).', (stats) => stats.live);
 poolGauge('pkcs11_sessions_busy', 'Token threads in a call right now.', (stats) => stats.busy);
@@ -168,20 +171,10 @@ let csrThreadSource: { stats: { threads: number; inFlight: number; terminating: 
 export function observeCsrThreads(source: typeof csrThreadSource): void {
   csrThreadSource = source;
 }
-for (const [name, help, field] of [
-  ['csr_threads', 'CSR threads running (pki.csrThreads while they are healthy).', 'threads'],
-  ['csr_threads_in_flight', 'CSRs handed to CSR threads and not answered yet.', 'inFlight'],
-  ['csr_threads_terminating', 'CSR threads ended (at a deadline, or by shutdown) and not stopped yet.', 'terminating'],
-] as const) {
-  new Gauge({
-    name: `${PREFIX}${name}`,
-    help,
-    registers: [registry],
-    collect() {
-      this.set(csrThreadSource ? csrThreadSource.stats[field] : 0);
-    },
-  });
-}
+const csrThreadStats = () => csrThreadSource?.stats;
+scrapedGauge('csr_threads', 'CSR threads running (pki.csrThreads while they are healthy).', csrThreadStats, (stats) => stats.threads);
+scrapedGauge('csr_threads_in_flight', 'CSRs handed to CSR threads and not answered yet.', csrThreadStats, (stats) => stats.inFlight);
+scrapedGauge('csr_threads_terminating', 'CSR threads ended (at a deadline, or by shutdown) and not stopped yet.', csrThreadStats, (stats) => stats.terminating);
 let csrAnswersCounted = 0;
 new Counter({
   name: `${PREFIX}csr_thread_answers_total`,

@@ -234,22 +234,18 @@ export function createPkiStore(store: Store, options: { rowWriter?: RowWriter | 
   const recentProfiles = recentRows(getProfile, PKI_ROW_MAX_AGE_MS);
   return {
     async insertCa(ca, owner) {
-      try {
+      return recentCas.writing(ca.id, async () => {
         await db.insertInto('cas').values(toRow({ ...ca, owner }) as Values).execute();
-      } finally {
-        recentCas.forget(ca.id);
-      }
+      });
     },
     async updateCa(id, changes) {
-      try {
+      return recentCas.writing(id, async () => {
         await db
           .updateTable('cas')
           .set(toRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
           .where('id', '=', id)
           .execute();
-      } finally {
-        recentCas.forget(id);
-      }
+      });
     },
     getCa,
     recentCa: (id) => recentCas.get(id),
@@ -266,17 +262,15 @@ export function createPkiStore(store: Store, options: { rowWriter?: RowWriter | 
       return (await db.selectFrom('cas').selectAll().where('state', '!=', 'active').execute()).map((row) => ({ ...toCa(row)!, owner: row.owner }));
     },
     async removeCa(id) {
-      try {
+      return recentCas.writing(id, async () => {
         await db.deleteFrom('cas').where('id', '=', id).execute();
-      } finally {
-        recentCas.forget(id);
-      }
+      });
     },
     async caObjectIds() {
       return (await db.selectFrom('cas').select('object_id').execute()).map((row) => row.object_id);
     },
     async nextCrlNumber(caId) {
-      try {
+      return recentCas.writing(caId, async () => {
         const row = await db
           .updateTable('cas')
           .set((eb) => ({ crl_number: eb('crl_number', '+', 1) }))
@@ -285,12 +279,10 @@ export function createPkiStore(store: Store, options: { rowWriter?: RowWriter | 
           .executeTakeFirst();
         if (!row) throw new Error(`No CA ${caId} to number a CRL for`);
         return Number(row.crl_number);
-      } finally {
-        recentCas.forget(caId);
-      }
+      });
     },
     async saveCrl(caId, crlNumber, crl, nextUpdate) {
-      try {
+      return recentCas.writing(caId, async () => {
         const result = await db
           .updateTable('cas')
           .set({ crl, crl_stored_number: crlNumber, crl_next_update: nextUpdate, updated_at: new Date().toISOString() })
@@ -298,28 +290,22 @@ export function createPkiStore(store: Store, options: { rowWriter?: RowWriter | 
           .where((eb) => eb.or([eb('crl_stored_number', 'is', null), eb('crl_stored_number', '<', crlNumber)]))
           .executeTakeFirst();
         return result.numUpdatedRows > 0n;
-      } finally {
-        recentCas.forget(caId);
-      }
+      });
     },
 
     async insertProfile(profile) {
-      try {
+      return recentProfiles.writing(profile.id, async () => {
         await uniqueWrite(() => db.insertInto('certificate_profiles').values(profileToRow(profile) as Values).execute());
-      } finally {
-        recentProfiles.forget(profile.id);
-      }
+      });
     },
     async updateProfile(id, changes) {
-      try {
+      return recentProfiles.writing(id, async () => {
         await db
           .updateTable('certificate_profiles')
           .set(profileToRow({ ...changes, updatedAt: new Date().toISOString() }) as Values)
           .where('id', '=', id)
           .execute();
-      } finally {
-        recentProfiles.forget(id);
-      }
+      });
     },
     getProfile,
     async listProfiles(projectId) {
@@ -327,20 +313,16 @@ export function createPkiStore(store: Store, options: { rowWriter?: RowWriter | 
       return rows.map((row) => profileFromRow(row)!);
     },
     async removeProfile(id) {
-      try {
+      return recentProfiles.writing(id, async () => {
         await db.deleteFrom('certificate_profiles').where('id', '=', id).execute();
-      } finally {
-        recentProfiles.forget(id);
-      }
+      });
     },
     async ensureAcmeEabSecret(id, candidate) {
-      try {
+      return recentProfiles.writing(id, async () => {
         await db.updateTable('certificate_profiles').set({ acme_eab_secret: candidate }).where('id', '=', id).where('acme_eab_secret', 'is', null).execute();
         const row = await db.selectFrom('certificate_profiles').select('acme_eab_secret').where('id', '=', id).executeTakeFirst();
         return row?.acme_eab_secret ?? undefined;
-      } finally {
-        recentProfiles.forget(id);
-      }
+      });
     },
 
     async insertCertificate(certificate) {

@@ -8,6 +8,8 @@
 export interface RecentRows<T> {
   get(id: string): Promise<T | undefined>;
   forget(id: string): void;
+  /** Runs this process's write of row `id`, then forgets the row, whether the write succeeded or not. */
+  writing<R>(id: string, write: () => Promise<R>): Promise<R>;
 }
 
 /** Rows kept at most; past it the oldest read goes (it is simply read again when next used). */
@@ -17,6 +19,10 @@ export function recentRows<T>(read: (id: string) => Promise<T | undefined>, maxA
   const rows = new Map<string, { value: T; readAt: number }>();
   /** Raised by every forget: a read that began before one is not kept. */
   let forgets = 0;
+  const forget = (id: string) => {
+    forgets++;
+    rows.delete(id);
+  };
   return {
     async get(id) {
       const readAt = now();
@@ -33,9 +39,13 @@ export function recentRows<T>(read: (id: string) => Promise<T | undefined>, maxA
       rows.set(id, { value, readAt });
       return value;
     },
-    forget(id) {
-      forgets++;
-      rows.delete(id);
+    forget,
+    async writing(id, write) {
+      try {
+        return await write();
+      } finally {
+        forget(id);
+      }
     },
   };
 }

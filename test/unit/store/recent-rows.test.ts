@@ -73,3 +73,20 @@ describe('recentRows', () => {
     expect(await f.rows.get('b')).toBe('new');
   });
 });
+
+describe('recentRows writing', () => {
+  it('forgets the row after the write, and after a write that failed too', async () => {
+    const stored = new Map([['a', 'v1']]);
+    const rows = recentRows(async (id) => stored.get(id), 500, () => 0);
+    expect(await rows.get('a')).toBe('v1');
+    expect(await rows.writing('a', async () => (stored.set('a', 'v2'), 'done'))).toBe('done');
+    expect(await rows.get('a')).toBe('v2');
+    await expect(
+      rows.writing('a', async () => {
+        stored.set('a', 'v3');
+        throw new Error('refused after writing');
+      }),
+    ).rejects.toThrow('refused after writing');
+    expect(await rows.get('a')).toBe('v3');
+  });
+});

@@ -53,7 +53,7 @@ import type { StoreLocation } from '../store/database.js';
 import { RowWriterUnavailable, type RowWriter } from '../store/row-writer.js';
 import type { AuditEventRecord, AuditKeySettings, AuditListQuery, AuditStore } from '../store/audit-store.js';
 import { CHECKPOINT_ALGORITHM, checkpointMessage, type AuditOutcome } from './audit-chain.js';
-import { FIELDS_PER_EVENT, packEvent, SETTLED, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter } from './audit-writer-protocol.js';
+import { FIELDS_PER_EVENT, packEvent, SETTLED, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type RowInsert, type ToWriter } from './audit-writer-protocol.js';
 import { signMessageDer } from './token-signature.js';
 import { OBJECT_LABEL_PREFIX } from './orphan-objects.js';
 import type { Principal } from './permissions.js';
@@ -243,55 +243,66 @@ export function createAuditService(deps: {
     return started;
   }
 
-  /** Posts this turn's batch to the writer (starting one if there is none). */
+  /**
+   * Posts this turn's events and rows to the writer in one message (starting a writer if there
+   * is none). Rows that cannot be handed over are rejected with RowWriterUnavailable, so their
+   * callers insert them themselves; events that cannot be are counted as failures.
+   */
   function postBatch(): void {
     postScheduled = false;
-    if (batch.length === 0) return;
     const events = batch;
+    const rows = pendingRows;
+    if (events.length === 0 && rows.length === 0) return;
     batch = [];
+    pendingRows = [];
     const count = events.length / FIELDS_PER_EVENT;
-    if (writerClosed) {
-      countFailures(count, new Error('the audit service is closed'), events[1], 'audit events recorded after the audit service closed');
-      return;
+    const refuse = (why: string, eventsMessage: string): void => {
+      if (count > 0) countFailures(count, new Error(why), events[1], eventsMessage);
+      for (const row of rows) row.reject(new RowWriterUnavailable(why));
+    };
+    if (writerClosed) return refuse('the audit service is closed', 'audit events recorded after the audit service closed');
+    if (!writer && Date.now() < writerRestartAt) return refuse('the audit writer thread died less than a second ago', 'audit events dropped while the writer thread restarts');
+    let current: Writer;
+    try {
+      current = writer ??= startWriter();
+    } catch (error) {
+      return refuse(String((error as Error)?.message ?? error), 'could not hand audit events to the writer thread');
     }
-    if (!writer && Date.now() < writerRestartAt) {
-      countFailures(count, new Error('the audit writer thread died less than a second ago'), events[1], 'audit events dropped while the writer thread restarts');
-      return;
+    if (rows.length > 0) {
+      // Held (ref) while a row is in hand, as for a flush.
+      if (current.inserts.size === 0) current.worker.ref();
+      for (const row of rows) current.inserts.set(row.id, row);
     }
     try {
-      writer ??= startWriter();
-      writer.worker.postMessage({ type: 'append', events } satisfies ToWriter);
-      writer.posted += count;
+      const message: ToWriter = { type: 'batch', events, rows: rows.map(({ id, table, columns, values }) => ({ id, table, columns, values })) };
+      current.worker.postMessage(message);
+      current.posted += count;
     } catch (error) {
-      countFailures(count, error, events[1], 'could not hand audit events to the writer thread');
+      for (const row of rows) current.inserts.delete(row.id);
+      if (current.inserts.size === 0 && current.flushes.size === 0 && !writerClosed) current.worker.unref();
+      refuse(String((error as Error)?.message ?? error), 'could not hand audit events to the writer thread');
     }
   }
 
+  function schedulePost(): void {
+    if (postScheduled) return;
+    postScheduled = true;
+    setImmediate(postBatch);
+  }
+
   let lastInsertId = 0;
+  /** Rows handed to rowWriter this turn, posted with the turn's events by postBatch. */
+  let pendingRows: Array<RowInsert & { resolve: () => void; reject: (error: Error) => void }> = [];
   const rowWriter: RowWriter | undefined =
     location.engine !== 'sqlite'
       ? undefined
       : (table, columns, values) => {
+          // Refused at once when it is already clear no writer will take the row.
           if (writerClosed) return Promise.reject(new RowWriterUnavailable('the audit service is closed'));
           if (!writer && Date.now() < writerRestartAt) return Promise.reject(new RowWriterUnavailable('the writer thread died less than a second ago'));
-          let current: Writer;
-          try {
-            current = writer ??= startWriter();
-          } catch (error) {
-            return Promise.reject(new RowWriterUnavailable(String((error as Error)?.message ?? error)));
-          }
           return new Promise<void>((resolve, reject) => {
-            const id = ++lastInsertId;
-            // Held (ref) while a row is in hand, as for a flush.
-            if (current.inserts.size === 0) current.worker.ref();
-            current.inserts.set(id, { resolve, reject });
-            try {
-              current.worker.postMessage({ type: 'insert', id, table, columns, values } satisfies ToWriter);
-            } catch (error) {
-              current.inserts.delete(id);
-              if (current.inserts.size === 0 && current.flushes.size === 0 && !writerClosed) current.worker.unref();
-              reject(new RowWriterUnavailable(String((error as Error)?.message ?? error)));
-            }
+            pendingRows.push({ id: ++lastInsertId, table, columns, values, resolve, reject });
+            schedulePost();
           });
         };
 
@@ -360,10 +371,7 @@ export function createAuditService(deps: {
         statusCode: event.statusCode,
         clientAddress: event.clientAddress ?? null,
       });
-      if (!postScheduled) {
-        postScheduled = true;
-        setImmediate(postBatch);
-      }
+      schedulePost();
     },
 
     async start() {

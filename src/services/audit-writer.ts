@@ -25,7 +25,7 @@ import { createAuditAppender } from '../store/audit-store.js';
 import { openStore, type Store } from '../store/database.js';
 import { chainEvents, type UnchainedEvent } from './audit-chain.js';
 import { ROW_WRITER_TABLES } from '../store/row-writer.js';
-import { SETTLED, unpackEvents, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type ToWriter, type WriterError } from './audit-writer-protocol.js';
+import { SETTLED, unpackEvents, WRITTEN, type AuditWriterData, type FromWriter, type PackedEvents, type RowInsert, type ToWriter, type WriterError } from './audit-writer-protocol.js';
 
 const data = workerData as AuditWriterData;
 const port = parentPort!;
@@ -34,7 +34,7 @@ const settled = new BigInt64Array(data.settled);
 let store: Store | undefined;
 let append: ReturnType<typeof createAuditAppender> | undefined;
 let queued: PackedEvents[] = [];
-let queuedRows: Array<Extract<ToWriter, { type: 'insert' }>> = [];
+let queuedRows: RowInsert[] = [];
 const insertStatements = new Map<string, BetterSqlite3.Statement<unknown[]>>();
 let writeScheduled = false;
 /** The writes, flushes and the close, one after another in the order their messages came. */
@@ -147,12 +147,9 @@ function scheduleWrite(): void {
 
 port.on('message', (message: ToWriter) => {
   switch (message.type) {
-    case 'append':
-      queued.push(message.events);
-      scheduleWrite();
-      return;
-    case 'insert':
-      queuedRows.push(message);
+    case 'batch':
+      if (message.events.length > 0) queued.push(message.events);
+      for (const row of message.rows) queuedRows.push(row);
       scheduleWrite();
       return;
     case 'flush':

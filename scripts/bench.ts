@@ -92,6 +92,8 @@ interface Options {
   httpWorkers: number;
   tokenThreads: number;
   connections: number;
+  /** Requests per second of every load run (autocannon overallRate); null: as fast as it answers. */
+  rate: number | null;
   ops: BenchOp[];
   build: boolean;
   cpuProf: boolean;
@@ -111,6 +113,10 @@ const USAGE = `usage: npm run bench -- [options]
                       i.e. config/default.json or HSM_SESSIONS)
   --token-threads N   worker threads of the token ceiling, one session each (default 2)
   --connections N     autocannon connections (default 32)
+  --rate N            send N requests/s in every run instead of as many as are answered: the
+                      CPU µs/req columns then compare two trees at the same load, which varies
+                      less between runs on a shared machine than the saturated figures do (the
+                      ratios to the limit and to cfssl mean nothing at a fixed rate)
   --ops LIST          any of rsa,p256,aes,cert-rsa,cert-p256,ocsp,ocsp-nonce,healthz (default
                       all); cert-* is sign-certificate on an RSA-2048 / P-256 root CA, beside
                       cfssl serve with a CA of the same kind; ocsp is an OCSP POST for one
@@ -142,6 +148,7 @@ function parseOptions(): Options | undefined {
       'http-workers': { type: 'string' },
       'token-threads': { type: 'string' },
       connections: { type: 'string' },
+      rate: { type: 'string' },
       ops: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
@@ -172,6 +179,7 @@ function parseOptions(): Options | undefined {
     httpWorkers: positiveNumber('http-workers', values['http-workers'], 1, true, 1),
     tokenThreads: positiveNumber('token-threads', values['token-threads'], 2, true, 1),
     connections: positiveNumber('connections', values.connections, 32, true, 1),
+    rate: values.rate === undefined ? null : positiveNumber('rate', values.rate, 0, true, 1),
     ops: ALL_OPS.filter((op) => ops.includes(op)),
     build: !values['no-build'],
     cpuProf: values['cpu-prof'],
@@ -312,10 +320,11 @@ type Measured = LoadResult & { cpu?: CpuShare };
 const cpuPerOk = (m: Measured | undefined) => (m?.cpu && m.ok > 0 ? (m.cpu.serverMainMs + m.cpu.serverOtherMs + m.cpu.loaderMs) / 1000 / m.ok : undefined);
 
 async function load(options: Options, url: string, body: string | Buffer | undefined, headers: Record<string, string>, serverPid: number | undefined, extra: { warmup?: boolean } = {}): Promise<Measured> {
-  if (options.warmupS > 0 && extra.warmup !== false) await runLoad({ url, body, headers, connections: options.connections, durationS: options.warmupS });
+  const rate = options.rate === null ? {} : { overallRate: options.rate };
+  if (options.warmupS > 0 && extra.warmup !== false) await runLoad({ url, body, headers, connections: options.connections, durationS: options.warmupS, ...rate });
   const serverBefore = serverPid === undefined ? undefined : treeCpuOf(serverPid);
   const loaderBefore = process.cpuUsage();
-  const result: Measured = await runLoad({ url, body, headers, connections: options.connections, durationS: options.durationS });
+  const result: Measured = await runLoad({ url, body, headers, connections: options.connections, durationS: options.durationS, ...rate });
   const loader = process.cpuUsage(loaderBefore);
   const serverAfter = serverPid === undefined ? undefined : treeCpuOf(serverPid);
   if (serverBefore && serverAfter) {
@@ -876,7 +885,8 @@ function printReport(report: Report, versions: { softhsm: string; cfssl: string 
   out.push(`  software  node ${process.version}, SoftHSM2 ${versions.softhsm}, pkcs11js ${version('pkcs11js')}, autocannon ${version('autocannon')}, cfssl ${versions.cfssl}`);
   out.push(
     `  settings  service HTTP_WORKERS ${options.httpWorkers}, HSM_SESSIONS ${options.sessions}; token ceiling ${options.tokenThreads} worker threads; ` +
-      `${options.durationS} s per run after ${options.warmupS} s warm-up, autocannon ${options.connections} connections, pipelining 1, 127.0.0.1`,
+      `${options.durationS} s per run after ${options.warmupS} s warm-up, autocannon ${options.connections} connections, pipelining 1, 127.0.0.1` +
+      (options.rate === null ? '' : `, a fixed ${options.rate} requests/s (compare CPU µs/req; ratios to the limit and cfssl do not apply)`),
   );
   out.push('');
 

@@ -3,26 +3,27 @@
  * chain (audit-chain.ts) in the store, and the chain's head is signed now and then by an audit
  * key that lives in the token (EC P-256, sensitive, never extractable).
  *
- * The main thread only collects. record() packs the event's fields and the time into this
- * event-loop turn's batch, posted as one message to the writer thread (audit-writer.ts) at the
- * end of the turn; the writer numbers, hashes and stores each batch in one transaction that
- * reads the stored head under the store's audit lock (SQLite: BEGIN IMMEDIATE, the write lock;
- * PostgreSQL: pg_advisory_xact_lock). That is what keeps several writers right (another service
+ * The main thread only collects. record() packs the event's fields and the time into a batch,
+ * posted as one message to the writer thread (audit-writer.ts) at most EVENT_POST_DELAY_MS later
+ * (with any certificate rows handed over meanwhile, which go at the end of their turn); the
+ * writer numbers, hashes and stores each batch in one transaction that reads the stored head
+ * under the store's audit lock (SQLite: BEGIN IMMEDIATE, the write lock; PostgreSQL:
+ * pg_advisory_xact_lock). That is what keeps several writers right (another service
  * in this process, other processes and replicas on the same store): each batch
  * goes after whatever any writer committed before it, on one chain without gaps or forks, and
  * no process keeps a head in memory that another could make stale.
  *
  * Guarantees (the README's "Audit log" says the same to operators):
- * - Recorded: when the response has gone out (its 'close'); posted to the writer at the end of
- *   that event-loop turn.
+ * - Recorded: when the response has gone out (its 'close'); posted to the writer at most
+ *   EVENT_POST_DELAY_MS later.
  * - Durable: committed by the writer's first transaction after the batch arrives, typically
- *   within a millisecond of the response. No hard time bound: the writer needs the CPU, and
+ *   within a few milliseconds of the response. No hard time bound: the writer needs the CPU, and
  *   waits for another writer's lock up to busy_timeout (SQLite) or lock_timeout (PostgreSQL),
  *   5 s, after which that batch fails as below. On SQLite committed means in the WAL: it
  *   survives a crash of the process; a power cut may roll back the last commits before it
  *   (synchronous=NORMAL, as for everything in the store). On PostgreSQL it means what the
  *   server's durability settings make of a COMMIT.
- * - A crash loses what was recorded but not committed: the current turn's batch and the ones
+ * - A crash loses what was recorded but not committed: the batch still gathering and the ones
  *   queued behind the transaction in progress (normally milliseconds of traffic; up to
  *   busy_timeout's worth while another writer holds the lock). Events lost with a dead writer thread are
  *   counted as failures, and so are batches in the second before a new writer starts; a
@@ -137,6 +138,15 @@ const toView = (event: AuditEventRecord): AuditEventView => ({
 
 /** The wait for another writer's lock, as the main connection's (store/database.ts). */
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+/**
+ * How long recorded events may wait to be posted to the writer, and how many may gather before
+ * they go at once. Each message wakes the writer thread, which costs the two threads about 20 µs
+ * of CPU on a small VM, and each batch is a transaction (a commit and the pages it writes); at a
+ * few thousand requests a second, 5 ms makes one of each per ten or more events instead of one
+ * per event-loop turn (one or two events). It is also how much more traffic a crash may lose.
+ */
+const EVENT_POST_DELAY_MS = 5;
+const EVENT_POST_MAX = 256;
 /** After a writer thread died, how long batches are counted as failed before another starts. */
 const WRITER_RESTART_DELAY_MS = 1000;
 
@@ -184,7 +194,9 @@ export function createAuditService(deps: {
   /** A writer that keeps dying must not be restarted for every batch. */
   let writerRestartAt = 0;
   let batch: PackedEvents = [];
-  let postScheduled = false;
+  /** A post at the end of this turn (a row is waiting), or one after EVENT_POST_DELAY_MS. */
+  let postNow: NodeJS.Immediate | undefined;
+  let postLater: NodeJS.Timeout | undefined;
   let lastFlushId = 0;
   let writtenByEndedWriters = 0;
 
@@ -249,7 +261,10 @@ export function createAuditService(deps: {
    * callers insert them themselves; events that cannot be are counted as failures.
    */
   function postBatch(): void {
-    postScheduled = false;
+    clearImmediate(postNow);
+    clearTimeout(postLater);
+    postNow = undefined;
+    postLater = undefined;
     const events = batch;
     const rows = pendingRows;
     if (events.length === 0 && rows.length === 0) return;
@@ -284,10 +299,18 @@ export function createAuditService(deps: {
     }
   }
 
-  function schedulePost(): void {
-    if (postScheduled) return;
-    postScheduled = true;
-    setImmediate(postBatch);
+  /**
+   * Rows go at the end of this turn: their requests wait for them. Events alone wait up to
+   * EVENT_POST_DELAY_MS (or until EVENT_POST_MAX have gathered), so that one message, one
+   * wake-up of the writer and one transaction carry the events of many requests.
+   */
+  function schedulePost(rowWaiting: boolean): void {
+    if (postNow) return;
+    if (rowWaiting || batch.length >= EVENT_POST_MAX * FIELDS_PER_EVENT) {
+      postNow = setImmediate(postBatch);
+      return;
+    }
+    postLater ??= setTimeout(postBatch, EVENT_POST_DELAY_MS);
   }
 
   let lastInsertId = 0;
@@ -302,7 +325,7 @@ export function createAuditService(deps: {
           if (!writer && Date.now() < writerRestartAt) return Promise.reject(new RowWriterUnavailable('the writer thread died less than a second ago'));
           return new Promise<void>((resolve, reject) => {
             pendingRows.push({ id: ++lastInsertId, table, columns, values, resolve, reject });
-            schedulePost();
+            schedulePost(true);
           });
         };
 
@@ -371,7 +394,7 @@ export function createAuditService(deps: {
         statusCode: event.statusCode,
         clientAddress: event.clientAddress ?? null,
       });
-      schedulePost();
+      schedulePost(false);
     },
 
     async start() {

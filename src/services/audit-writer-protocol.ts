@@ -38,10 +38,11 @@ export interface RowInsert {
 
 export type ToWriter =
   /**
-   * What one event-loop turn of the main thread hands over, in one message: the events to
-   * append, in the order recorded, and the rows to insert. One message a turn rather than one
-   * per row: a message that wakes a sleeping thread costs the two threads about 20 µs of CPU
-   * together (measured on a 2-core VM), more than structured-cloning a few rows.
+   * What the main thread hands over in one message (audit-service.ts postBatch): the events
+   * recorded since the last one, in order, and the rows handed over since. One message for
+   * all rather than one per row or event: a message that wakes a sleeping thread costs the two
+   * threads about 20 µs of CPU together (measured on a 2-core VM), more than structured-cloning
+   * a few rows.
    */
   | { type: 'batch'; events: PackedEvents; rows: RowInsert[] }
   /** Answer `flushed` once every event posted before this message is written or has failed. */

@@ -4,7 +4,7 @@
  * key that lives in the token (EC P-256, sensitive, never extractable).
  *
  * The main thread only collects. record() packs the event's fields and the time into a batch,
- * posted as one message to the writer thread (audit-writer.ts) at most EVENT_POST_DELAY_MS later
+ * posted as one message to the writer thread (audit-writer.ts) about EVENT_POST_DELAY_MS later
  * (with any certificate rows handed over meanwhile, which go at the end of their turn); the
  * writer numbers, hashes and stores each batch in one transaction that reads the stored head
  * under the store's audit lock (SQLite: BEGIN IMMEDIATE, the write lock; PostgreSQL:
@@ -14,8 +14,8 @@
  * no process keeps a head in memory that another could make stale.
  *
  * Guarantees (the README's "Audit log" says the same to operators):
- * - Recorded: when the response has gone out (its 'close'); posted to the writer at most
- *   EVENT_POST_DELAY_MS later.
+ * - Recorded: when the response has gone out (its 'close'); posted to the writer about
+ *   EVENT_POST_DELAY_MS later (a timer: later while the event loop is busy).
  * - Durable: committed by the writer's first transaction after the batch arrives, typically
  *   within a few milliseconds of the response. No hard time bound: the writer needs the CPU, and
  *   waits for another writer's lock up to busy_timeout (SQLite) or lock_timeout (PostgreSQL),
@@ -89,7 +89,7 @@ export interface AuditEventView extends AuditEventInput {
 export type AuditListInput = AuditListQuery;
 
 export interface AuditService {
-  /** Records one event now; the writer thread chains and stores it right after this turn. */
+  /** Records one event now; the writer thread chains and stores it about EVENT_POST_DELAY_MS later. */
   record(event: AuditEventInput): void;
   /** Resolves once every event recorded so far is stored or has failed; never rejects. */
   flush(): Promise<void>;
@@ -256,9 +256,11 @@ export function createAuditService(deps: {
   }
 
   /**
-   * Posts this turn's events and rows to the writer in one message (starting a writer if there
-   * is none). Rows that cannot be handed over are rejected with RowWriterUnavailable, so their
-   * callers insert them themselves; events that cannot be are counted as failures.
+   * Posts the events and rows gathered since the last post to the writer in one message
+   * (starting a writer if there is none). Rows that cannot be handed over are rejected with
+   * RowWriterUnavailable, so their callers insert them themselves; events that cannot be are
+   * counted as failures. They share the message, so a row's values must be structured-cloneable
+   * (strings, numbers, Buffers, null: pki-store's toRow), or the events would fail with it.
    */
   function postBatch(): void {
     clearImmediate(postNow);
@@ -300,8 +302,9 @@ export function createAuditService(deps: {
   }
 
   /**
-   * Rows go at the end of this turn: their requests wait for them. Events alone wait up to
-   * EVENT_POST_DELAY_MS (or until EVENT_POST_MAX have gathered), so that one message, one
+   * Rows go at the end of this turn: their requests wait for them. Events alone wait for a
+   * timer of EVENT_POST_DELAY_MS (or for the end of the turn in which EVENT_POST_MAX have
+   * gathered), so that one message, one
    * wake-up of the writer and one transaction carry the events of many requests.
    */
   function schedulePost(rowWaiting: boolean): void {
@@ -314,7 +317,7 @@ export function createAuditService(deps: {
   }
 
   let lastInsertId = 0;
-  /** Rows handed to rowWriter this turn, posted with the turn's events by postBatch. */
+  /** Rows handed to rowWriter this turn, posted at its end with the events gathered so far. */
   let pendingRows: Array<RowInsert & { resolve: () => void; reject: (error: Error) => void }> = [];
   const rowWriter: RowWriter | undefined =
     location.engine !== 'sqlite'

@@ -2,9 +2,9 @@
  * The audit writer: a worker thread (started by audit-service.ts through spawn-worker.ts) that
  * owns a connection of its own to the store and appends the events the main thread posts.
  *
- * Every batch that arrives while a write is not running joins the next one: the messages of one
- * turn of this thread become one transaction that reads the stored head and chains the events
- * onto it (audit-chain.ts chainEvents), hashing here rather than on the main thread. The
+ * Every batch that arrives while a write is not running joins the next one: the events of the
+ * messages of one turn of this thread become one transaction that reads the stored head and
+ * chains them onto it (audit-chain.ts chainEvents), hashing here rather than on the main thread. The
  * transaction holds the store's audit lock from before that read (BEGIN IMMEDIATE on SQLite,
  * pg_advisory_xact_lock on PostgreSQL; store/audit-store.ts createAuditAppender), so any number
  * of writers, in this process, in others, on other replicas, extend one chain. Writes run one
@@ -15,7 +15,8 @@
  * the failure was the connection's.
  *
  * It also inserts the rows the request path hands it (store/row-writer.ts: new certificates, on
- * SQLite): those that arrive together go into one BEGIN IMMEDIATE transaction, each INSERT on its
+ * SQLite): those that arrive together go into one BEGIN IMMEDIATE transaction of their own,
+ * after the events' one, so that a failed audit append never fails a row; each INSERT runs on its
  * own (a refused row, a duplicate say, fails alone: SQLite undoes only that statement), and one
  * message answers them all.
  */

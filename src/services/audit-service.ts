@@ -140,7 +140,7 @@ const toView = (event: AuditEventRecord): AuditEventView => ({
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 /**
  * How long recorded events may wait to be posted to the writer, and how many may gather before
- * they go at once. Each message wakes the writer thread, which costs the two threads about 20 µs
+ * they go at the end of the turn. Each message wakes the writer thread, which costs the two threads about 20 µs
  * of CPU on a small VM, and each batch is a transaction (a commit and the pages it writes); at a
  * few thousand requests a second, 5 ms makes one of each per ten or more events instead of one
  * per event-loop turn (one or two events). It is also how much more traffic a crash may lose.
@@ -304,8 +304,8 @@ export function createAuditService(deps: {
   /**
    * Rows go at the end of this turn: their requests wait for them. Events alone wait for a
    * timer of EVENT_POST_DELAY_MS (or for the end of the turn in which EVENT_POST_MAX have
-   * gathered), so that one message, one
-   * wake-up of the writer and one transaction carry the events of many requests.
+   * gathered), so that one message, one wake-up of the writer and one transaction carry the
+   * events of many requests.
    */
   function schedulePost(rowWaiting: boolean): void {
     if (postNow) return;

@@ -4,8 +4,8 @@
  *
  * Every batch that arrives while a write is not running joins the next one: the events of the
  * messages of one turn of this thread become one transaction that reads the stored head and
- * chains them onto it (audit-chain.ts chainEvents), hashing here rather than on the main thread. The
- * transaction holds the store's audit lock from before that read (BEGIN IMMEDIATE on SQLite,
+ * chains them onto it (audit-chain.ts chainEvents), hashing here rather than on the main thread.
+ * The transaction holds the store's audit lock from before that read (BEGIN IMMEDIATE on SQLite,
  * pg_advisory_xact_lock on PostgreSQL; store/audit-store.ts createAuditAppender), so any number
  * of writers, in this process, in others, on other replicas, extend one chain. Writes run one
  * at a time and messages are handled in the order posted, so a `flush` answered after writing

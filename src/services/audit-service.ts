@@ -322,15 +322,12 @@ export function createAuditService(deps: {
   const rowWriter: RowWriter | undefined =
     location.engine !== 'sqlite'
       ? undefined
-      : (table, columns, values) => {
-          // Refused at once when it is already clear no writer will take the row.
-          if (writerClosed) return Promise.reject(new RowWriterUnavailable('the audit service is closed'));
-          if (!writer && Date.now() < writerRestartAt) return Promise.reject(new RowWriterUnavailable('the writer thread died less than a second ago'));
-          return new Promise<void>((resolve, reject) => {
+      : (table, columns, values) =>
+          // postBatch refuses the row at the end of this turn if no writer can take it.
+          new Promise<void>((resolve, reject) => {
             pendingRows.push({ id: ++lastInsertId, table, columns, values, resolve, reject });
             schedulePost(true);
           });
-        };
 
   function flush(): Promise<void> {
     postBatch();

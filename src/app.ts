@@ -20,6 +20,7 @@ import type { Config } from './config/schema.js';
 import { answerClientErrors } from './http/client-error.js';
 import { createDeniedSummary } from './http/audit-trail.js';
 import { createHttpApp, processHealth } from './http/create-app.js';
+import { expressServerClasses, type ServerClasses } from './http/express-prototypes.js';
 import { observeRequests } from './http/observe-requests.js';
 import { createOpsApp, listenOps } from './http/ops-app.js';
 import type { HealthSource } from './http/routes/health.js';
@@ -287,7 +288,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let held: Promise<void> | undefined;
   /** Closing idle connections as each answer ends: only once no request can be on its way (no delay). */
   let closeIdleAfterEachAnswer = false;
-  const server = listener(config, (req, res) => {
+  const server = listener(config, expressServerClasses(app), (req, res) => {
     inFlight.add(res);
     lastActive.set(req.socket, Date.now());
     res.once('close', () => {
@@ -500,12 +501,13 @@ async function within(promise: Promise<unknown>, deadline: number): Promise<bool
 }
 
 /** Plain HTTP, or HTTPS (mutual TLS when a client CA file is configured). */
-function listener(config: Config, handler: RequestListener<typeof IncomingMessage, typeof ServerResponse>): Server {
+function listener(config: Config, classes: Partial<ServerClasses>, handler: RequestListener<typeof IncomingMessage, typeof ServerResponse>): Server {
   const tls = config.server.tls;
-  if (!tls) return createServer(handler);
+  if (!tls) return createServer(classes, handler);
   try {
     return createHttpsServer(
       {
+        ...classes,
         cert: readFileSync(tls.certFile),
         key: readFileSync(tls.keyFile),
         minVersion: 'TLSv1.2',

@@ -14,6 +14,7 @@ import express, { type ErrorRequestHandler, type RequestHandler } from 'express'
 import { AppError, notFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { answerClientErrors } from './client-error.js';
+import { expressServerClasses } from './express-prototypes.js';
 import { frontDoor } from './front-door.js';
 import { reqIdOf } from './request-context.js';
 import { healthRoutes, type HealthSource } from './routes/health.js';
@@ -39,7 +40,7 @@ export function createOpsApp(source: HealthSource, options: { logger: Logger; dr
 
 /** Listens on host:port (0 picks one); resolves with the server and its http:// URL. */
 export async function listenOps(app: express.Express, host: string, port: number): Promise<{ server: Server; url: string }> {
-  const server = createServer(app);
+  const server = createServer(expressServerClasses(app), app);
   answerClientErrors(server);
   server.listen(port, host);
   await once(server, 'listening');

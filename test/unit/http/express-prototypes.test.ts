@@ -1,0 +1,73 @@
+/**
+ * src/http/express-prototypes.ts: a server built with its classes hands Express requests and
+ * responses whose prototype already is `app.request` / `app.response`, so Express's switch is a
+ * no-op, and everything Express puts on them (its own and the application's) still works.
+ * A real server on port 0, a real HTTP client.
+ */
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type Request, type Response } from 'express';
+import { afterEach, describe, expect, it } from 'vitest';
+import { expressServerClasses } from '../../../src/http/express-prototypes.js';
+
+const servers: Server[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))));
+});
+
+/** One route that reports what Express gave it; `withClasses` false serves it the stock way. */
+async function serve(withClasses: boolean): Promise<{ url: string; prototypes: Array<{ request: boolean; response: boolean }> }> {
+  const app = express();
+  const prototypes: Array<{ request: boolean; response: boolean }> = [];
+  // Seen before Express switches anything: is the prototype the one Express will set?
+  const classes = withClasses ? expressServerClasses(app) : {};
+  app.post('/things/:id', express.json(), (req: Request, res: Response) => {
+    res
+      .status(201)
+      .set('X-Seen', req.get('x-probe') ?? 'none')
+      .json({ id: req.params.id, path: req.path, query: req.query, body: req.body as unknown, app: req.app === app && res.app === app, protocol: req.protocol });
+  });
+  app.use((req: Request, res: Response) => res.status(404).send(`no ${req.path}`));
+  const server = createServer(classes, (req, res) => {
+    prototypes.push({ request: Object.getPrototypeOf(req) === app.request, response: Object.getPrototypeOf(res) === app.response });
+    app(req, res);
+  });
+  servers.push(server);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, prototypes };
+}
+
+describe('expressServerClasses', () => {
+  it('builds requests and responses whose prototype is already the one Express sets', async () => {
+    const { url, prototypes } = await serve(true);
+    const response = await fetch(`${url}/things/7?a=b`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-probe': 'yes' }, body: '{"n":1}' });
+    expect(response.status).toBe(201);
+    expect(response.headers.get('x-seen')).toBe('yes');
+    expect(await response.json()).toEqual({ id: '7', path: '/things/7', query: { a: 'b' }, body: { n: 1 }, app: true, protocol: 'http' });
+    expect(prototypes).toEqual([{ request: true, response: true }]);
+  });
+
+  it('the stock server hands Express objects it must switch (what the classes avoid)', async () => {
+    const { url, prototypes } = await serve(false);
+    const response = await fetch(`${url}/things/7?a=b`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+    expect(response.status).toBe(201);
+    expect(prototypes).toEqual([{ request: false, response: false }]);
+  });
+
+  it('keeps Express answering what no route takes', async () => {
+    const { url } = await serve(true);
+    const response = await fetch(`${url}/elsewhere`);
+    expect(response.status).toBe(404);
+    expect(await response.text()).toBe('no /elsewhere');
+  });
+
+  it('leaves an application whose prototypes are built some other way as it is', () => {
+    const app = express();
+    const foreign = Object.create(null) as object;
+    (app as { request: object }).request = foreign;
+    expect(expressServerClasses(app)).toEqual({});
+    expect(app.request).toBe(foreign);
+  });
+});

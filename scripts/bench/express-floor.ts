@@ -1,6 +1,7 @@
 /**
  * The Express floor: the HTTP floor's own handler (floor.ts, answerFloorRequest) as the one
- * route of an Express 5 application, so the difference between the two floors is what Express
+ * route of an Express 5 application, served as the service serves its own (with
+ * src/http/express-prototypes.ts), so the difference between the two floors is what Express
  * itself adds to a request (its router, its request and response decoration) and nothing an
  * application chooses. Its CPU per request, beside the bare node:http floor's, bounds what any
  * Express service could reach on this machine. (`express.json()` and `res.json` in place of the
@@ -9,6 +10,7 @@
  */
 import { createServer } from 'node:http';
 import express from 'express';
+import { expressServerClasses } from '../../src/http/express-prototypes.js';
 import { answerFloorRequest, serveFloor } from './floor.js';
 
 const app = express();
@@ -16,4 +18,4 @@ app.disable('x-powered-by');
 app.set('etag', false);
 app.post('/api/v1/kms/keys/:keyId/sign', (req, res) => answerFloorRequest(req, res));
 
-serveFloor(createServer(app));
+serveFloor(createServer(expressServerClasses(app), app));

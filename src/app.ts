@@ -276,9 +276,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // sees a listening service whose admin credentials are not written yet.
   let bootstrapped!: () => void;
   const ready = new Promise<void>((resolve) => (bootstrapped = resolve));
-  // Answers in flight, so that when draining begins each can still be told to close its
-  // keep-alive connection (a connection left open would hold server.close until it times out).
-  const inFlight = new Set<ServerResponse>();
+  // The answers each connection has in flight (more than one when its client pipelines), so
+  // that when draining begins each can still be told to close its keep-alive connection (a
+  // connection left open would hold server.close until it times out). Kept per connection:
+  // one set that every answer entered and left kept each request's objects alive past V8's
+  // young generation (README, "How a request runs").
+  const answering = new WeakMap<Socket, Set<ServerResponse>>();
   // When each connection was accepted or last began a request: at the end of a shutdown delay,
   // the connections idle since before it began are closed (see close()).
   const lastActive = new Map<Socket, number>();
@@ -289,10 +292,13 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   /** Closing idle connections as each answer ends: only once no request can be on its way (no delay). */
   let closeIdleAfterEachAnswer = false;
   const server = listener(config, expressServerClasses(app), (req, res) => {
-    inFlight.add(res);
-    lastActive.set(req.socket, Date.now());
+    const { socket } = req;
+    let answers = answering.get(socket);
+    if (!answers) answering.set(socket, (answers = new Set()));
+    answers.add(res);
+    lastActive.set(socket, Date.now());
     res.once('close', () => {
-      inFlight.delete(res);
+      answers.delete(res);
       lastArrivalOrAnswer = Date.now();
       if (closeIdleAfterEachAnswer) server.closeIdleConnections();
     });
@@ -375,7 +381,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         const delayMs = closeOptions.delayMs ?? 0;
         const drainStartedAt = Date.now();
         draining = true;
-        for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
+        // Every connection with an answer in flight began a request, so it is in lastActive.
+        for (const socket of lastActive.keys()) for (const res of answering.get(socket) ?? []) if (!res.headersSent) res.setHeader('Connection', 'close');
         let drained: Promise<void>;
         if (delayMs > 0) {
           // Still accepting and serving, so that a request a client writes on a keep-alive
@@ -409,8 +416,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           release();
           // Connections idle since before the drain began had the whole delay to send: closed
           // now, rather than when their keep-alive timeout runs out.
-          const busy = new Set<unknown>([...inFlight].map((res) => res.socket));
-          for (const [socket, at] of lastActive) if (at < drainStartedAt && !busy.has(socket)) socket.destroy();
+          for (const [socket, at] of lastActive) if (at < drainStartedAt && !answering.get(socket)?.size) socket.destroy();
           logger.info({ delayMs, heldMs: Date.now() - holdStartedAt }, 'stopped accepting connections; finishing the requests in progress');
         } else {
           // server.close stops accepting and closes idle keep-alive connections; busy ones close

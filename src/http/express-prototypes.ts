@@ -40,7 +40,9 @@ function flattenOnto(target: object, prototype: object, base: object): boolean {
 
 /**
  * Makes `app.request` and `app.response` class prototypes and returns the classes to build
- * the server with; call it once per application, before the server takes requests.
+ * the server with. Call it once per application, before the server takes requests: the
+ * properties are copied then, so anything added to Express's prototypes later is not seen, and
+ * a second call would leave the first server's requests switching again.
  */
 export function expressServerClasses(app: Express): Partial<ServerClasses> {
   class ExpressRequest extends IncomingMessage {}

@@ -5,11 +5,18 @@
  * A real server on port 0, a real HTTP client.
  */
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, get as httpGet, type Server } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express, { type Request, type Response } from 'express';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { listener } from '../../../src/app.js';
+import type { Config } from '../../../src/config/schema.js';
 import { expressServerClasses } from '../../../src/http/express-prototypes.js';
+import { openssl } from '../../helpers/cli.js';
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -39,7 +46,45 @@ async function serve(withClasses: boolean): Promise<{ url: string; prototypes: A
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, prototypes };
 }
 
+const tlsDir = mkdtempSync(join(tmpdir(), 'express-prototypes-'));
+afterAll(() => rmSync(tlsDir, { recursive: true, force: true }));
+
+/** GET over HTTP or HTTPS (a throwaway self-signed certificate); resolves with the status. */
+function getStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const done = (response: { statusCode?: number; resume(): void }) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    };
+    const request = url.startsWith('https:') ? httpsGet(url, { rejectUnauthorized: false }, done) : httpGet(url, done);
+    request.on('error', reject);
+  });
+}
+
 describe('expressServerClasses', () => {
+  it("the service's own listener builds its requests and responses with them, over HTTP and HTTPS", async () => {
+    const certFile = join(tlsDir, 'cert.pem');
+    const keyFile = join(tlsDir, 'key.pem');
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost');
+    for (const tls of [null, { certFile, keyFile, clientCaFile: null, requestClientCertificate: false }]) {
+      const app = express();
+      const prototypes: boolean[] = [];
+      app.get('/probe', (_req: Request, res: Response) => res.json({ ok: true }));
+      const config = { server: { tls } } as unknown as Pick<Config, 'server'>;
+      const server = listener(config, expressServerClasses(app), (req, res) => {
+        // Before Express runs: built from the classes, not switched afterwards.
+        prototypes.push(Object.getPrototypeOf(req) === app.request && Object.getPrototypeOf(res) === app.response);
+        app(req, res);
+      });
+      servers.push(server);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const url = `${tls ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}/probe`;
+      expect(await getStatus(url)).toBe(200);
+      expect(prototypes).toEqual([true]);
+    }
+  });
+
   it('builds requests and responses whose prototype is already the one Express sets', async () => {
     const { url, prototypes } = await serve(true);
     const response = await fetch(`${url}/things/7?a=b`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-probe': 'yes' }, body: '{"n":1}' });

@@ -279,7 +279,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // The answers each connection has in flight (more than one when its client pipelines), so
   // that when draining begins each can still be told to close its keep-alive connection (a
   // connection left open would hold server.close until it times out). Kept per connection:
-  // with one set that every answer entered and left, V8's minor collections promoted most of
+  // with one set that every answer entered and left, V8's minor collections promoted much of
   // each request's objects (measured: README, "How a request runs"), and a pipelined answer
   // whose connection dropped, which Node never closes, stayed in it for good.
   const answering = new WeakMap<Socket, Set<ServerResponse>>();

@@ -4,9 +4,8 @@
  * src/http/express-prototypes.ts), so the difference between the two floors is what Express
  * itself adds to a request (its router, its request and response decoration) and nothing an
  * application chooses. Its CPU per request, beside the bare node:http floor's, bounds what any
- * Express service could reach on this machine. (`express.json()` and `res.json` in place of the
- * handler's own reading and answer cost another 20–40 µs per request here.) Forked by
- * scripts/bench.ts; listens on 127.0.0.1, port 0, and reports the port over IPC.
+ * Express service could reach on this machine (README, "Benchmark", says what it leaves out).
+ * Forked by scripts/bench.ts; listens on 127.0.0.1, port 0, and reports the port over IPC.
  */
 import { createServer } from 'node:http';
 import express from 'express';

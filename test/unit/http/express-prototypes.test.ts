@@ -23,11 +23,18 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))));
 });
 
+/** Listens on 127.0.0.1, port 0 (closed after the test); resolves with the base URL. */
+async function listen(server: Server, scheme: 'http' | 'https'): Promise<string> {
+  servers.push(server);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 /** One route that reports what Express gave it; `withClasses` false serves it the stock way. */
 async function serve(withClasses: boolean): Promise<{ url: string; prototypes: Array<{ request: boolean; response: boolean }> }> {
   const app = express();
   const prototypes: Array<{ request: boolean; response: boolean }> = [];
-  // Seen before Express switches anything: is the prototype the one Express will set?
   const classes = withClasses ? expressServerClasses(app) : {};
   app.post('/things/:id', express.json(), (req: Request, res: Response) => {
     res
@@ -37,13 +44,11 @@ async function serve(withClasses: boolean): Promise<{ url: string; prototypes: A
   });
   app.use((req: Request, res: Response) => res.status(404).send(`no ${req.path}`));
   const server = createServer(classes, (req, res) => {
+    // Seen before Express switches anything: is the prototype the one Express will set?
     prototypes.push({ request: Object.getPrototypeOf(req) === app.request, response: Object.getPrototypeOf(res) === app.response });
     app(req, res);
   });
-  servers.push(server);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, prototypes };
+  return { url: await listen(server, 'http'), prototypes };
 }
 
 const tlsDir = mkdtempSync(join(tmpdir(), 'express-prototypes-'));
@@ -76,11 +81,8 @@ describe('expressServerClasses', () => {
         prototypes.push(Object.getPrototypeOf(req) === app.request && Object.getPrototypeOf(res) === app.response);
         app(req, res);
       });
-      servers.push(server);
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      const url = `${tls ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}/probe`;
-      expect(await getStatus(url)).toBe(200);
+      const base = await listen(server, tls ? 'https' : 'http');
+      expect(await getStatus(`${base}/probe`)).toBe(200);
       expect(prototypes).toEqual([true]);
     }
   });

@@ -26,7 +26,7 @@
  * kept, anchors the first kept event's prev_hash; and a kept trail whose start no kept
  * `audit.prune` event explains is reported as events removed.
  */
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, hash, verify, type KeyObject } from 'node:crypto';
 import type { AuditCheckpointRecord, AuditEventRecord } from '../store/audit-store.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -82,7 +82,7 @@ export function eventHash(event: ChainedEvent): string {
           event.clientAddress,
           event.prevHash,
         ];
-  return createHash('sha256').update(JSON.stringify(fields), 'utf8').digest('hex');
+  return hash('sha256', JSON.stringify(fields));
 }
 
 /** An event as recorded, before it has a place in the chain (no seq, id, hashes; time in ms). */

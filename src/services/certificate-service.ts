@@ -8,7 +8,7 @@
  * the CSR valid and within the policy, and the ttl within both the profile's maximum and the
  * CA's own expiry (400, naming every violated rule).
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { hash as digestOf, randomBytes, randomUUID } from 'node:crypto';
 import { badRequest, notFound } from '../errors.js';
 import { certificateDer, tbsCertificateDer, toPem, type GeneralNameJson } from '../pki/certificate-builder.js';
 import { parseCsr, type ReadCsr } from '../pki/csr.js';
@@ -104,9 +104,7 @@ export interface PublicCertificate {
 }
 
 const fingerprint = (der: Buffer, hash: 'sha1' | 'sha256') =>
-  createHash(hash)
-    .update(der)
-    .digest('hex')
+  digestOf(hash, der)
     .toUpperCase()
     .match(/../g)!
     .join(':');

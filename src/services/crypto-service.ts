@@ -4,7 +4,7 @@
  * input alike (Ed25519 aside: pure EdDSA takes the message itself); results are encoded in
  * Infisical's byte formats (kms-encoding.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import {
   CURVE_ORDER_BYTES,
   DIGEST_LENGTH,
@@ -59,7 +59,7 @@ function digestFor(usable: UsableKey, spec: SigningAlgorithmSpec, input: SignInp
     }
     digest = input.data;
   } else {
-    digest = createHash(spec.hash).update(input.data).digest();
+    digest = hash(spec.hash, input.data, 'buffer');
   }
   const keySpec = KEY_SPECS[usable.key.algorithm];
   if (spec.scheme === 'ecdsa' && keySpec.kind === 'ec') digest = digest.subarray(0, CURVE_ORDER_BYTES[keySpec.curve]);

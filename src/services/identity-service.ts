@@ -15,7 +15,7 @@
  * past its cached expiry is read again too, since a renew elsewhere may have extended it. Client secrets are kept as scrypt hashes and compared in
  * constant time; an unknown client id costs the same scrypt as a known one.
  */
-import { createHash, randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { hash, randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { badRequest, notFound, permissionDenied, permissionDeniedEverywhere, unauthorized } from '../errors.js';
 import type { ClientSecretRecord, IdentityRecord, IdentityStore, TokenHolder } from '../store/identity-store.js';
 import { canGrant, canSomewhere, type Permission, type Principal } from './permissions.js';
@@ -81,7 +81,7 @@ export async function secretMatches(secret: string, stored: string): Promise<boo
 /** A fixed hash to spend the same scrypt on when the client id is unknown. */
 const DECOY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+const sha256 = (value: string) => hash('sha256', value);
 
 const publicIdentity = (identity: IdentityRecord): PublicIdentity => ({ ...identity });
 const publicSecret = (secret: ClientSecretRecord): PublicClientSecret => ({

@@ -5,7 +5,7 @@
  * as PKCS#11's r||s and leaves as the DER ECDSA-Sig-Value that X.509, CMS and the KMS API carry.
  * EdDSA is the exception: its pure form signs the message itself, which the caller passes as it is.
  */
-import { createHash } from 'node:crypto';
+import { hash as digestOf } from 'node:crypto';
 import type { HashName, SignatureScheme } from '../algorithms.js';
 import type { Token } from '../pkcs11/token.js';
 import { ecdsaRawToDer } from './kms-encoding.js';
@@ -20,5 +20,5 @@ export async function signDigestDer(token: Signer, objectId: Buffer, scheme: Sig
 
 /** Hashes `message` with `hash`, signs the digest in the token; ECDSA's answer in DER. */
 export function signMessageDer(token: Signer, objectId: Buffer, scheme: Exclude<SignatureScheme, 'eddsa'>, hash: HashName, message: Buffer | Uint8Array): Promise<Buffer> {
-  return signDigestDer(token, objectId, scheme, hash, createHash(hash).update(message).digest());
+  return signDigestDer(token, objectId, scheme, hash, digestOf(hash, message, 'buffer'));
 }

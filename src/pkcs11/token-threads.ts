@@ -165,50 +165,64 @@ export class TokenThreadPool {
    * Runs `operation` on a leased thread, all within `timeoutMs` from the call. A session/device
    * failure marks the pool down. Errors come out as TokenError.
    */
-  async withThread<T>(label: OperationLabel, operation: (thread: TokenThread) => Promise<T>, timeoutMs = this.options.acquireTimeoutMs): Promise<T> {
+  withThread<T>(label: OperationLabel, operation: (thread: TokenThread) => Promise<T>, timeoutMs = this.options.acquireTimeoutMs): Promise<T> {
     const deadline = performance.now() + timeoutMs;
-    const lease = await this.acquire(timeoutMs);
+    // This runs once per token operation: an idle thread is leased without an extra turn.
+    const idle = this.state === 'up' ? this.idle.pop() : undefined;
+    if (idle) {
+      this.leased++;
+      return this.runLeased(label, operation, idle, deadline, timeoutMs);
+    }
+    return this.acquire(timeoutMs).then((lease) => this.runLeased(label, operation, lease, deadline, timeoutMs));
+  }
+
+  /**
+   * The call on a leased thread, racing its deadline. The lease always ends when the call
+   * settles, also after the deadline has answered the caller (`release` then retires a thread
+   * `abandon` marked stuck).
+   */
+  private runLeased<T>(label: OperationLabel, operation: (thread: TokenThread) => Promise<T>, lease: Lease, deadline: number, timeoutMs: number): Promise<T> {
     if (deadline - performance.now() < Math.min(MIN_OPERATION_BUDGET_MS, timeoutMs / 4)) {
       this.release(lease, undefined);
       tokenErrors.inc({ ckr: 'POOL_TIMEOUT' });
-      throw new TokenError('busy', `Every token thread stayed busy for nearly ${timeoutMs} ms`, 'POOL_TIMEOUT', undefined);
+      return Promise.reject(new TokenError('busy', `Every token thread stayed busy for nearly ${timeoutMs} ms`, 'POOL_TIMEOUT', undefined));
     }
     const started = performance.now();
-    let settled = false;
     this.busyThreads.add(lease.thread);
     const callGeneration = this.generation;
-    const running = this.onCurrentSessions(lease).then(() => operation(lease.thread)).then(
-      (value) => {
-        settled = true;
-        pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
-        this.release(lease, undefined, false, callGeneration);
-        return value;
-      },
-      (error: unknown) => {
-        settled = true;
-        const failure = toTokenError(error, label.operation);
-        tokenErrors.inc({ ckr: failure.ckr });
-        this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
-        throw failure;
-      },
-    );
-    const remaining = deadline - performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
         if (settled) return;
         this.abandon(lease);
         tokenErrors.inc({ ckr: 'OPERATION_TIMEOUT' });
         reject(new TokenError('timeout', `The token did not answer ${label.operation} within ${timeoutMs} ms`, 'OPERATION_TIMEOUT', undefined));
-      }, Math.max(remaining, 0));
+      }, Math.max(deadline - performance.now(), 0));
+      let call: Promise<T>;
+      try {
+        call = lease.generation === callGeneration ? operation(lease.thread) : this.onCurrentSessions(lease).then(() => operation(lease.thread));
+      } catch (error) {
+        call = Promise.reject(error);
+      }
+      // After the deadline, resolve and reject below change nothing: the caller has its 503.
+      call.then(
+        (value) => {
+          settled = true;
+          clearTimeout(timer);
+          pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
+          this.release(lease, undefined, false, callGeneration);
+          resolve(value);
+        },
+        (error: unknown) => {
+          settled = true;
+          clearTimeout(timer);
+          const failure = toTokenError(error, label.operation);
+          tokenErrors.inc({ ckr: failure.ckr });
+          this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
+          reject(failure);
+        },
+      );
     });
-    try {
-      return await Promise.race([running, expired]);
-    } finally {
-      clearTimeout(timer);
-      // A stuck call's late failure has nobody left to catch it.
-      running.catch(() => undefined);
-    }
   }
 
   private newLease(): Lease {

@@ -949,11 +949,17 @@ function printRuns(out: string[], report: Report): void {
     out.push(`token ceiling: SoftHSM2 through pkcs11js, ${report.raw.threads} worker threads, blocking C_*Init + operation, one in flight per thread, service key templates and session copies`);
     out.push(
       table(
-        ['mechanism', 'ops/s', 'ops per thread', 'cores used', 'CPU µs/op'],
-        report.raw.results.map((r) => [RAW_LABEL[r.op], fmtInt(r.opsPerSec), r.perThread.map(fmtInt).join(' / '), (r.cpuMs / 1000 / r.seconds).toFixed(2), fmtUs(r.cpuMs / 1000 / r.ops)]),
+        ['mechanism', 'ops/s', 'ops per thread', 'cores used', 'CPU µs/op', 'one message per op: ops/s', 'CPU µs/op', 'hop µs/op'],
+        report.raw.results.map((r) => {
+          const perOp = r.cpuMs / 1000 / r.ops;
+          const messagedPerOp = r.messaged.ops > 0 ? r.messaged.cpuMs / 1000 / r.messaged.ops : undefined;
+          return [RAW_LABEL[r.op], fmtInt(r.opsPerSec), r.perThread.map(fmtInt).join(' / '), (r.cpuMs / 1000 / r.seconds).toFixed(2), fmtUs(perOp), fmtInt(r.messaged.opsPerSec), fmtUs(messagedPerOp), fmtUs(messagedPerOp === undefined ? undefined : messagedPerOp - perOp)];
+        }),
       ),
     );
     out.push('  cores used: CPU time of the whole ceiling process ÷ wall time; CPU µs/op: that CPU time ÷ operations (the token\'s share of the limit).');
+    out.push('  one message per op: the same threads sent each operation in a message and answering it in one, one in flight per thread, as the');
+    out.push('  service\'s token pool does; hop µs/op: what that adds per operation, on both sides of the two messages.');
     out.push('');
   }
 
@@ -1011,6 +1017,14 @@ function printRuns(out: string[], report: Report): void {
         return `${op} ${fmtInt(bound)} req/s (${fmtRatio(bound !== undefined && limit ? bound / limit : undefined)} × limit)`;
       });
       out.push(`  With Express: no Express service can pass cores ÷ (token CPU per op + Express floor CPU per request): ${bounds.join(', ')}.`);
+      const hopBounds = kmsOps.map((op) => {
+        const { limit } = limitOf(report, op);
+        const messaged = report.raw?.results.find((r) => r.op === op)?.messaged;
+        const bound = messaged && messaged.ops > 0 ? availableParallelism() / (messaged.cpuMs / 1000 / messaged.ops + expressCpu) : undefined;
+        return `${op} ${fmtInt(bound)} req/s (${fmtRatio(bound !== undefined && limit ? bound / limit : undefined)} × limit)`;
+      });
+      out.push(`  With Express and token threads: nor can one that also sends each operation to a token thread in a message, cores ÷ (token CPU per`);
+      out.push(`  op with one message per op + Express floor CPU per request): ${hopBounds.join(', ')}.`);
     }
     out.push('');
   }
@@ -1166,7 +1180,7 @@ function budgetSeconds(options: Options): number {
   const perRun = options.durationS + options.warmupS;
   const certOps = options.ops.filter(isCertOp).length;
   const loadOps = options.ops.filter(isLoadOp).length;
-  return 300 + (rawOpsOf(options).length * perRun + 120) + 2 * (perRun + 60) + certOps * (perRun + 60) + loadOps * (perRun + 60) + (options.ops.includes('healthz') ? perRun + 240 : 0);
+  return 300 + (2 * rawOpsOf(options).length * perRun + 120) + 2 * (perRun + 60) + certOps * (perRun + 60) + loadOps * (perRun + 60) + (options.ops.includes('healthz') ? perRun + 240 : 0);
 }
 
 async function main(): Promise<number> {

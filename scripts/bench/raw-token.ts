@@ -49,6 +49,12 @@ export interface RawOpResult {
   outputBytes: number;
   /** Operations each thread completed: a thread far behind the others would show here. */
   perThread: number[];
+  /**
+   * The same threads driven as the service's pool drives its own: one message per operation and
+   * its answer, one in flight per thread. Its CPU per operation less the loop's is what one
+   * thread hop costs (both threads' share of posting, waking and dispatching the two messages).
+   */
+  messaged: { ops: number; seconds: number; opsPerSec: number; cpuMs: number };
 }
 
 export type RawTokenMessage =
@@ -129,6 +135,23 @@ async function runAll(threads: TokenThread[], op: RawOp, durationMs: number): Pr
   return Promise.all(threads.map(async (thread) => (await thread.next()) as Extract<TokenWorkerReply, { type: 'done' }>));
 }
 
+/** One operation per message, the next sent when its answer is in, for `durationMs`; the operations done. */
+async function runMessaged(threads: TokenThread[], op: RawOp, durationMs: number): Promise<number> {
+  const deadline = performance.now() + durationMs;
+  const perThread = await Promise.all(
+    threads.map(async (thread) => {
+      let ops = 0;
+      while (performance.now() < deadline) {
+        thread.send({ type: 'one', op });
+        await thread.next();
+        ops++;
+      }
+      return ops;
+    }),
+  );
+  return perThread.reduce((sum, ops) => sum + ops, 0);
+}
+
 async function run(request: RawTokenRequest): Promise<RawTokenMessage> {
   mkdirSync(join(request.dir, 'tokens'), { recursive: true, mode: 0o700 });
   const conf = join(request.dir, 'softhsm2.conf');
@@ -175,7 +198,22 @@ async function run(request: RawTokenRequest): Promise<RawTokenMessage> {
       const seconds = (performance.now() - start) / 1000;
       const cpu = process.cpuUsage(cpuBefore);
       const ops = done.reduce((sum, d) => sum + d.ops, 0);
-      results.push({ op, ops, seconds, opsPerSec: ops / seconds, cpuMs: (cpu.user + cpu.system) / 1000, outputBytes: done[0]!.outputBytes, perThread: done.map((d) => d.ops) });
+      if (request.warmupMs > 0) await runMessaged(threads, op, request.warmupMs);
+      const messagedCpuBefore = process.cpuUsage();
+      const messagedStart = performance.now();
+      const messagedOps = await runMessaged(threads, op, request.durationMs);
+      const messagedSeconds = (performance.now() - messagedStart) / 1000;
+      const messagedCpu = process.cpuUsage(messagedCpuBefore);
+      results.push({
+        op,
+        ops,
+        seconds,
+        opsPerSec: ops / seconds,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+        outputBytes: done[0]!.outputBytes,
+        perThread: done.map((d) => d.ops),
+        messaged: { ops: messagedOps, seconds: messagedSeconds, opsPerSec: messagedOps / messagedSeconds, cpuMs: (messagedCpu.user + messagedCpu.system) / 1000 },
+      });
     }
     await Promise.all(threads.map((thread) => thread.stop()));
     threads.length = 0;

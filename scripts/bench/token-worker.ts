@@ -19,8 +19,13 @@ export interface TokenWorkerData {
   plaintext: Uint8Array;
 }
 
-export type TokenWorkerCommand = { type: 'run'; op: RawOp; durationMs: number } | { type: 'stop' };
-export type TokenWorkerReply = { type: 'ready' } | { type: 'done'; op: RawOp; ops: number; seconds: number; outputBytes: number } | { type: 'error'; message: string };
+/** `run` loops inside the thread; `one` is a single operation, answered by a message of its own. */
+export type TokenWorkerCommand = { type: 'run'; op: RawOp; durationMs: number } | { type: 'one'; op: RawOp } | { type: 'stop' };
+export type TokenWorkerReply =
+  | { type: 'ready' }
+  | { type: 'done'; op: RawOp; ops: number; seconds: number; outputBytes: number }
+  | { type: 'answer'; value: Uint8Array }
+  | { type: 'error'; message: string };
 
 const data = workerData as TokenWorkerData;
 const port = parentPort!;
@@ -67,6 +72,11 @@ port.on('message', (command: TokenWorkerCommand) => {
   }
   try {
     const operation = operations[command.op];
+    if (command.type === 'one') {
+      // As a token thread of the service answers: the output in a buffer of its own.
+      port.postMessage({ type: 'answer', value: new Uint8Array(operation()) } satisfies TokenWorkerReply);
+      return;
+    }
     const outputBytes = operation().length;
     let ops = 0;
     const start = performance.now();

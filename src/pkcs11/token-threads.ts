@@ -5,7 +5,7 @@
  *
  * Invariants:
  * - a thread is either idle (in `idle`) or leased to exactly one caller; `withThread` gives it
- *   back in `finally`, so no path leaks one;
+ *   back when its call settles, whichever way, so no path leaks one;
  * - a call that fails inside the token leaves the thread usable: the thread itself replaces a
  *   session that may still hold an active operation. A thread that says it has no usable
  *   session left is retired and replaced;
@@ -182,7 +182,7 @@ export class TokenThreadPool {
    * `abandon` marked stuck).
    */
   private runLeased<T>(label: OperationLabel, operation: (thread: TokenThread) => Promise<T>, lease: Lease, deadline: number, timeoutMs: number): Promise<T> {
-    if (deadline - performance.now() < Math.min(MIN_OPERATION_BUDGET_MS, timeoutMs / 4)) {
+    if (deadline - performance.now() <= Math.min(MIN_OPERATION_BUDGET_MS, timeoutMs / 4)) {
       this.release(lease, undefined);
       tokenErrors.inc({ ckr: 'POOL_TIMEOUT' });
       return Promise.reject(new TokenError('busy', `Every token thread stayed busy for nearly ${timeoutMs} ms`, 'POOL_TIMEOUT', undefined));
@@ -200,25 +200,37 @@ export class TokenThreadPool {
       }, Math.max(deadline - performance.now(), 0));
       let call: Promise<T>;
       try {
-        call = lease.generation === callGeneration ? operation(lease.thread) : this.onCurrentSessions(lease).then(() => operation(lease.thread));
+        call = lease.generation === callGeneration ? Promise.resolve(operation(lease.thread)) : this.onCurrentSessions(lease).then(() => operation(lease.thread));
       } catch (error) {
         call = Promise.reject(error);
       }
       // After the deadline, resolve and reject below change nothing: the caller has its 503.
+      // Neither handler may throw: the caller would wait forever and the rejection go unobserved.
+      // What `release` throws (a replacement thread that cannot start, say) is the caller's answer.
       call.then(
         (value) => {
           settled = true;
           clearTimeout(timer);
-          pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
-          this.release(lease, undefined, false, callGeneration);
+          try {
+            pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
+            this.release(lease, undefined, false, callGeneration);
+          } catch (error) {
+            reject(error);
+            return;
+          }
           resolve(value);
         },
         (error: unknown) => {
           settled = true;
           clearTimeout(timer);
           const failure = toTokenError(error, label.operation);
-          tokenErrors.inc({ ckr: failure.ckr });
-          this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
+          try {
+            tokenErrors.inc({ ckr: failure.ckr });
+            this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
+          } catch (releaseError) {
+            reject(releaseError);
+            return;
+          }
           reject(failure);
         },
       );

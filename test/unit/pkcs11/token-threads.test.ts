@@ -37,7 +37,10 @@ class FakeThread implements TokenThread {
 class FakeThreads {
   readonly all: FakeThread[] = [];
   behaviour: (request: TokenRequest, thread: FakeThread) => Promise<unknown> = async () => 'ok';
+  /** Set: starting a thread throws, as `new Worker` does when no thread can be made. */
+  startFailure: Error | undefined;
   start = (): TokenThread => {
+    if (this.startFailure) throw this.startFailure;
     const thread = new FakeThread(this);
     this.all.push(thread);
     return thread;
@@ -157,6 +160,29 @@ describe('TokenThreadPool', () => {
     threads.behaviour = async () => 'ok';
     expect(await tokenThreads.run(label, ping)).toBe('ok');
     expect(tokenThreads.stats).toMatchObject({ state: 'up', live: 1, idle: 1 });
+  });
+
+  it('an operation that throws before it returns a promise is a failure like any other: the thread goes back to the pool', async () => {
+    const { pool: tokenThreads } = pool(1);
+    await expect(
+      tokenThreads.withThread(label, () => {
+        throw Object.assign(new Error('bad arguments'), { code: 0x7 });
+      }),
+    ).rejects.toMatchObject({ errorClass: 'operation', ckr: 'CKR_ARGUMENTS_BAD' });
+    expect(tokenThreads.stats).toMatchObject({ state: 'up', live: 1, idle: 1, busy: 0 });
+  });
+
+  it('a replacement thread that cannot start fails the call that needed it, at once, without a rejection left unobserved', async () => {
+    const { threads, pool: tokenThreads } = pool(1, 1000);
+    threads.behaviour = async () => {
+      throw markThreadBroken(new TokenError('operation', 'the thread failed', 'THREAD_FAILED', undefined));
+    };
+    threads.startFailure = new Error('cannot start a worker thread');
+    // Vitest fails the run on an unhandled rejection; the caller must get an answer, not wait out its deadline.
+    const started = performance.now();
+    await expect(tokenThreads.run(label, ping)).rejects.toThrow('cannot start a worker thread');
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(threads.all[0]!.retired).toBe(true);
   });
 
   it('a lease that arrives with almost none of its deadline left is not started', async () => {

@@ -958,8 +958,8 @@ function printRuns(out: string[], report: Report): void {
       ),
     );
     out.push('  cores used: CPU time of the whole ceiling process ÷ wall time; CPU µs/op: that CPU time ÷ operations (the token\'s share of the limit).');
-    out.push('  one message per op: the same threads sent each operation in a message and answering it in one, one in flight per thread, as the');
-    out.push('  service\'s token pool does; hop µs/op: what that adds per operation, on both sides of the two messages.');
+    out.push('  one message per op: each operation sent to the same threads in a message and answered in one, one in flight per thread, as');
+    out.push('  the service\'s token pool does; hop µs/op: what that adds per operation, on both sides of the two messages.');
     out.push('');
   }
 

@@ -135,6 +135,16 @@ async function runAll(threads: TokenThread[], op: RawOp, durationMs: number): Pr
   return Promise.all(threads.map(async (thread) => (await thread.next()) as Extract<TokenWorkerReply, { type: 'done' }>));
 }
 
+/** What `run` returns, the wall time it took and the CPU time of the whole process meanwhile (ms). */
+async function measured<T>(run: () => Promise<T>): Promise<{ value: T; seconds: number; cpuMs: number }> {
+  const cpuBefore = process.cpuUsage();
+  const start = performance.now();
+  const value = await run();
+  const seconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  return { value, seconds, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
+
 /** One operation per message, the next sent when its answer is in, for `durationMs`; the operations done. */
 async function runMessaged(threads: TokenThread[], op: RawOp, durationMs: number): Promise<number> {
   const deadline = performance.now() + durationMs;
@@ -192,27 +202,20 @@ async function run(request: RawTokenRequest): Promise<RawTokenMessage> {
     const results: RawOpResult[] = [];
     for (const op of request.ops) {
       if (request.warmupMs > 0) await runAll(threads, op, request.warmupMs);
-      const cpuBefore = process.cpuUsage();
-      const start = performance.now();
-      const done = await runAll(threads, op, request.durationMs);
-      const seconds = (performance.now() - start) / 1000;
-      const cpu = process.cpuUsage(cpuBefore);
+      const looped = await measured(() => runAll(threads, op, request.durationMs));
+      const done = looped.value;
       const ops = done.reduce((sum, d) => sum + d.ops, 0);
       if (request.warmupMs > 0) await runMessaged(threads, op, request.warmupMs);
-      const messagedCpuBefore = process.cpuUsage();
-      const messagedStart = performance.now();
-      const messagedOps = await runMessaged(threads, op, request.durationMs);
-      const messagedSeconds = (performance.now() - messagedStart) / 1000;
-      const messagedCpu = process.cpuUsage(messagedCpuBefore);
+      const messaged = await measured(() => runMessaged(threads, op, request.durationMs));
       results.push({
         op,
         ops,
-        seconds,
-        opsPerSec: ops / seconds,
-        cpuMs: (cpu.user + cpu.system) / 1000,
+        seconds: looped.seconds,
+        opsPerSec: ops / looped.seconds,
+        cpuMs: looped.cpuMs,
         outputBytes: done[0]!.outputBytes,
         perThread: done.map((d) => d.ops),
-        messaged: { ops: messagedOps, seconds: messagedSeconds, opsPerSec: messagedOps / messagedSeconds, cpuMs: (messagedCpu.user + messagedCpu.system) / 1000 },
+        messaged: { ops: messaged.value, seconds: messaged.seconds, opsPerSec: messaged.value / messaged.seconds, cpuMs: messaged.cpuMs },
       });
     }
     await Promise.all(threads.map((thread) => thread.stop()));

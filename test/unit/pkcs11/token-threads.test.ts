@@ -172,6 +172,13 @@ describe('TokenThreadPool', () => {
     expect(tokenThreads.stats).toMatchObject({ state: 'up', live: 1, idle: 1, busy: 0 });
   });
 
+  it('an operation that answers without a promise still ends its lease (a caller outside the types)', async () => {
+    const { pool: tokenThreads } = pool(1);
+    const plain = (() => 'plain') as unknown as (thread: TokenThread) => Promise<string>;
+    expect(await tokenThreads.withThread(label, plain)).toBe('plain');
+    expect(tokenThreads.stats).toMatchObject({ live: 1, idle: 1, busy: 0, stuck: 0 });
+  });
+
   it('a replacement thread that cannot start fails the call that needed it, at once, without a rejection left unobserved', async () => {
     const { threads, pool: tokenThreads } = pool(1, 1000);
     threads.behaviour = async () => {

@@ -1011,20 +1011,23 @@ function printRuns(out: string[], report: Report): void {
     out.push('    callers, or a busy machine; see "cores used" above), so this limit assumes a token that scales to every core.');
     const expressCpu = report.expressFloor && report.expressFloor.ok > 0 ? cpuPerOk(report.expressFloor) : undefined;
     if (expressCpu !== undefined) {
-      const bounds = kmsOps.map((op) => {
-        const { tokenCpuPerOp, limit } = limitOf(report, op);
-        const bound = tokenCpuPerOp === undefined ? undefined : availableParallelism() / (tokenCpuPerOp + expressCpu);
-        return `${op} ${fmtInt(bound)} req/s (${fmtRatio(bound !== undefined && limit ? bound / limit : undefined)} × limit)`;
-      });
-      out.push(`  With Express: no Express service can pass cores ÷ (token CPU per op + Express floor CPU per request): ${bounds.join(', ')}.`);
-      const hopBounds = kmsOps.map((op) => {
-        const { limit } = limitOf(report, op);
+      /** Each op's bound with the Express floor and the token CPU per op `tokenCpuOf` gives, and its share of the limit. */
+      const boundsWith = (tokenCpuOf: (op: RawOp) => number | undefined) =>
+        kmsOps
+          .map((op) => {
+            const tokenCpu = tokenCpuOf(op);
+            const { limit } = limitOf(report, op);
+            const bound = tokenCpu === undefined ? undefined : availableParallelism() / (tokenCpu + expressCpu);
+            return `${op} ${fmtInt(bound)} req/s (${fmtRatio(bound !== undefined && limit ? bound / limit : undefined)} × limit)`;
+          })
+          .join(', ');
+      const messagedCpuPerOp = (op: RawOp) => {
         const messaged = report.raw?.results.find((r) => r.op === op)?.messaged;
-        const bound = messaged && messaged.ops > 0 ? availableParallelism() / (messaged.cpuMs / 1000 / messaged.ops + expressCpu) : undefined;
-        return `${op} ${fmtInt(bound)} req/s (${fmtRatio(bound !== undefined && limit ? bound / limit : undefined)} × limit)`;
-      });
+        return messaged && messaged.ops > 0 ? messaged.cpuMs / 1000 / messaged.ops : undefined;
+      };
+      out.push(`  With Express: no Express service can pass cores ÷ (token CPU per op + Express floor CPU per request): ${boundsWith((op) => limitOf(report, op).tokenCpuPerOp)}.`);
       out.push(`  With Express and token threads: nor can one that also sends each operation to a token thread in a message, cores ÷ (token CPU per`);
-      out.push(`  op with one message per op + Express floor CPU per request): ${hopBounds.join(', ')}.`);
+      out.push(`  op with one message per op + Express floor CPU per request): ${boundsWith(messagedCpuPerOp)}.`);
     }
     out.push('');
   }

@@ -167,13 +167,10 @@ export class TokenThreadPool {
    */
   withThread<T>(label: OperationLabel, operation: (thread: TokenThread) => Promise<T>, timeoutMs = this.options.acquireTimeoutMs): Promise<T> {
     const deadline = performance.now() + timeoutMs;
+    const lease = this.acquire(timeoutMs);
     // This runs once per token operation: an idle thread is leased without an extra turn.
-    const idle = this.state === 'up' ? this.idle.pop() : undefined;
-    if (idle) {
-      this.leased++;
-      return this.runLeased(label, operation, idle, deadline, timeoutMs);
-    }
-    return this.acquire(timeoutMs).then((lease) => this.runLeased(label, operation, lease, deadline, timeoutMs));
+    if (lease instanceof Promise) return lease.then((waited) => this.runLeased(label, operation, waited, deadline, timeoutMs));
+    return this.runLeased(label, operation, lease, deadline, timeoutMs);
   }
 
   /**
@@ -205,33 +202,37 @@ export class TokenThreadPool {
         call = Promise.reject(error);
       }
       // After the deadline, resolve and reject below change nothing: the caller has its 503.
-      // Neither handler may throw: the caller would wait forever and the rejection go unobserved.
+      // `ended` must not throw: the caller would wait forever and the rejection go unobserved.
       // What `release` throws (a replacement thread that cannot start, say) is the caller's answer.
+      const ended = (endLease: () => void, answer: () => void) => {
+        settled = true;
+        clearTimeout(timer);
+        try {
+          endLease();
+        } catch (error) {
+          reject(error);
+          return;
+        }
+        answer();
+      };
       call.then(
-        (value) => {
-          settled = true;
-          clearTimeout(timer);
-          try {
-            pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
-            this.release(lease, undefined, false, callGeneration);
-          } catch (error) {
-            reject(error);
-            return;
-          }
-          resolve(value);
-        },
+        (value) =>
+          ended(
+            () => {
+              pkcs11OperationDuration.observe(label, (performance.now() - started) / 1000);
+              this.release(lease, undefined, false, callGeneration);
+            },
+            () => resolve(value),
+          ),
         (error: unknown) => {
-          settled = true;
-          clearTimeout(timer);
           const failure = toTokenError(error, label.operation);
-          try {
-            tokenErrors.inc({ ckr: failure.ckr });
-            this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
-          } catch (releaseError) {
-            reject(releaseError);
-            return;
-          }
-          reject(failure);
+          ended(
+            () => {
+              tokenErrors.inc({ ckr: failure.ckr });
+              this.release(lease, failure, (error as { [THREAD_BROKEN]?: boolean })?.[THREAD_BROKEN] === true, callGeneration);
+            },
+            () => reject(failure),
+          );
         },
       );
     });
@@ -241,7 +242,8 @@ export class TokenThreadPool {
     return { thread: this.startThread(this.module.threadInit()), generation: this.generation };
   }
 
-  private acquire(timeoutMs: number): Promise<Lease> {
+  /** An idle thread's lease at once, or a wait for one (rejected when the pool is not up). */
+  private acquire(timeoutMs: number): Lease | Promise<Lease> {
     if (this.state !== 'up') {
       tokenErrors.inc({ ckr: 'POOL_DOWN' });
       return Promise.reject(this.unavailable());
@@ -249,7 +251,7 @@ export class TokenThreadPool {
     const lease = this.idle.pop();
     if (lease) {
       this.leased++;
-      return Promise.resolve(lease);
+      return lease;
     }
     return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
